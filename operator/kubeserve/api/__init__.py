@@ -1,0 +1,1 @@
+"""The InferenceService API: pydantic models of spec and status, validation, the CRD generator."""

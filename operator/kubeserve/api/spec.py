@@ -1,0 +1,247 @@
+"""The InferenceService spec (serving.kubeserve.dev/v1alpha1), as pydantic models.
+
+Shapes and single-field rules live here; rules that span fields (weights summing to 100, the
+mirror naming a variant, name lengths) live in `validation`, so that every problem in a spec
+is reported at once instead of the first one only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import pydantic
+
+from kubeserve.api import core, names
+from kubeserve.api.base import ApiModel
+
+MAX_VARIANTS = 16
+STORAGE_SCHEMES = ("file", "pvc", "http", "https", "s3", "gs")
+STORAGE_URI_PATTERN = r"^(file|pvc|https?|s3|gs)://\S+$"
+# Header and cookie names end up in nginx variable names and map regexes, so they are held
+# to the characters every proxy handles the same way.
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]*$"
+COOKIE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]+gb(\+me)?$"
+IMAGE_PATTERN = r"^[^\s]+$"
+PERCENT_PATTERN = r"^(100|[1-9]?[0-9])%$"
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+def _dns_label(value: str) -> str:
+    problem = names.dns1035_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+DnsLabel = Annotated[
+    str,
+    pydantic.AfterValidator(_dns_label),
+    pydantic.Field(json_schema_extra={"minLength": 1, "maxLength": names.MAX_LABEL, "pattern": names.DNS1035_LABEL}),
+]
+
+
+class ModelSpec(ApiModel):
+    """Which model a variant serves and where it is stored."""
+
+    format: Literal["onnx", "sklearn"] = pydantic.Field(
+        description="Model format: onnx (ONNX Runtime) or sklearn (skops file; joblib/pickle only "
+        "when the server is told to allow it)."
+    )
+    storage_uri: str = pydantic.Field(
+        min_length=1,
+        max_length=2048,
+        # The API server checks the pattern; the operator says more (see validation).
+        json_schema_extra={"pattern": STORAGE_URI_PATTERN},
+        description="Where the model directory is: file:// (a path in the server image), "
+        "pvc://<claim>/<path>, http(s)://, s3://<bucket>/<path> or gs://<bucket>/<path>.",
+    )
+    sha256: str | None = pydantic.Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Expected SHA-256 of the fetched model file (single-file models); the "
+        "fetch fails on a mismatch.",
+    )
+    credentials_secret: DnsLabel | None = pydantic.Field(
+        default=None,
+        description="Secret whose keys become environment variables of the fetch step only "
+        "(e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL).",
+    )
+
+
+class Autoscaling(ApiModel):
+    """CPU-based horizontal autoscaling (a HorizontalPodAutoscaler, autoscaling/v2)."""
+
+    min_replicas: int = pydantic.Field(default=1, ge=1, le=1000)
+    max_replicas: int = pydantic.Field(ge=1, le=1000)
+    target_cpu_utilization_percentage: int = pydantic.Field(
+        default=80,
+        ge=1,
+        le=1000,
+        alias="targetCPUUtilizationPercentage",
+        description="Average CPU use, as a percentage of the CPU request, that the HPA aims at.",
+    )
+
+
+# Structural schemas allow int-or-string only in this bare form; the percent format is
+# checked by the model and by a CEL rule on the parent.
+IntOrPercent = Annotated[
+    int | Annotated[str, pydantic.Field(pattern=PERCENT_PATTERN)],
+    pydantic.WithJsonSchema(core.INT_OR_STRING_SCHEMA),
+]
+
+
+class DisruptionBudget(ApiModel):
+    """A PodDisruptionBudget for the variant's pods: set exactly one of the two."""
+
+    min_available: IntOrPercent | None = None
+    max_unavailable: IntOrPercent | None = None
+
+    @pydantic.field_validator("min_available", "max_unavailable")
+    @classmethod
+    def _non_negative(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be a non-negative integer or a percentage like 50%")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _exactly_one(self) -> DisruptionBudget:
+        if (self.min_available is None) == (self.max_unavailable is None):
+            raise ValueError("set exactly one of minAvailable and maxUnavailable")
+        return self
+
+
+class Gpu(ApiModel):
+    """GPUs for each replica: NVIDIA device-plugin resources and GPU node scheduling."""
+
+    count: int = pydantic.Field(default=1, ge=1, le=16, description="GPUs (or MIG slices) per replica.")
+    product: core.LabelValue | None = pydantic.Field(
+        default=None,
+        max_length=63,
+        description="Schedule onto nodes whose nvidia.com/gpu.product label has this value, "
+        "e.g. NVIDIA-A100-SXM4-40GB.",
+    )
+    mig_profile: str | None = pydantic.Field(
+        default=None,
+        pattern=MIG_PROFILE_PATTERN,
+        description="Request a MIG slice (resource nvidia.com/mig-<profile>, the device "
+        "plugin's mixed strategy) instead of whole GPUs, e.g. 1g.5gb.",
+    )
+
+
+class Variant(ApiModel):
+    """One model version and the share of live traffic it gets."""
+
+    name: DnsLabel = pydantic.Field(description="DNS label, unique in the InferenceService.")
+    weight: int | None = pydantic.Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Percent of live traffic. Live weights sum to 100; a single variant may "
+        "leave it out (100); 0 is a dark launch, reachable by the override header only.",
+    )
+    model: ModelSpec
+    replicas: int | None = pydantic.Field(
+        default=None, ge=0, le=1000, description="Fixed replica count (default 1); or use autoscaling."
+    )
+    autoscaling: Autoscaling | None = None
+    disruption_budget: DisruptionBudget | None = None
+    resources: core.ResourceRequirements | None = None
+    gpu: Gpu | None = None
+    node_selector: core.LabelMap | None = None
+    tolerations: list[core.Toleration] | None = pydantic.Field(default=None, max_length=32)
+    affinity: core.Affinity | None = None
+    env: list[core.EnvVar] | None = pydantic.Field(default=None, max_length=64)
+    image: str | None = pydantic.Field(
+        default=None,
+        max_length=512,
+        pattern=IMAGE_PATTERN,
+        description="Server image for this variant, instead of the operator's default.",
+    )
+
+
+class Sticky(ApiModel):
+    """What keeps a user on one variant: a request header or a cookie (set exactly one)."""
+
+    header: str | None = pydantic.Field(default=None, max_length=64, pattern=HEADER_NAME_PATTERN)
+    cookie: str | None = pydantic.Field(default=None, max_length=64, pattern=COOKIE_NAME_PATTERN)
+
+    @pydantic.model_validator(mode="after")
+    def _exactly_one(self) -> Sticky:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("set exactly one of header and cookie")
+        return self
+
+
+class Mirror(ApiModel):
+    """Shadow traffic: a copy of live requests goes to this variant; its answers are dropped."""
+
+    variant: DnsLabel
+    percent: int = pydantic.Field(default=100, ge=1, le=100, description="Share of live requests copied.")
+
+
+class ParentReference(ApiModel):
+    """A Gateway (or a listener of one) the HTTPRoute attaches to."""
+
+    name: str = pydantic.Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)
+    namespace: str | None = pydantic.Field(default=None, max_length=63, pattern=DNS1123_LABEL)
+    section_name: str | None = pydantic.Field(default=None, max_length=253, pattern=DNS1123_SUBDOMAIN)
+    port: int | None = pydantic.Field(default=None, ge=1, le=65535)
+
+
+class Routing(ApiModel):
+    """How the stable endpoint splits traffic between variants."""
+
+    mode: Literal["nginx", "gateway-api"] = pydantic.Field(
+        default="nginx",
+        description="nginx: a built-in router per InferenceService. gateway-api: an HTTPRoute "
+        "on a Gateway of yours (see parentRefs).",
+    )
+    sticky: Sticky | None = None
+    override_header: str | None = pydantic.Field(
+        default=None,
+        max_length=64,
+        pattern=HEADER_NAME_PATTERN,
+        description="A request header whose value names a variant to force, e.g. x-kubeserve-variant.",
+    )
+    mirror: Mirror | None = None
+    parent_refs: list[ParentReference] | None = pydantic.Field(
+        default=None, max_length=16, description="Gateways for routing mode gateway-api."
+    )
+
+
+class InferenceServiceSpec(ApiModel):
+    """Desired state of an InferenceService: its model variants and how traffic reaches them."""
+
+    variants: list[Variant] = pydantic.Field(min_length=1, max_length=MAX_VARIANTS)
+    routing: Routing = pydantic.Field(default_factory=Routing)
+
+    def live_weights(self) -> dict[str, int]:
+        """Give each variant's effective share of live traffic (a lone variant defaults to 100)."""
+        if len(self.variants) == 1 and self.variants[0].weight is None:
+            return {self.variants[0].name: 100}
+        return {v.name: v.weight or 0 for v in self.variants}
+
+
+class ObjectMeta(ApiModel):
+    """The metadata fields kubeserve reads; the rest is the API server's and passes through."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class InferenceService(ApiModel):
+    """A whole InferenceService object as read from YAML or the API."""
+
+    api_version: Literal["serving.kubeserve.dev/v1alpha1"]
+    kind: Literal["InferenceService"]
+    metadata: ObjectMeta
+    spec: InferenceServiceSpec
+    # Status belongs to the operator; it is accepted and ignored on input.
+    status: dict[str, Any] | None = None

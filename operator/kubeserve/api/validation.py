@@ -1,0 +1,220 @@
+"""Parse and validate an InferenceService, reporting every problem with its field path.
+
+Pydantic checks shapes and single fields; the rules here span fields. Each rule that the API
+server can enforce itself is also a CEL rule in the CRD (see `crd`); this module is what the
+operator and `kubeserve validate` rely on when the CRD was bypassed or is older.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import pydantic
+
+from kubeserve.api import core, names, quantity, spec
+from kubeserve.api.errors import FieldError, SpecError, from_pydantic, join_path
+
+RESERVED_ENV_PREFIX = "KUBESERVE_"
+GPU_RESOURCE_PREFIX = "nvidia.com/"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+_DNS1123_LABEL_RE = re.compile(spec.DNS1123_LABEL)
+_DNS1123_SUBDOMAIN_RE = re.compile(spec.DNS1123_SUBDOMAIN)
+
+
+def parse(obj: Any) -> spec.InferenceService:
+    """Parse a decoded YAML/JSON object into an InferenceService, or raise SpecError."""
+    if not isinstance(obj, dict):
+        raise SpecError([FieldError("(document)", f"must be a mapping, not {_kind_of(obj)}")])
+    try:
+        isvc = spec.InferenceService.model_validate(obj)
+    except pydantic.ValidationError as exc:
+        raise SpecError(from_pydantic(exc)) from None
+    errors = sorted(set(check(isvc)))
+    if errors:
+        raise SpecError(errors)
+    return isvc
+
+
+def validate(obj: Any) -> list[FieldError]:
+    """List every problem in a decoded object; an empty list means it is valid."""
+    try:
+        parse(obj)
+    except SpecError as exc:
+        return list(exc.errors)
+    return []
+
+
+def check(isvc: spec.InferenceService) -> Iterator[FieldError]:
+    """Yield the cross-field problems of an InferenceService whose shape is already valid."""
+    yield from _check_name(isvc.metadata)
+    yield from _check_variants(isvc)
+    yield from _check_routing(isvc.spec)
+
+
+def _kind_of(obj: Any) -> str:
+    return {list: "a list", str: "a string", type(None): "empty"}.get(type(obj), type(obj).__name__)
+
+
+def _check_name(meta: spec.ObjectMeta) -> Iterator[FieldError]:
+    problem = names.dns1035_problem(meta.name)
+    if problem:
+        yield FieldError("metadata.name", f"{problem} (it names the Service of the endpoint)")
+    elif len(meta.name) > names.MAX_SERVICE_NAME:
+        yield FieldError(
+            "metadata.name",
+            f"must be at most {names.MAX_SERVICE_NAME} characters (has {len(meta.name)}): the "
+            f"router's objects are named '<name>-{names.ROUTER_SUFFIX}'",
+        )
+    if meta.namespace is not None and not _DNS1123_LABEL_RE.match(meta.namespace):
+        yield FieldError("metadata.namespace", f"{meta.namespace!r} is not a valid namespace name")
+
+
+def _check_variants(isvc: spec.InferenceService) -> Iterator[FieldError]:
+    variants = isvc.spec.variants
+    seen: dict[str, int] = {}
+    mirror = isvc.spec.routing.mirror.variant if isvc.spec.routing.mirror else None
+    for i, variant in enumerate(variants):
+        path = join_path("spec", "variants", i)
+        if variant.name in seen:
+            yield FieldError(
+                f"{path}.name",
+                f"duplicate variant name {variant.name!r} (also spec.variants[{seen[variant.name]}].name)",
+            )
+        seen.setdefault(variant.name, i)
+        if variant.name in names.RESERVED_VARIANT_NAMES:
+            yield FieldError(f"{path}.name", f"{variant.name!r} is reserved for the router's objects")
+        room = names.max_variant_name_length(isvc.metadata.name)
+        if len(variant.name) > room:
+            yield FieldError(
+                f"{path}.name",
+                f"must be at most {room} characters with metadata.name {isvc.metadata.name!r}: "
+                f"'{names.variant_object_name(isvc.metadata.name, variant.name)}' names its "
+                f"Service and must fit in {names.MAX_LABEL}",
+            )
+        live = isvc.spec.live_weights()[variant.name] > 0 or variant.name == mirror
+        yield from _check_variant(variant, path, live=live)
+    yield from _check_weights(isvc.spec)
+
+
+def _check_weights(s: spec.InferenceServiceSpec) -> Iterator[FieldError]:
+    weights = s.live_weights()
+    mirror = s.routing.mirror.variant if s.routing.mirror else None
+    live = [(i, v) for i, v in enumerate(s.variants) if v.name != mirror]
+    total = sum(weights[v.name] for _, v in live)
+    if live and total != 100:
+        split = ", ".join(f"{v.name}={weights[v.name]}" for _, v in live)
+        last = live[-1][0]
+        yield FieldError(
+            f"spec.variants[{last}].weight",
+            f"weights of live variants sum to {total}, must be 100 ({split})",
+        )
+
+
+def _check_variant(v: spec.Variant, path: str, *, live: bool) -> Iterator[FieldError]:
+    yield from _check_storage_uri(v.model.storage_uri, f"{path}.model.storageUri")
+    if v.replicas is not None and v.autoscaling is not None:
+        yield FieldError(f"{path}.autoscaling", "set replicas or autoscaling, not both")
+    if live and v.replicas == 0:
+        yield FieldError(f"{path}.replicas", "a variant that takes traffic needs at least 1 replica")
+    if v.autoscaling and v.autoscaling.max_replicas < v.autoscaling.min_replicas:
+        yield FieldError(
+            f"{path}.autoscaling.maxReplicas",
+            f"must be at least minReplicas ({v.autoscaling.min_replicas}), is {v.autoscaling.max_replicas}",
+        )
+    yield from _check_resources(v, f"{path}.resources")
+    if v.gpu and v.gpu.product and v.node_selector:
+        chosen = v.node_selector.get(GPU_PRODUCT_LABEL)
+        if chosen is not None and chosen != v.gpu.product:
+            yield FieldError(
+                f"{path}.nodeSelector",
+                f"{GPU_PRODUCT_LABEL}={chosen!r} contradicts gpu.product {v.gpu.product!r}",
+            )
+    seen_env: set[str] = set()
+    for j, env in enumerate(v.env or []):
+        if env.name.startswith(RESERVED_ENV_PREFIX):
+            yield FieldError(f"{path}.env[{j}].name", f"{env.name!r}: names starting with {RESERVED_ENV_PREFIX} are set by kubeserve")
+        if env.name in seen_env:
+            yield FieldError(f"{path}.env[{j}].name", f"duplicate environment variable {env.name!r}")
+        seen_env.add(env.name)
+
+
+def _check_resources(v: spec.Variant, path: str) -> Iterator[FieldError]:
+    res = v.resources or core.ResourceRequirements()
+    requests, limits = res.requests or {}, res.limits or {}
+    for section, values in (("requests", requests), ("limits", limits)):
+        for name in values:
+            if name.startswith(GPU_RESOURCE_PREFIX):
+                yield FieldError(
+                    f"{path}.{section}",
+                    f"{name}: use the variant's gpu field instead, so that pods are also "
+                    "scheduled onto GPU nodes",
+                )
+    for name in sorted(set(requests) & set(limits)):
+        if quantity.parse_quantity(requests[name]) > quantity.parse_quantity(limits[name]):
+            yield FieldError(
+                f"{path}.requests.{name}",
+                f"request {requests[name]} is more than the limit {limits[name]}",
+            )
+    if v.autoscaling and v.resources is not None and "cpu" not in requests:
+        yield FieldError(
+            f"{path}.requests.cpu",
+            "autoscaling on CPU utilization needs a cpu request to measure against",
+        )
+
+
+def _check_storage_uri(uri: str, path: str) -> Iterator[FieldError]:
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in spec.STORAGE_SCHEMES:
+        shown = scheme if sep else uri
+        yield FieldError(
+            path,
+            f"unsupported storage URI {shown!r}: use one of "
+            + ", ".join(f"{s}://" for s in spec.STORAGE_SCHEMES),
+        )
+        return
+    if any(c.isspace() for c in uri):
+        yield FieldError(path, "must not contain whitespace")
+        return
+    parsed = urllib.parse.urlsplit(uri)
+    if scheme == "file":
+        if parsed.netloc or not parsed.path.startswith("/") or parsed.path == "/":
+            yield FieldError(path, "file URIs need an absolute path, e.g. file:///models/digits/v1")
+    elif scheme == "pvc":
+        if not _DNS1123_SUBDOMAIN_RE.match(parsed.netloc) or len(parsed.netloc) > 253:
+            yield FieldError(path, "pvc URIs are pvc://<claim-name>/<path>, with a valid claim name")
+        elif ".." in parsed.path.split("/"):
+            yield FieldError(path, "the path of a pvc URI must not contain '..'")
+    elif not parsed.netloc:
+        what = "a host" if scheme in {"http", "https"} else "a bucket"
+        yield FieldError(path, f"{scheme} URIs need {what}, e.g. {scheme}://{'example.com' if what == 'a host' else 'bucket'}/models/v1")
+
+
+def _check_routing(s: spec.InferenceServiceSpec) -> Iterator[FieldError]:
+    r = s.routing
+    known = {v.name for v in s.variants}
+    if r.mirror:
+        if r.mirror.variant not in known:
+            yield FieldError(
+                "spec.routing.mirror.variant",
+                f"{r.mirror.variant!r} is not a variant (variants: {', '.join(sorted(known))})",
+            )
+        else:
+            weight = s.live_weights()[r.mirror.variant]
+            if weight and len(s.variants) > 1:
+                yield FieldError(
+                    "spec.routing.mirror.variant",
+                    f"{r.mirror.variant!r} has weight {weight}: the mirror (shadow) variant gets "
+                    "copies of requests, not live traffic; set its weight to 0",
+                )
+            elif len(s.variants) == 1:
+                yield FieldError("spec.routing.mirror.variant", "cannot mirror to the only variant")
+    if r.mode == "gateway-api" and not r.parent_refs:
+        yield FieldError("spec.routing.parentRefs", "routing mode gateway-api needs at least one Gateway in parentRefs")
+    if r.mode != "gateway-api" and r.parent_refs:
+        yield FieldError("spec.routing.parentRefs", "only used with routing mode gateway-api")
+    if r.sticky and r.sticky.header and r.override_header and r.sticky.header.lower() == r.override_header.lower():
+        yield FieldError("spec.routing.overrideHeader", "must differ from sticky.header")

@@ -1,0 +1,1 @@
+"""Pure builders: an InferenceService in, the manifests of its children out. No I/O here."""

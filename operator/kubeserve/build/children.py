@@ -1,0 +1,18 @@
+"""All the children of an InferenceService: what the operator applies and `render` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeserve.api import spec
+from kubeserve.build import variant as variant_builder
+from kubeserve.build.config import BuildConfig
+
+
+def build_children(isvc: spec.InferenceService, config: BuildConfig | None = None) -> list[dict[str, Any]]:
+    """Build every child object, variants in spec order; same input, same output."""
+    config = config or BuildConfig()
+    objects: list[dict[str, Any]] = []
+    for v in isvc.spec.variants:
+        objects += variant_builder.variant_objects(isvc, v, config)
+    return objects

@@ -1,0 +1,58 @@
+"""Labels and object metadata shared by every child of an InferenceService."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubeserve
+from kubeserve.api import spec
+
+LABEL_PREFIX = kubeserve.API_GROUP
+ISVC_LABEL = f"{LABEL_PREFIX}/inferenceservice"
+VARIANT_LABEL = f"{LABEL_PREFIX}/variant"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY = "kubeserve-operator"
+
+
+def selector_labels(isvc: spec.InferenceService, *, component: str, variant: str | None = None) -> dict[str, str]:
+    """Give the labels that select a component's pods; they never change for an object."""
+    labels = {ISVC_LABEL: isvc.metadata.name, COMPONENT_LABEL: component}
+    if variant is not None:
+        labels[VARIANT_LABEL] = variant
+    return labels
+
+
+def labels(isvc: spec.InferenceService, *, component: str, variant: str | None = None) -> dict[str, str]:
+    """Give the full recommended label set of a child object and its pods."""
+    return {
+        "app.kubernetes.io/name": "kubeserve",
+        "app.kubernetes.io/instance": isvc.metadata.name,
+        "app.kubernetes.io/part-of": "kubeserve",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        **selector_labels(isvc, component=component, variant=variant),
+    }
+
+
+def object_meta(
+    isvc: spec.InferenceService, name: str, *, component: str, variant: str | None = None
+) -> dict[str, Any]:
+    """Give a child's metadata; owner references are added when it is applied (kopf.adopt)."""
+    meta: dict[str, Any] = {"name": name}
+    if isvc.metadata.namespace:
+        meta["namespace"] = isvc.metadata.namespace
+    meta["labels"] = labels(isvc, component=component, variant=variant)
+    return meta
+
+
+def owner_reference(isvc: spec.InferenceService) -> dict[str, Any]:
+    """Give the controller owner reference that makes a child garbage-collected with its parent."""
+    if not isvc.metadata.uid:
+        raise ValueError("the InferenceService has no metadata.uid yet (it was not read from the API)")
+    return {
+        "apiVersion": f"{kubeserve.API_GROUP}/{kubeserve.API_VERSION}",
+        "kind": kubeserve.KIND,
+        "name": isvc.metadata.name,
+        "uid": isvc.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

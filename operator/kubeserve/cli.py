@@ -1,0 +1,132 @@
+"""The `kubeserve` command line: crd, validate, render, and the server's serve and fetch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from kubeserve import manifests
+from kubeserve.api import crd, validation
+from kubeserve.api.errors import SpecError
+from kubeserve.build import children
+from kubeserve.build.config import BuildConfig
+
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+SERVER_COMMANDS = ("serve", "fetch")
+
+
+def _describe(doc: Any, index: int, source: str) -> str:
+    name = doc.get("metadata", {}).get("name") if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict) else None
+    kind = doc.get("kind", "object") if isinstance(doc, dict) else "document"
+    label = f"{str(kind).lower()}/{name}" if name else f"document {index + 1}"
+    return f"{source}: {label}"
+
+
+def _parse_all(paths: Sequence[str]) -> tuple[list[Any], list[str]]:
+    """Parse every InferenceService in the files; collect each problem as a printable line."""
+    parsed, problems = [], []
+    for path in paths:
+        for i, doc in enumerate(manifests.load_documents(path)):
+            try:
+                parsed.append(validation.parse(doc))
+            except SpecError as exc:
+                where = _describe(doc, i, path)
+                problems += [f"{where}: {e}" for e in exc.errors]
+    return parsed, problems
+
+
+def _cmd_crd(args: argparse.Namespace) -> int:
+    text = crd.render_crd()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    parsed, problems = _parse_all(args.filename)
+    for line in problems:
+        print(line, file=sys.stderr)
+    for isvc in parsed:
+        print(f"inferenceservice/{isvc.metadata.name}: valid")
+    if not parsed and not problems:
+        print("no InferenceService found", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_INVALID if problems else 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    parsed, problems = _parse_all(args.filename)
+    if problems:
+        # Print nothing on stdout: half a render piped into `kubectl apply` is worse than none.
+        for line in problems:
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+    config = BuildConfig(**({"server_image": args.server_image} if args.server_image else {}))
+    objects: list[dict[str, Any]] = []
+    for isvc in parsed:
+        if args.namespace:
+            isvc = isvc.model_copy(update={"metadata": isvc.metadata.model_copy(update={"namespace": args.namespace})})
+        objects += children.build_children(isvc, config)
+    sys.stdout.write(manifests.dump_documents(objects))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser (the server's commands parse their own arguments)."""
+    parser = argparse.ArgumentParser(
+        prog="kubeserve",
+        description="Serve ML models on Kubernetes with canary, A/B and shadow traffic.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("crd", help="print the InferenceService CustomResourceDefinition")
+    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.set_defaults(func=_cmd_crd)
+    p = sub.add_parser("validate", help="check InferenceService YAML and report every problem")
+    p.add_argument("-f", "--filename", action="append", required=True, help="file to check ('-' for stdin); repeatable")
+    p.set_defaults(func=_cmd_validate)
+    p = sub.add_parser("render", help="print everything the operator would create for InferenceService YAML")
+    p.add_argument("-f", "--filename", action="append", required=True, help="file to render ('-' for stdin); repeatable")
+    p.add_argument("-n", "--namespace", help="namespace for the rendered objects (default: the resource's own)")
+    p.add_argument("--server-image", help="model server image (default: the release's image)")
+    p.set_defaults(func=_cmd_render)
+    for name in SERVER_COMMANDS:
+        sub.add_parser(name, help=f"model server: {name} (see `kubeserve {name} --help`)", add_help=False)
+    return parser
+
+
+def _run_server_command(argv: list[str]) -> int:
+    try:
+        from kubeserve.server import cli as server_cli
+    except ImportError as exc:
+        print(
+            f"kubeserve {argv[0]}: the model server is not installed ({exc}); "
+            "install it with: pip install 'kubeserve[server]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return server_cli.main(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in SERVER_COMMANDS:
+        return _run_server_command(args_list)
+    args = build_parser().parse_args(args_list)
+    try:
+        return int(args.func(args))
+    except manifests.InputError as exc:
+        print(f"kubeserve {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Dynamic batching: concurrent requests to one model version share a model call.
+
+Requests queue for at most ``max_wait`` seconds or until ``max_batch_size`` rows wait;
+then their inputs are concatenated along the batch dim, the model runs once in a worker
+thread (so the event loop keeps accepting the next batch meanwhile), and each caller gets
+back exactly its own rows. Requests whose inputs cannot be concatenated (other dtypes or
+trailing dims) go in separate groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+
+import numpy as np
+
+from kubeserve.server import model
+
+Arrays = dict[str, np.ndarray]
+_Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
+
+
+class Batcher:
+    """Queue and batch ``predict`` calls for one model version."""
+
+    def __init__(
+        self,
+        target: model.Model,
+        *,
+        max_batch_size: int,
+        max_wait: float,
+        on_batch: Callable[[int], None] = lambda rows: None,
+    ) -> None:
+        self.model = target
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait
+        self.on_batch = on_batch
+        # One thread: model calls run one at a time, which is what lets the queue fill.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"batch-{target.version}"
+        )
+        self._pending: list[tuple[_Signature, Arrays, int, asyncio.Future[Arrays]]] = []
+        self._rows = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def predict(self, inputs: Arrays) -> Arrays:
+        """Return the model's outputs for ``inputs`` (rows along the first dim)."""
+        loop = asyncio.get_running_loop()
+        rows = int(next(iter(inputs.values())).shape[0]) if inputs else 0
+        signature = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
+        future: asyncio.Future[Arrays] = loop.create_future()
+        self._pending.append((signature, inputs, rows, future))
+        self._rows += rows
+        if self._rows >= self.max_batch_size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.max_wait, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending, self._rows = self._pending, [], 0
+        groups: dict[_Signature, list[tuple[Arrays, int, asyncio.Future[Arrays]]]] = {}
+        for signature, inputs, rows, future in pending:
+            groups.setdefault(signature, []).append((inputs, rows, future))
+        for members in groups.values():
+            asyncio.ensure_future(self._run(members))
+
+    async def _run(self, members: list[tuple[Arrays, int, asyncio.Future[Arrays]]]) -> None:
+        loop = asyncio.get_running_loop()
+        names = list(members[0][0])
+        if len(members) == 1:
+            merged = members[0][0]
+        else:
+            merged = {n: np.concatenate([m[0][n] for m in members]) for n in names}
+        total = sum(m[1] for m in members)
+        try:
+            outputs = await loop.run_in_executor(self._executor, self.model.predict, merged)
+        except Exception as exc:  # every caller learns of the failure
+            for _, _, future in members:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.on_batch(total)
+        start = 0
+        for _, rows, future in members:
+            own = {
+                k: (v[start : start + rows] if v.ndim and v.shape[0] == total else v)
+                for k, v in outputs.items()
+            }
+            start += rows
+            if not future.done():  # the caller may have gone away
+                future.set_result(own)
+
+    def close(self) -> None:
+        """Stop the worker thread once queued calls finish."""
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,81 @@
+"""The small interface every runtime implements: describe tensors, ``load()``, ``predict()``.
+
+A runtime knows its file format and its framework, nothing of protocols or HTTP. The data
+plane reads ``inputs``/``outputs`` to validate requests before they reach ``predict``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import pathlib
+import time
+
+import numpy as np
+
+from kubeserve.server import tensors
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One input or output of a model, as V2 metadata shows it (``-1`` marks a free dim)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    # Datatypes a request may send for this input. ONNX is strict (exactly ``datatype``);
+    # scikit-learn casts any number, so its runtime widens this.
+    accepts: frozenset[str] = frozenset()
+
+    def accepted(self) -> frozenset[str]:
+        """Return the datatypes a request may use for this tensor."""
+        return self.accepts or frozenset({self.datatype})
+
+    def metadata(self) -> dict[str, object]:
+        """Return the V2 ``$metadata_tensor`` for this spec."""
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+class Model(abc.ABC):
+    """One version of one model. ``load()`` makes it ready; ``predict()`` is pure compute."""
+
+    platform = "unknown"
+
+    def __init__(self, *, name: str, version: str, path: pathlib.Path) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        self.ready = False
+        self.load_seconds = 0.0
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+
+    def load(self) -> None:
+        """Load the model file, fill ``inputs``/``outputs`` and set ``ready``."""
+        started = time.perf_counter()
+        self._load()
+        self.load_seconds = time.perf_counter() - started
+        self.ready = True
+
+    @abc.abstractmethod
+    def _load(self) -> None:
+        """Read ``self.path`` and fill ``self.inputs`` and ``self.outputs``."""
+
+    @abc.abstractmethod
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on validated arrays; every output's first dim is the batch dim."""
+
+    def metadata(self) -> dict[str, object]:
+        """Return the V2 model metadata response for this version."""
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": self.platform,
+            "inputs": [t.metadata() for t in self.inputs],
+            "outputs": [t.metadata() for t in self.outputs],
+        }
+
+
+def numeric_spec(name: str, datatype: str, shape: tuple[int, ...]) -> TensorSpec:
+    """Return a spec that accepts any numeric datatype (the runtime casts)."""
+    return TensorSpec(name, datatype, shape, tensors.NUMERIC)

@@ -1,0 +1,198 @@
+"""The OpenAPI 3.1 document the server publishes at ``GET /openapi.json``.
+
+Written by hand from the protocols (KServe V1, Open Inference Protocol V2) rather than
+generated, because the server has no framework to generate it from; a test checks that
+every route the transport serves appears here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {
+    "description": "Error; the message names the problem",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_HEADERS = {
+    "x-kubeserve-variant": {
+        "description": "The variant that served (defaults to the model version)",
+        "schema": {"type": "string"},
+    },
+    "x-kubeserve-model-version": {
+        "description": "The model version that served",
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _ok(schema: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": _HEADERS,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def _op(summary: str, ok: dict[str, Any], *codes: int, body: str | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {"200": ok}}
+    for code in codes:
+        op["responses"][str(code)] = _ERROR
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+    return op
+
+
+_MODEL = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
+
+_TENSOR_PROPS = {
+    "name": {"type": "string"},
+    "datatype": {
+        "type": "string",
+        "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
+                 "INT64", "FP16", "FP32", "FP64", "BYTES"],
+    },
+    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+    "parameters": {"type": "object"},
+    "data": {"type": "array", "description": "Row-major contents, flat or nested"},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+    "Live": {"type": "object", "properties": {"live": {"type": "boolean"}}},
+    "Ready": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
+    "ModelReady": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+    },
+    "V1Models": {
+        "type": "object",
+        "properties": {"models": {"type": "array", "items": {"type": "string"}}},
+    },
+    "V1PredictRequest": {
+        "type": "object",
+        "description": "One of 'instances' (rows) or 'inputs' (the same, TF Serving's name)",
+        "properties": {"instances": {"type": "array"}, "inputs": {"type": "array"}},
+    },
+    "V1PredictResponse": {"type": "object", "properties": {"predictions": {"type": "array"}}},
+    "ServerMetadata": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "MetadataTensor": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer"},
+                      "description": "-1 marks a dimension of any size"},
+        },
+    },
+    "ModelMetadata": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string"},
+            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/MetadataTensor"}},
+            "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/MetadataTensor"}},
+        },
+    },
+    "RequestInput": {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": _TENSOR_PROPS,
+    },
+    "RequestOutput": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+    },
+    "InferenceRequest": {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/RequestInput"}},
+            "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/RequestOutput"}},
+        },
+    },
+    "ResponseOutput": {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": _TENSOR_PROPS,
+    },
+    "InferenceResponse": {
+        "type": "object",
+        "required": ["model_name", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/ResponseOutput"}},
+        },
+    },
+}
+
+
+def document(model_name: str) -> dict[str, Any]:
+    """Return the OpenAPI document; ``model_name`` fills the examples."""
+    model_ops = {
+        "metadata": _op("Model metadata (V2)", _ok("ModelMetadata", "Metadata"), 404, 503),
+        "ready": _op("Model readiness (V2)", _ok("ModelReady", "Ready"), 404, 503),
+        "infer": _op("Inference (V2)", _ok("InferenceResponse", "Outputs"), 400, 404, 413, 500,
+                     503, body="InferenceRequest"),
+        "predict": _op("Predict (V1)", _ok("V1PredictResponse", "Predictions"), 400, 404, 413,
+                       500, 503, body="V1PredictRequest"),
+        "v1ready": _op("Model readiness (V1)", _ok("ModelReady", "Ready"), 404, 503),
+    }
+    one, versioned = [_MODEL], [_MODEL, _VERSION]
+    paths: dict[str, Any] = {
+        "/": {"get": _op("Server alive (V1)", _ok("Status", "Alive"))},
+        "/v1/models": {"get": _op("List models (V1)", _ok("V1Models", "Model names"))},
+        "/v1/models/{model_name}": {"parameters": one, "get": model_ops["v1ready"]},
+        "/v1/models/{model_name}:predict": {"parameters": one, "post": model_ops["predict"]},
+        "/v1/models/{model_name}/versions/{model_version}": {
+            "parameters": versioned, "get": model_ops["v1ready"]},
+        "/v1/models/{model_name}/versions/{model_version}:predict": {
+            "parameters": versioned, "post": model_ops["predict"]},
+        "/v2": {"get": _op("Server metadata (V2)", _ok("ServerMetadata", "Metadata"))},
+        "/v2/health/live": {"get": _op("Server liveness (V2)", _ok("Live", "Live"))},
+        "/v2/health/ready": {"get": _op("Server readiness (V2)", _ok("Ready", "Ready"), 503)},
+        "/v2/models/{model_name}": {"parameters": one, "get": model_ops["metadata"]},
+        "/v2/models/{model_name}/ready": {"parameters": one, "get": model_ops["ready"]},
+        "/v2/models/{model_name}/infer": {"parameters": one, "post": model_ops["infer"]},
+        "/v2/models/{model_name}/versions/{model_version}": {
+            "parameters": versioned, "get": model_ops["metadata"]},
+        "/v2/models/{model_name}/versions/{model_version}/ready": {
+            "parameters": versioned, "get": model_ops["ready"]},
+        "/v2/models/{model_name}/versions/{model_version}/infer": {
+            "parameters": versioned, "post": model_ops["infer"]},
+        "/metrics": {"get": {"summary": "Prometheus metrics",
+                             "responses": {"200": {"description": "Text exposition format",
+                                                   "content": {"text/plain": {}}}}}},
+        "/openapi.json": {"get": {"summary": "This document",
+                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "kubeserve inference server",
+            "version": "1",
+            "description": f"Serves model '{model_name}' over KServe V1 and the Open Inference "
+            "Protocol V2. Every response carries x-kubeserve-variant and "
+            "x-kubeserve-model-version.",
+        },
+        "paths": paths,
+        "components": {"schemas": SCHEMAS},
+    }
