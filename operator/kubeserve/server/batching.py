@@ -43,6 +43,7 @@ class Batcher:
         self._pending: list[tuple[_Signature, Arrays, int, asyncio.Future[Arrays]]] = []
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def predict(self, inputs: Arrays) -> Arrays:
         """Return the model's outputs for ``inputs`` (rows along the first dim)."""
@@ -67,7 +68,10 @@ class Batcher:
         for signature, inputs, rows, future in pending:
             groups.setdefault(signature, []).append((inputs, rows, future))
         for members in groups.values():
-            asyncio.ensure_future(self._run(members))
+            task = asyncio.ensure_future(self._run(members))
+            # The loop keeps only weak references to tasks; hold it until it finishes.
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _run(self, members: list[tuple[Arrays, int, asyncio.Future[Arrays]]]) -> None:
         loop = asyncio.get_running_loop()

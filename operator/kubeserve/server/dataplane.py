@@ -22,6 +22,7 @@ log = logging.getLogger("kubeserve.server")
 
 Reply = tuple[bytes, str]
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_NO_BINARY = "the binary tensor extension is not supported; send JSON data"
 
 
 def dumps(obj: Any) -> bytes:
@@ -43,7 +44,9 @@ def _load_json(body: bytes) -> dict[str, Any]:
 
 def _check_shape(spec: model.TensorSpec, array: np.ndarray) -> None:
     want = spec.shape
-    if array.ndim != len(want) or any(w >= 0 and w != g for w, g in zip(want, array.shape, strict=True)):
+    if array.ndim != len(want) or any(
+        w >= 0 and w != g for w, g in zip(want, array.shape, strict=True)
+    ):
         raise errors.BadRequest(
             f"input '{spec.name}': shape {list(array.shape)} does not match the model's "
             f"{list(want)} (-1 is any size)"
@@ -55,7 +58,7 @@ def _v1_array(spec: model.TensorSpec, rows: Any) -> np.ndarray:
         raw = np.asarray(rows)
     except ValueError as exc:
         raise errors.BadRequest(f"instances are ragged: {exc}") from None
-    if raw.dtype.kind not in "biuf" and spec.datatype != "BYTES" or raw.dtype.kind == "O":
+    if (raw.dtype.kind not in "biuf" and spec.datatype != "BYTES") or raw.dtype.kind == "O":
         raise errors.BadRequest(
             f"instances must be {spec.datatype} numbers; got {raw.dtype.name} values"
         )
@@ -128,8 +131,9 @@ class DataPlane:
         """V2 model readiness: 200 when ready, 503 (with the reason) when not."""
         m = self.repo.get(name, version)
         if not m.ready or self.draining:
-            reason = "server is shutting down" if self.draining else self._not_ready_reason(m.version)
-            raise errors.NotReady(reason)
+            if self.draining:
+                raise errors.NotReady("server is shutting down")
+            raise errors.NotReady(self._not_ready_reason(m.version))
         return dumps({"name": m.name, "ready": True}), m.version
 
     # -- inference -------------------------------------------------------------------
@@ -197,7 +201,9 @@ class DataPlane:
 
     def _v1_reply(self, m: model.Model, outputs: dict[str, np.ndarray]) -> Reply:
         first = outputs[m.outputs[0].name]
-        predictions: Any = first if first.dtype.kind not in "OSU" else tensors.encode("", first)["data"]
+        predictions: Any = first
+        if first.dtype.kind in "OSU":  # strings: orjson cannot serialise object arrays
+            predictions = tensors.encode("", first)["data"]
         return dumps({"predictions": predictions}), m.version
 
     def v2_infer(self, name: str, version: str | None, body: bytes) -> Reply | Awaitable[Reply]:
@@ -230,7 +236,9 @@ class DataPlane:
         out: dict[str, np.ndarray] = {}
         for item in raw:
             if not isinstance(item, dict):
-                raise errors.BadRequest("each input must be an object with name, shape, datatype, data")
+                raise errors.BadRequest(
+                    "each input must be an object with name, shape, datatype and data"
+                )
             missing = [f for f in ("name", "shape", "datatype", "data") if f not in item]
             if missing:
                 raise errors.BadRequest(
@@ -246,11 +254,12 @@ class DataPlane:
                 raise errors.BadRequest(f"input '{name}' appears twice")
             params = item.get("parameters")
             if isinstance(params, dict) and params.get("binary_data_size") is not None:
-                raise errors.BadRequest("the binary tensor extension is not supported; send JSON data")
+                raise errors.BadRequest(_NO_BINARY)
             datatype = item["datatype"]
             if datatype in tensors.DATATYPES and datatype not in spec.accepted():
                 raise errors.BadRequest(
-                    f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}"
+                    f"input '{name}': datatype {datatype} does not match the model's "
+                    f"{spec.datatype}"
                 )
             array = tensors.decode(name, datatype, item["shape"], item["data"])
             _check_shape(spec, array)
@@ -277,7 +286,7 @@ class DataPlane:
                 )
             params = o.get("parameters")
             if isinstance(params, dict) and params.get("binary_data"):
-                raise errors.BadRequest("the binary tensor extension is not supported; send JSON data")
+                raise errors.BadRequest(_NO_BINARY)
             wanted.append(o["name"])
         return wanted
 

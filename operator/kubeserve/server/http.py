@@ -53,6 +53,7 @@ class App:
         self.variant = variant
         self.max_body = max_body
         self.connections: set[HttpProtocol] = set()
+        self.tasks: set[asyncio.Future[None]] = set()
         self.draining = False
         self.name = plane.repo.name
         self._version_headers: dict[str, bytes] = {}
@@ -167,6 +168,10 @@ def _ignore_body(fn: Callable[[], Reply]) -> Thunk:
     return lambda body: fn()
 
 
+def _internal_error(exc: Exception) -> bytes:
+    return dataplane.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"})
+
+
 def _get(method: bytes, path: str) -> None:
     if method != b"GET":
         raise errors.MethodNotAllowed(f"{method.decode()} not allowed on {path}; use GET")
@@ -203,15 +208,15 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.app.connections.add(self)
 
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+    def connection_lost(self, exc: Exception | None) -> None:
         self.app.connections.discard(self)
         self.transport = None
 
-    def data_received(self, data: bytes) -> None:  # noqa: D102
+    def data_received(self, data: bytes) -> None:
         if self.rejected:
             return
         try:
@@ -224,17 +229,17 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------
 
-    def on_message_begin(self) -> None:  # noqa: D102
+    def on_message_begin(self) -> None:
         self.url = b""
         self.body = []
         self.size = 0
         self.expect_continue = False
         self.in_request = True
 
-    def on_url(self, url: bytes) -> None:  # noqa: D102
+    def on_url(self, url: bytes) -> None:
         self.url += url
 
-    def on_header(self, name: bytes, value: bytes) -> None:  # noqa: D102
+    def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
         if lname == b"content-length":
             try:
@@ -247,12 +252,12 @@ class HttpProtocol(asyncio.Protocol):
         elif lname == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
 
-    def on_headers_complete(self) -> None:  # noqa: D102
+    def on_headers_complete(self) -> None:
         if self.expect_continue and not self.rejected and self.transport is not None:
             # curl waits a second for this before sending bodies over 1 KiB.
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def on_body(self, body: bytes) -> None:  # noqa: D102
+    def on_body(self, body: bytes) -> None:
         if self.rejected:
             return
         self.size += len(body)
@@ -261,7 +266,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.body.append(body)
 
-    def on_message_complete(self) -> None:  # noqa: D102
+    def on_message_complete(self) -> None:
         if self.rejected:
             return
         self.in_request = False
@@ -270,7 +275,13 @@ class HttpProtocol(asyncio.Protocol):
         if self.busy:
             self.queue.append(request)
             return
-        self._handle(*request)
+        try:
+            self._handle(*request)
+        except Exception:  # httptools would swallow it as a parse error; log the real one
+            log.exception("error while answering a request")
+            if self.transport is not None:
+                self.transport.close()
+                self.transport = None
 
     # -- answering -------------------------------------------------------------------
 
@@ -313,7 +324,7 @@ class HttpProtocol(asyncio.Protocol):
             status, content, served = exc.status, dataplane.dumps({"error": str(exc)}), version
         except Exception as exc:  # never let one request take the connection or process down
             log.exception("unhandled error")
-            status, content, served = 500, dataplane.dumps({"error": f"internal error: {exc}"}), version
+            status, content, served = 500, _internal_error(exc), version
         self._finish(status, content, served, protocol, model, keep_alive, started)
 
     def _await(
@@ -328,7 +339,12 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = True
         if self.transport is not None:
             self.transport.pause_reading()  # bound what a pipelining client can queue
-        asyncio.ensure_future(self._later(pending, protocol, model, version, keep_alive, started))
+        task = asyncio.ensure_future(
+            self._later(pending, protocol, model, version, keep_alive, started)
+        )
+        # The loop keeps only weak references to tasks; hold it until it finishes.
+        self.app.tasks.add(task)
+        task.add_done_callback(self.app.tasks.discard)
 
     async def _later(
         self,
@@ -346,7 +362,7 @@ class HttpProtocol(asyncio.Protocol):
             status, content, served = exc.status, dataplane.dumps({"error": str(exc)}), version
         except Exception as exc:
             log.exception("unhandled error")
-            status, content, served = 500, dataplane.dumps({"error": f"internal error: {exc}"}), version
+            status, content, served = 500, _internal_error(exc), version
         self.busy = False
         self._finish(status, content, served, protocol, model, keep_alive, started)
         while self.queue and not self.busy and self.transport is not None:
@@ -367,7 +383,9 @@ class HttpProtocol(asyncio.Protocol):
         app = self.app
         keep = keep_alive and not app.draining
         ctype = metrics.CONTENT_TYPE.encode() if protocol == "metrics" and status == 200 else JSON
-        self._write(status, content, ctype, app.version_headers(served) if served else b"", keep)
+        self._write(
+            status, content, ctype, app.version_headers(served) if served else b"", keep_alive=keep
+        )
         app.metrics.inflight -= 1
         app.metrics.request(model, served if model else "", protocol, status,
                             time.perf_counter() - started)

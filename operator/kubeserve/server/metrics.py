@@ -103,7 +103,8 @@ class Metrics:
         _family(out, "kubeserve_requests_total", "counter",
                 "Requests answered, by model, version, protocol and HTTP status code.")
         for k, v in sorted(self.requests.items()):
-            out.append(f"kubeserve_requests_total{_labels(('model', 'version', 'protocol', 'code'), k)} {v:g}")
+            labels = _labels(("model", "version", "protocol", "code"), k)
+            out.append(f"kubeserve_requests_total{labels} {v:g}")
         _histogram(out, "kubeserve_request_duration_seconds",
                    "Time from a complete request to its response being written.",
                    ("model", "version", "protocol"), self.latency)

@@ -104,8 +104,7 @@ def discover(
             f"{model_dir}: no model versions found (expected {model_dir}/<version>/model.onnx "
             "or model.skops)"
         )
-    if variant and variant in found:
-        default = variant
-    else:
-        default = max(found, key=_version_key)
+    # The variant's own directory is the default; otherwise the newest version, as in
+    # TF Serving.
+    default = variant if variant and variant in found else max(found, key=_version_key)
     return Repository(name=name, versions=found, default=default)

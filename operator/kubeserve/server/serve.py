@@ -166,6 +166,16 @@ def _loaded(repo: repository.Repository, stats: metrics.Metrics) -> None:
 
 
 def _supervise(cfg: config.ServerConfig) -> int:
+    try:
+        # Fail fast on a wrong directory or format, before starting workers that would
+        # each fail the same way.
+        repository.discover(
+            name=cfg.model_name, model_dir=cfg.model_dir, fmt=cfg.model_format,
+            variant=cfg.variant, options=runtimes.RuntimeOptions(),
+        )
+    except errors.ModelLoadError as exc:
+        log.error("%s", exc)
+        return 1
     ctx = multiprocessing.get_context("spawn")
     metrics_dir = tempfile.mkdtemp(prefix="kubeserve-metrics-")
     stopping = False
