@@ -19,7 +19,11 @@ SERVER_COMMANDS = ("serve", "fetch")
 
 
 def _describe(doc: Any, index: int, source: str) -> str:
-    name = doc.get("metadata", {}).get("name") if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict) else None
+    name = (
+        doc.get("metadata", {}).get("name")
+        if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict)
+        else None
+    )
     kind = doc.get("kind", "object") if isinstance(doc, dict) else "document"
     label = f"{str(kind).lower()}/{name}" if name else f"document {index + 1}"
     return f"{source}: {label}"
@@ -71,7 +75,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
     objects: list[dict[str, Any]] = []
     for isvc in parsed:
         if args.namespace:
-            isvc = isvc.model_copy(update={"metadata": isvc.metadata.model_copy(update={"namespace": args.namespace})})
+            isvc = isvc.model_copy(
+                update={"metadata": isvc.metadata.model_copy(update={"namespace": args.namespace})}
+            )
         objects += children.build_children(isvc, config)
     sys.stdout.write(manifests.dump_documents(objects))
     return 0
@@ -88,15 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
     p.set_defaults(func=_cmd_crd)
     p = sub.add_parser("validate", help="check InferenceService YAML and report every problem")
-    p.add_argument("-f", "--filename", action="append", required=True, help="file to check ('-' for stdin); repeatable")
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="file to check ('-' for stdin); repeatable",
+    )
     p.set_defaults(func=_cmd_validate)
-    p = sub.add_parser("render", help="print everything the operator would create for InferenceService YAML")
-    p.add_argument("-f", "--filename", action="append", required=True, help="file to render ('-' for stdin); repeatable")
-    p.add_argument("-n", "--namespace", help="namespace for the rendered objects (default: the resource's own)")
+    p = sub.add_parser(
+        "render", help="print everything the operator would create for InferenceService YAML"
+    )
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="file to render ('-' for stdin); repeatable",
+    )
+    p.add_argument(
+        "-n", "--namespace", help="namespace for the rendered objects (default: the resource's own)"
+    )
     p.add_argument("--server-image", help="model server image (default: the release's image)")
     p.set_defaults(func=_cmd_render)
     for name in SERVER_COMMANDS:
-        sub.add_parser(name, help=f"model server: {name} (see `kubeserve {name} --help`)", add_help=False)
+        sub.add_parser(
+            name, help=f"model server: {name} (see `kubeserve {name} --help`)", add_help=False
+        )
     return parser
 
 

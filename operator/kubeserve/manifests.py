@@ -51,7 +51,9 @@ def read_text(path: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None
     if len(text) > MAX_INPUT_BYTES:
-        raise InputError(f"{path}: larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB, not a manifest")
+        raise InputError(
+            f"{path}: larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB, not a manifest"
+        )
     return text
 
 

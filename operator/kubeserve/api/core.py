@@ -53,7 +53,9 @@ LabelMap = Annotated[dict[LabelKey, LabelValue], pydantic.Field(max_length=64)]
 
 def _check_quantity(value: str | int) -> str | int:
     if isinstance(value, bool) or not quantity.is_quantity(value):
-        raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 500m, 2, 1.5Gi, 256Mi)")
+        raise ValueError(
+            f"{value!r} is not a Kubernetes quantity (examples: 500m, 2, 1.5Gi, 256Mi)"
+        )
     return value
 
 
@@ -113,7 +115,9 @@ class NodeSelectorRequirement(ApiModel):
 class NodeSelectorTerm(ApiModel):
     """Node selector requirements, all of which must hold."""
 
-    match_expressions: list[NodeSelectorRequirement] | None = pydantic.Field(default=None, max_length=32)
+    match_expressions: list[NodeSelectorRequirement] | None = pydantic.Field(
+        default=None, max_length=32
+    )
     match_fields: list[NodeSelectorRequirement] | None = pydantic.Field(default=None, max_length=32)
 
 
@@ -151,7 +155,9 @@ class LabelSelector(ApiModel):
     """A label query over pods."""
 
     match_labels: LabelMap | None = None
-    match_expressions: list[LabelSelectorRequirement] | None = pydantic.Field(default=None, max_length=32)
+    match_expressions: list[LabelSelectorRequirement] | None = pydantic.Field(
+        default=None, max_length=32
+    )
 
 
 class PodAffinityTerm(ApiModel):
@@ -175,8 +181,8 @@ class WeightedPodAffinityTerm(ApiModel):
 class PodAffinity(ApiModel):
     """Pod affinity or anti-affinity rules."""
 
-    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = pydantic.Field(
-        default=None, max_length=32
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = (
+        pydantic.Field(default=None, max_length=32)
     )
     preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] | None = (
         pydantic.Field(default=None, max_length=32)

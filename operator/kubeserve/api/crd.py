@@ -61,7 +61,10 @@ ROUTING_RULES = [
     },
 ]
 VARIANT_RULES = [
-    {"rule": "!(has(self.replicas) && has(self.autoscaling))", "message": "set replicas or autoscaling, not both"},
+    {
+        "rule": "!(has(self.replicas) && has(self.autoscaling))",
+        "message": "set replicas or autoscaling, not both",
+    },
     {
         "rule": "self.name != '" + names.ROUTER_SUFFIX + "'",
         "message": "variant name '" + names.ROUTER_SUFFIX + "' is reserved for the router",
@@ -69,7 +72,12 @@ VARIANT_RULES = [
     },
 ]
 ONE_OF_RULES = {
-    "Sticky": [{"rule": "has(self.header) != has(self.cookie)", "message": "set exactly one of header and cookie"}],
+    "Sticky": [
+        {
+            "rule": "has(self.header) != has(self.cookie)",
+            "message": "set exactly one of header and cookie",
+        }
+    ],
     "DisruptionBudget": [
         {
             "rule": "has(self.minAvailable) != has(self.maxUnavailable)",
@@ -102,9 +110,18 @@ ROOT_RULES = [
 ]
 PRINTER_COLUMNS = [
     {"name": "URL", "type": "string", "jsonPath": ".status.url"},
-    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
     {"name": "Traffic", "type": "string", "jsonPath": ".status.traffic"},
-    {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason', "priority": 1},
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "priority": 1,
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 _RULES_BY_MODEL = {
@@ -122,7 +139,9 @@ def structural(model: type[spec.ApiModel]) -> dict[str, Any]:
     return _rewrite(raw, defs, model.__name__)
 
 
-def _rewrite(node: dict[str, Any], defs: dict[str, Any], model_name: str | None = None) -> dict[str, Any]:
+def _rewrite(
+    node: dict[str, Any], defs: dict[str, Any], model_name: str | None = None
+) -> dict[str, Any]:
     if "$ref" in node:
         name = node["$ref"].rsplit("/", 1)[-1]
         resolved = _rewrite(defs[name], defs, name)
@@ -190,7 +209,10 @@ def build_crd() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": f"{PLURAL}.{kubeserve.API_GROUP}",
-            "labels": {"app.kubernetes.io/name": "kubeserve", "app.kubernetes.io/part-of": "kubeserve"},
+            "labels": {
+                "app.kubernetes.io/name": "kubeserve",
+                "app.kubernetes.io/part-of": "kubeserve",
+            },
         },
         "spec": {
             "group": kubeserve.API_GROUP,

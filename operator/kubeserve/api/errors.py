@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from collections.abc import Iterable, Sequence
 
 import pydantic
@@ -27,12 +29,26 @@ class SpecError(ValueError):
         super().__init__("\n".join(str(e) for e in self.errors))
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
 def join_path(*parts: str | int) -> str:
-    """Render path parts as `spec.variants[1].weight`: names dotted, list indices bracketed."""
-    out = ""
+    """Render path parts as `spec.variants[1].weight`: names dotted, list indices bracketed.
+
+    Map keys that are not plain names (`nvidia.com/gpu`, or an empty key) are bracketed and
+    quoted, so the path stays unambiguous.
+    """
+    return extend_path("", *parts)
+
+
+def extend_path(base: str, *parts: str | int) -> str:
+    """Append path parts to an already rendered path such as `spec.variants[0]`."""
+    out = base
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.match(part):
+            out += f"[{json.dumps(part)}]"
         elif out:
             out += f".{part}"
         else:
@@ -57,7 +73,9 @@ _MESSAGES = {
 }
 
 
-def from_pydantic(exc: pydantic.ValidationError, *, prefix: Iterable[str | int] = ()) -> list[FieldError]:
+def from_pydantic(
+    exc: pydantic.ValidationError, *, prefix: Iterable[str | int] = ()
+) -> list[FieldError]:
     """Turn a pydantic ValidationError into field errors with YAML field paths."""
     errors = []
     for err in exc.errors(include_url=False):
@@ -67,13 +85,18 @@ def from_pydantic(exc: pydantic.ValidationError, *, prefix: Iterable[str | int] 
         message = _MESSAGES.get(err["type"], err["msg"])
         if err["type"].startswith("value_error"):
             message = err["msg"].removeprefix("Value error, ")
-        elif err["type"] in {"literal_error", "enum"}:
-            message = err["msg"].replace("Input should be", "must be")
-        elif err["type"] in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
+        elif err["type"] in {"literal_error", "enum"} or err["type"] in {
+            "greater_than_equal",
+            "less_than_equal",
+            "greater_than",
+            "less_than",
+        }:
             message = err["msg"].replace("Input should be", "must be")
         elif err["type"] in {"string_too_long", "string_too_short", "too_long", "too_short"}:
-            message = err["msg"].replace("String should have", "must have").replace(
-                "List should have", "must have"
+            message = (
+                err["msg"]
+                .replace("String should have", "must have")
+                .replace("List should have", "must have")
             )
         elif err["type"] == "string_pattern_mismatch":
             message = err["msg"].replace("String should match pattern", "must match the pattern")

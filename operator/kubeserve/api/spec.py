@@ -27,6 +27,7 @@ PERCENT_PATTERN = r"^(100|[1-9]?[0-9])%$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
+
 def _dns_label(value: str) -> str:
     problem = names.dns1035_problem(value)
     if problem:
@@ -37,7 +38,13 @@ def _dns_label(value: str) -> str:
 DnsLabel = Annotated[
     str,
     pydantic.AfterValidator(_dns_label),
-    pydantic.Field(json_schema_extra={"minLength": 1, "maxLength": names.MAX_LABEL, "pattern": names.DNS1035_LABEL}),
+    pydantic.Field(
+        json_schema_extra={
+            "minLength": 1,
+            "maxLength": names.MAX_LABEL,
+            "pattern": names.DNS1035_LABEL,
+        }
+    ),
 ]
 
 
@@ -114,7 +121,9 @@ class DisruptionBudget(ApiModel):
 class Gpu(ApiModel):
     """GPUs for each replica: NVIDIA device-plugin resources and GPU node scheduling."""
 
-    count: int = pydantic.Field(default=1, ge=1, le=16, description="GPUs (or MIG slices) per replica.")
+    count: int = pydantic.Field(
+        default=1, ge=1, le=16, description="GPUs (or MIG slices) per replica."
+    )
     product: core.LabelValue | None = pydantic.Field(
         default=None,
         max_length=63,
@@ -142,7 +151,10 @@ class Variant(ApiModel):
     )
     model: ModelSpec
     replicas: int | None = pydantic.Field(
-        default=None, ge=0, le=1000, description="Fixed replica count (default 1); or use autoscaling."
+        default=None,
+        ge=0,
+        le=1000,
+        description="Fixed replica count (default 1); or use autoscaling.",
     )
     autoscaling: Autoscaling | None = None
     disruption_budget: DisruptionBudget | None = None
@@ -177,7 +189,9 @@ class Mirror(ApiModel):
     """Shadow traffic: a copy of live requests goes to this variant; its answers are dropped."""
 
     variant: DnsLabel
-    percent: int = pydantic.Field(default=100, ge=1, le=100, description="Share of live requests copied.")
+    percent: int = pydantic.Field(
+        default=100, ge=1, le=100, description="Share of live requests copied."
+    )
 
 
 class ParentReference(ApiModel):
@@ -185,7 +199,9 @@ class ParentReference(ApiModel):
 
     name: str = pydantic.Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)
     namespace: str | None = pydantic.Field(default=None, max_length=63, pattern=DNS1123_LABEL)
-    section_name: str | None = pydantic.Field(default=None, max_length=253, pattern=DNS1123_SUBDOMAIN)
+    section_name: str | None = pydantic.Field(
+        default=None, max_length=253, pattern=DNS1123_SUBDOMAIN
+    )
     port: int | None = pydantic.Field(default=None, ge=1, le=65535)
 
 

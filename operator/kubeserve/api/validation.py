@@ -7,7 +7,6 @@ operator and `kubeserve validate` rely on when the CRD was bypassed or is older.
 
 from __future__ import annotations
 
-import collections
 import re
 import urllib.parse
 from collections.abc import Iterator
@@ -16,9 +15,11 @@ from typing import Any
 import pydantic
 
 from kubeserve.api import core, names, quantity, spec
-from kubeserve.api.errors import FieldError, SpecError, from_pydantic, join_path
+from kubeserve.api.errors import FieldError, SpecError, extend_path, from_pydantic, join_path
 
 RESERVED_ENV_PREFIX = "KUBESERVE_"
+# Set by the builders so that libraries caching under $HOME find a writable directory.
+RESERVED_ENV_NAMES = frozenset({"HOME"})
 GPU_RESOURCE_PREFIX = "nvidia.com/"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 _DNS1123_LABEL_RE = re.compile(spec.DNS1123_LABEL)
@@ -86,7 +87,9 @@ def _check_variants(isvc: spec.InferenceService) -> Iterator[FieldError]:
             )
         seen.setdefault(variant.name, i)
         if variant.name in names.RESERVED_VARIANT_NAMES:
-            yield FieldError(f"{path}.name", f"{variant.name!r} is reserved for the router's objects")
+            yield FieldError(
+                f"{path}.name", f"{variant.name!r} is reserved for the router's objects"
+            )
         room = names.max_variant_name_length(isvc.metadata.name)
         if len(variant.name) > room:
             yield FieldError(
@@ -119,7 +122,9 @@ def _check_variant(v: spec.Variant, path: str, *, live: bool) -> Iterator[FieldE
     if v.replicas is not None and v.autoscaling is not None:
         yield FieldError(f"{path}.autoscaling", "set replicas or autoscaling, not both")
     if live and v.replicas == 0:
-        yield FieldError(f"{path}.replicas", "a variant that takes traffic needs at least 1 replica")
+        yield FieldError(
+            f"{path}.replicas", "a variant that takes traffic needs at least 1 replica"
+        )
     if v.autoscaling and v.autoscaling.max_replicas < v.autoscaling.min_replicas:
         yield FieldError(
             f"{path}.autoscaling.maxReplicas",
@@ -135,10 +140,17 @@ def _check_variant(v: spec.Variant, path: str, *, live: bool) -> Iterator[FieldE
             )
     seen_env: set[str] = set()
     for j, env in enumerate(v.env or []):
-        if env.name.startswith(RESERVED_ENV_PREFIX):
-            yield FieldError(f"{path}.env[{j}].name", f"{env.name!r}: names starting with {RESERVED_ENV_PREFIX} are set by kubeserve")
+        if env.name.startswith(RESERVED_ENV_PREFIX) or env.name in RESERVED_ENV_NAMES:
+            yield FieldError(
+                f"{path}.env[{j}].name",
+                f"{env.name!r} is set by kubeserve (reserved: {RESERVED_ENV_PREFIX}*, "
+                + ", ".join(sorted(RESERVED_ENV_NAMES))
+                + ")",
+            )
         if env.name in seen_env:
-            yield FieldError(f"{path}.env[{j}].name", f"duplicate environment variable {env.name!r}")
+            yield FieldError(
+                f"{path}.env[{j}].name", f"duplicate environment variable {env.name!r}"
+            )
         seen_env.add(env.name)
 
 
@@ -156,18 +168,18 @@ def _check_resources(v: spec.Variant, path: str) -> Iterator[FieldError]:
     for name in sorted(set(requests) & set(limits)):
         if quantity.parse_quantity(requests[name]) > quantity.parse_quantity(limits[name]):
             yield FieldError(
-                f"{path}.requests.{name}",
+                extend_path(path, "requests", name),
                 f"request {requests[name]} is more than the limit {limits[name]}",
             )
     if v.autoscaling and v.resources is not None and "cpu" not in requests:
         yield FieldError(
-            f"{path}.requests.cpu",
+            extend_path(path, "requests", "cpu"),
             "autoscaling on CPU utilization needs a cpu request to measure against",
         )
 
 
 def _check_storage_uri(uri: str, path: str) -> Iterator[FieldError]:
-    scheme, sep, rest = uri.partition("://")
+    scheme, sep, _ = uri.partition("://")
     if not sep or scheme not in spec.STORAGE_SCHEMES:
         shown = scheme if sep else uri
         yield FieldError(
@@ -185,12 +197,17 @@ def _check_storage_uri(uri: str, path: str) -> Iterator[FieldError]:
             yield FieldError(path, "file URIs need an absolute path, e.g. file:///models/digits/v1")
     elif scheme == "pvc":
         if not _DNS1123_SUBDOMAIN_RE.match(parsed.netloc) or len(parsed.netloc) > 253:
-            yield FieldError(path, "pvc URIs are pvc://<claim-name>/<path>, with a valid claim name")
+            yield FieldError(
+                path, "pvc URIs are pvc://<claim-name>/<path>, with a valid claim name"
+            )
         elif ".." in parsed.path.split("/"):
             yield FieldError(path, "the path of a pvc URI must not contain '..'")
     elif not parsed.netloc:
         what = "a host" if scheme in {"http", "https"} else "a bucket"
-        yield FieldError(path, f"{scheme} URIs need {what}, e.g. {scheme}://{'example.com' if what == 'a host' else 'bucket'}/models/v1")
+        yield FieldError(
+            path,
+            f"{scheme} URIs need {what}, e.g. {scheme}://{'example.com' if what == 'a host' else 'bucket'}/models/v1",
+        )
 
 
 def _check_routing(s: spec.InferenceServiceSpec) -> Iterator[FieldError]:
@@ -213,8 +230,16 @@ def _check_routing(s: spec.InferenceServiceSpec) -> Iterator[FieldError]:
             elif len(s.variants) == 1:
                 yield FieldError("spec.routing.mirror.variant", "cannot mirror to the only variant")
     if r.mode == "gateway-api" and not r.parent_refs:
-        yield FieldError("spec.routing.parentRefs", "routing mode gateway-api needs at least one Gateway in parentRefs")
+        yield FieldError(
+            "spec.routing.parentRefs",
+            "routing mode gateway-api needs at least one Gateway in parentRefs",
+        )
     if r.mode != "gateway-api" and r.parent_refs:
         yield FieldError("spec.routing.parentRefs", "only used with routing mode gateway-api")
-    if r.sticky and r.sticky.header and r.override_header and r.sticky.header.lower() == r.override_header.lower():
+    if (
+        r.sticky
+        and r.sticky.header
+        and r.override_header
+        and r.sticky.header.lower() == r.override_header.lower()
+    ):
         yield FieldError("spec.routing.overrideHeader", "must differ from sticky.header")

@@ -9,7 +9,9 @@ from kubeserve.build import variant as variant_builder
 from kubeserve.build.config import BuildConfig
 
 
-def build_children(isvc: spec.InferenceService, config: BuildConfig | None = None) -> list[dict[str, Any]]:
+def build_children(
+    isvc: spec.InferenceService, config: BuildConfig | None = None
+) -> list[dict[str, Any]]:
     """Build every child object, variants in spec order; same input, same output."""
     config = config or BuildConfig()
     objects: list[dict[str, Any]] = []

@@ -24,8 +24,14 @@ class BuildConfig:
     # Used when a variant gives no resources: enough for the example models, and a cpu
     # request so that an HPA has something to measure utilization against.
     default_resources: dict[str, Any] = dataclasses.field(
-        default_factory=lambda: {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+        default_factory=lambda: {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"memory": "1Gi"},
+        }
     )
     fetch_resources: dict[str, Any] = dataclasses.field(
-        default_factory=lambda: {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
+        default_factory=lambda: {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"memory": "512Mi"},
+        }
     )

@@ -14,7 +14,9 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY = "kubeserve-operator"
 
 
-def selector_labels(isvc: spec.InferenceService, *, component: str, variant: str | None = None) -> dict[str, str]:
+def selector_labels(
+    isvc: spec.InferenceService, *, component: str, variant: str | None = None
+) -> dict[str, str]:
     """Give the labels that select a component's pods; they never change for an object."""
     labels = {ISVC_LABEL: isvc.metadata.name, COMPONENT_LABEL: component}
     if variant is not None:
@@ -22,7 +24,9 @@ def selector_labels(isvc: spec.InferenceService, *, component: str, variant: str
     return labels
 
 
-def labels(isvc: spec.InferenceService, *, component: str, variant: str | None = None) -> dict[str, str]:
+def labels(
+    isvc: spec.InferenceService, *, component: str, variant: str | None = None
+) -> dict[str, str]:
     """Give the full recommended label set of a child object and its pods."""
     return {
         "app.kubernetes.io/name": "kubeserve",
@@ -47,7 +51,9 @@ def object_meta(
 def owner_reference(isvc: spec.InferenceService) -> dict[str, Any]:
     """Give the controller owner reference that makes a child garbage-collected with its parent."""
     if not isvc.metadata.uid:
-        raise ValueError("the InferenceService has no metadata.uid yet (it was not read from the API)")
+        raise ValueError(
+            "the InferenceService has no metadata.uid yet (it was not read from the API)"
+        )
     return {
         "apiVersion": f"{kubeserve.API_GROUP}/{kubeserve.API_VERSION}",
         "kind": kubeserve.KIND,

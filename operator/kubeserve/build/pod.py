@@ -60,9 +60,11 @@ def _pvc_source(uri: str) -> tuple[str, str]:
 
 
 def _resources(variant: spec.Variant, config: BuildConfig) -> dict[str, Any]:
-    resources = variant.resources.to_wire() if variant.resources else {
-        k: dict(v) for k, v in config.default_resources.items()
-    }
+    resources = (
+        variant.resources.to_wire()
+        if variant.resources
+        else {k: dict(v) for k, v in config.default_resources.items()}
+    )
     if variant.gpu:
         # Extended resources are requested through limits; requests default to the same.
         limits = dict(resources.get("limits") or {})
@@ -93,11 +95,17 @@ def _http_probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _server_container(isvc: spec.InferenceService, variant: spec.Variant, config: BuildConfig) -> dict[str, Any]:
+def _server_container(
+    isvc: spec.InferenceService, variant: spec.Variant, config: BuildConfig
+) -> dict[str, Any]:
     mount: dict[str, Any] = {"name": MODEL_VOLUME, "mountPath": MODEL_ROOT, "readOnly": True}
     if variant.model.storage_uri.startswith("pvc://"):
         _, sub_path = _pvc_source(variant.model.storage_uri)
-        mount = {"name": MODEL_VOLUME, "mountPath": f"{MODEL_ROOT}/{variant.name}", "readOnly": True}
+        mount = {
+            "name": MODEL_VOLUME,
+            "mountPath": f"{MODEL_ROOT}/{variant.name}",
+            "readOnly": True,
+        }
         if sub_path:
             mount["subPath"] = sub_path
     return {
@@ -162,7 +170,9 @@ def _scheduling(variant: spec.Variant) -> dict[str, Any]:
     return out
 
 
-def pod_template(isvc: spec.InferenceService, variant: spec.Variant, config: BuildConfig) -> dict[str, Any]:
+def pod_template(
+    isvc: spec.InferenceService, variant: spec.Variant, config: BuildConfig
+) -> dict[str, Any]:
     """Build the pod template of one variant's Deployment."""
     from_pvc = variant.model.storage_uri.startswith("pvc://")
     if from_pvc:

@@ -12,12 +12,18 @@ COMPONENT = "predictor"
 SERVICE_PORT = 80
 
 
-def deployment(isvc: spec.InferenceService, variant: spec.Variant, config: BuildConfig) -> dict[str, Any]:
+def deployment(
+    isvc: spec.InferenceService, variant: spec.Variant, config: BuildConfig
+) -> dict[str, Any]:
     """Build the Deployment that runs a variant's model server pods."""
     name = names.variant_object_name(isvc.metadata.name, variant.name)
     # GPUs are scarce: a surge pod could wait forever for a free GPU and stall the rollout,
     # so GPU variants replace pods one at a time instead.
-    rolling = {"maxSurge": 0, "maxUnavailable": 1} if variant.gpu else {"maxSurge": "25%", "maxUnavailable": 0}
+    rolling = (
+        {"maxSurge": 0, "maxUnavailable": 1}
+        if variant.gpu
+        else {"maxSurge": "25%", "maxUnavailable": 0}
+    )
     dep_spec: dict[str, Any] = {}
     if variant.autoscaling is None:
         # With autoscaling the HPA owns the replica count; writing it here would fight it.
@@ -25,7 +31,9 @@ def deployment(isvc: spec.InferenceService, variant: spec.Variant, config: Build
     dep_spec |= {
         "revisionHistoryLimit": 5,
         "progressDeadlineSeconds": 600,
-        "selector": {"matchLabels": meta.selector_labels(isvc, component=COMPONENT, variant=variant.name)},
+        "selector": {
+            "matchLabels": meta.selector_labels(isvc, component=COMPONENT, variant=variant.name)
+        },
         "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling},
         "template": pod.pod_template(isvc, variant, config),
     }
@@ -48,7 +56,13 @@ def service(isvc: spec.InferenceService, variant: spec.Variant) -> dict[str, Any
             "type": "ClusterIP",
             "selector": meta.selector_labels(isvc, component=COMPONENT, variant=variant.name),
             "ports": [
-                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+                {
+                    "name": "http",
+                    "port": SERVICE_PORT,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
             ],
         },
     }
@@ -73,7 +87,10 @@ def autoscaler(isvc: spec.InferenceService, variant: spec.Variant) -> dict[str, 
                     "type": "Resource",
                     "resource": {
                         "name": "cpu",
-                        "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization_percentage},
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": a.target_cpu_utilization_percentage,
+                        },
                     },
                 }
             ],
@@ -87,7 +104,9 @@ def disruption_budget(isvc: spec.InferenceService, variant: spec.Variant) -> dic
         return None
     name = names.variant_object_name(isvc.metadata.name, variant.name)
     pdb_spec: dict[str, Any] = {
-        "selector": {"matchLabels": meta.selector_labels(isvc, component=COMPONENT, variant=variant.name)},
+        "selector": {
+            "matchLabels": meta.selector_labels(isvc, component=COMPONENT, variant=variant.name)
+        },
         # A crash-looping pod must not block node drains forever.
         "unhealthyPodEvictionPolicy": "AlwaysAllow",
     }
@@ -100,7 +119,11 @@ def disruption_budget(isvc: spec.InferenceService, variant: spec.Variant) -> dic
     }
 
 
-def variant_objects(isvc: spec.InferenceService, variant: spec.Variant, config: BuildConfig) -> list[dict[str, Any]]:
+def variant_objects(
+    isvc: spec.InferenceService, variant: spec.Variant, config: BuildConfig
+) -> list[dict[str, Any]]:
     """Build every object of one variant, in the order they are applied."""
     objects = [deployment(isvc, variant, config), service(isvc, variant)]
-    return objects + [o for o in (autoscaler(isvc, variant), disruption_budget(isvc, variant)) if o is not None]
+    return objects + [
+        o for o in (autoscaler(isvc, variant), disruption_budget(isvc, variant)) if o is not None
+    ]

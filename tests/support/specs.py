@@ -1,0 +1,43 @@
+"""Small builders of InferenceService dicts for tests: a valid base, changed per test."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+
+def variant(name: str = "v1", weight: int | None = None, **extra: Any) -> dict[str, Any]:
+    """Give a valid variant dict."""
+    v: dict[str, Any] = {
+        "name": name,
+        "model": {"format": "onnx", "storageUri": f"file:///models/digits/{name}"},
+    }
+    if weight is not None:
+        v["weight"] = weight
+    v.update(extra)
+    return v
+
+
+def isvc(
+    *variants: dict[str, Any],
+    name: str = "digits",
+    routing: dict[str, Any] | None = None,
+    namespace: str | None = "default",
+) -> dict[str, Any]:
+    """Give a valid InferenceService dict (one variant unless given)."""
+    obj: dict[str, Any] = {
+        "apiVersion": "serving.kubeserve.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": {"variants": list(variants) or [variant()]},
+    }
+    if namespace:
+        obj["metadata"]["namespace"] = namespace
+    if routing is not None:
+        obj["spec"]["routing"] = routing
+    return copy.deepcopy(obj)
+
+
+def canary() -> dict[str, Any]:
+    """Give a valid 90/10 canary."""
+    return isvc(variant("v1", 90), variant("v2", 10))

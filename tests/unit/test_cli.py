@@ -1,0 +1,167 @@
+"""The command line: crd, validate and render, as a user runs them, bad input included."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubeserve import cli
+from support import k8s_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("kubeserve", path=str(Path(sys.executable).parent))
+    command = [exe] if exe else [sys.executable, "-m", "kubeserve.cli"]
+    return subprocess.run(
+        [*command, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_entry_point_renders_an_example() -> None:
+    result = run("render", "-f", str(ROOT / "examples" / "canary.yaml"))
+    assert result.returncode == 0, result.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(result.stdout)]
+    assert kinds == [
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Deployment",
+        "Service",
+    ]
+
+
+def test_entry_point_reports_field_errors_without_a_traceback() -> None:
+    bad = """\
+apiVersion: serving.kubeserve.dev/v1alpha1
+kind: InferenceService
+metadata: {name: x}
+spec:
+  variants:
+  - {name: v1, weight: 80, model: {format: onnx, storageUri: 'ftp://h/m'}}
+  - {name: v2, weight: 10, model: {format: onnx, storageUri: 'file:///m'}}
+"""
+    result = run("render", "-f", "-", stdin=bad)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert (
+        "-: inferenceservice/x: spec.variants[1].weight: weights of live variants sum to 90, must be 100"
+        in result.stderr
+    )
+    assert "spec.variants[0].model.storageUri: unsupported storage URI 'ftp'" in result.stderr
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_validates_and_renders_schema_valid_objects(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["validate", "-f", str(path)]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert cli.main(["render", "-f", str(path)]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert docs
+    for doc in docs:
+        k8s_schema.assert_valid(doc)
+
+
+def test_crd_command_matches_committed_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli.main(["crd"]) == 0
+    out = capsys.readouterr().out
+    assert out == (ROOT / "crds" / "serving.kubeserve.dev_inferenceservices.yaml").read_text()
+    assert cli.main(["crd", "-o", str(tmp_path / "crd.yaml")]) == 0
+    assert (tmp_path / "crd.yaml").read_text() == out
+
+
+def test_render_namespace_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "-n", "ml", "-f", str(ROOT / "examples" / "single.yaml")]) == 0
+    assert {d["metadata"]["namespace"] for d in yaml.safe_load_all(capsys.readouterr().out)} == {
+        "ml"
+    }
+
+
+def test_render_server_image_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        cli.main(
+            [
+                "render",
+                "--server-image",
+                "kind.local/server:dev",
+                "-f",
+                str(ROOT / "examples" / "single.yaml"),
+            ]
+        )
+        == 0
+    )
+    assert "image: kind.local/server:dev" in capsys.readouterr().out
+
+
+def test_multiple_documents_and_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    both = tmp_path / "both.yaml"
+    both.write_text(
+        (ROOT / "examples" / "single.yaml").read_text()
+        + "\n---\n"
+        + (ROOT / "examples" / "shadow.yaml").read_text()
+    )
+    assert cli.main(["validate", "-f", str(both), "-f", str(ROOT / "examples" / "gpu.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        "inferenceservice/digits: valid",
+        "inferenceservice/digits-shadow: valid",
+        "inferenceservice/digits-gpu: valid",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected", "code"),
+    [
+        ("a: [unclosed", "not valid YAML at line", 2),
+        ("a: 1\na: 2\n", "duplicate key 'a'", 2),
+        ("", "no InferenceService found", 1),
+        ("- just\n- a list\n", "document 1: (document): must be a mapping, not a list", 1),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {}\n",
+            "pod/p: kind: must be 'InferenceService'",
+            1,
+        ),
+        ("\x00\x01", "not valid YAML", 2),
+    ],
+)
+def test_bad_files_give_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, expected: str, code: int
+) -> None:
+    path = tmp_path / "in.yaml"
+    path.write_text(content)
+    assert cli.main(["validate", "-f", str(path)]) == code
+    err = capsys.readouterr().err
+    assert expected in err, err
+
+
+def test_missing_file_and_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "-f", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert cli.main(["validate", "-f", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_binary_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(bytes(range(256)) * 4)
+    assert cli.main(["validate", "-f", str(path)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2() -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["render"])
+    assert info.value.code == 2

@@ -1,0 +1,96 @@
+"""Properties: any valid spec renders schema-valid manifests; any invalid input gives field errors."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonschema
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kubeserve import manifests
+from kubeserve.api import crd, names, validation
+from kubeserve.api.errors import FieldError
+from kubeserve.build import children
+from support import cel, k8s_schema, strategies
+
+SCHEMA = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+PROFILE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROFILE
+@given(strategies.inference_services())
+def test_valid_specs_render_schema_valid_manifests(obj: dict[str, Any]) -> None:
+    assert validation.validate(obj) == []
+    isvc = validation.parse(obj)
+    objects = children.build_children(isvc)
+    assert objects
+    for o in objects:
+        k8s_schema.assert_valid(o)
+        assert len(o["metadata"]["name"]) <= names.MAX_LABEL
+        assert o["metadata"]["namespace"] == obj["metadata"]["namespace"]
+        for value in o["metadata"]["labels"].values():
+            assert len(value) <= names.MAX_LABEL
+    kinds = [o["kind"] for o in objects]
+    assert kinds.count("Deployment") == kinds.count("Service") == len(obj["spec"]["variants"])
+    assert manifests.dump_documents(objects) == manifests.dump_documents(
+        children.build_children(validation.parse(copy.deepcopy(obj)))
+    )
+
+
+@PROFILE
+@given(strategies.inference_services())
+def test_valid_specs_pass_the_crd_schema_and_its_cel_rules(obj: dict[str, Any]) -> None:
+    jsonschema.validate(obj, SCHEMA)
+    assert list(cel.violations(SCHEMA, obj)) == []
+
+
+def _assert_field_errors(found: list[FieldError]) -> None:
+    assert found
+    for e in found:
+        assert isinstance(e, FieldError)
+        assert e.path and e.message
+        assert "Traceback" not in e.message
+
+
+@PROFILE
+@given(strategies.json_values)
+def test_arbitrary_documents_give_field_errors_not_exceptions(obj: Any) -> None:
+    _assert_field_errors(validation.validate(obj))
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> dict[str, Any]:
+    """Replace one value somewhere in a valid spec with an arbitrary one."""
+    obj = draw(strategies.inference_services())
+    node: Any = obj
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            break
+        key = draw(st.sampled_from(keys))
+        child = node[key]
+        if isinstance(child, dict | list) and child and draw(st.booleans()):
+            node = child
+            continue
+        node[key] = draw(strategies.json_values)
+        break
+    return obj
+
+
+@PROFILE
+@given(mutated())
+def test_mutated_specs_are_either_valid_and_renderable_or_give_field_errors(
+    obj: dict[str, Any],
+) -> None:
+    found = validation.validate(obj)
+    if not found:
+        # The mutation happened to keep it valid: it must then render cleanly.
+        for o in children.build_children(validation.parse(obj)):
+            k8s_schema.assert_valid(o)
+        return
+    _assert_field_errors(found)
+    top = {"apiVersion", "kind", "metadata", "spec", "status", "(document)"}
+    for e in found:
+        assert e.path.split(".")[0].split("[")[0] in top, e
