@@ -77,10 +77,10 @@ def decode(name: str, datatype: Any, shape: Any, data: Any) -> np.ndarray:
         raise errors.BadRequest(
             f"input '{name}': shape {list(dims)} needs {expected} elements, 'data' has {raw.size}"
         )
-    return _convert(name, datatype, raw).reshape(dims)
+    return _convert(name, datatype, raw, data).reshape(dims)
 
 
-def _convert(name: str, datatype: str, raw: np.ndarray) -> np.ndarray:
+def _convert(name: str, datatype: str, raw: np.ndarray, data: list[Any]) -> np.ndarray:
     kind = raw.dtype.kind
     if raw.size == 0:
         return np.empty(0, dtype=np.str_ if datatype == "BYTES" else DATATYPES[datatype])
@@ -93,25 +93,49 @@ def _convert(name: str, datatype: str, raw: np.ndarray) -> np.ndarray:
             raise errors.BadRequest(f"input '{name}': BOOL data must be true/false")
         return raw
     target = DATATYPES[datatype]
+    if target.kind in "iu" and kind in "fO":
+        # Either real fractions, or big integers numpy could only mix as float64/object.
+        return _exact_integers(name, datatype, data)
     if kind not in "biuf":
         raise errors.BadRequest(f"input '{name}': {datatype} data must be numbers")
     if target.kind in "iu":
-        if kind == "f":
-            raise errors.BadRequest(f"input '{name}': {datatype} data must be integers")
         info = np.iinfo(target)
         lo, hi = raw.min(), raw.max()
         if lo < info.min or hi > info.max:
             raise errors.BadRequest(
                 f"input '{name}': value out of range for {datatype} [{info.min}, {info.max}]"
             )
-    elif (
-        target == np.float16
-        and kind == "f"
-        and np.abs(raw).max() > np.finfo(np.float16).max
-    ):
+    elif target == np.float16 and kind == "f" and np.abs(raw).max() > np.finfo(np.float16).max:
         # float16 overflows to inf quietly; a client sending 1e6 as FP16 has made a mistake.
-            raise errors.BadRequest(f"input '{name}': value out of range for FP16")
+        raise errors.BadRequest(f"input '{name}': value out of range for FP16")
     return raw.astype(target, copy=False)
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def _exact_integers(name: str, datatype: str, data: list[Any]) -> np.ndarray:
+    """Convert integers numpy could only hold together as float64 (e.g. 1 and 2**64-1)."""
+    info = np.iinfo(DATATYPES[datatype])
+    flat = _flatten(data)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
+        raise errors.BadRequest(f"input '{name}': {datatype} data must be integers")
+    if any(v < info.min or v > info.max for v in flat):
+        raise errors.BadRequest(
+            f"input '{name}': value out of range for {datatype} [{info.min}, {info.max}]"
+        )
+    return np.array(flat, dtype=DATATYPES[datatype])
 
 
 def encode(name: str, array: np.ndarray) -> dict[str, Any]:
