@@ -23,6 +23,7 @@ install: $(BIN)/.installed
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: install lint
 	$(BIN)/python -m pytest

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 import kubeserve
-from kubeserve.api import names, spec, status
+from kubeserve.api import base, names, spec, status
 
 PLURAL = "inferenceservices"
 SINGULAR = "inferenceservice"
@@ -132,7 +132,7 @@ _RULES_BY_MODEL = {
 }
 
 
-def structural(model: type[spec.ApiModel]) -> dict[str, Any]:
+def structural(model: type[base.ApiModel]) -> dict[str, Any]:
     """Give the structural OpenAPI v3 schema of a model, CEL rules attached."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
