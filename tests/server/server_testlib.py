@@ -105,10 +105,12 @@ def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
 
 
 @contextlib.contextmanager
-def running(args: list[str], env: dict[str, str] | None = None) -> Iterator[Server]:
-    """Start a server, wait until ready, stop it afterwards."""
+def running(
+    args: list[str], env: dict[str, str] | None = None, *, wait_for: str = "/v2/health/ready"
+) -> Iterator[Server]:
+    """Start a server, wait until ``wait_for`` answers 200, stop it afterwards."""
     server = Server(args, env)
     try:
-        yield server.wait()
+        yield server.wait(wait_for)
     finally:
         server.stop()
