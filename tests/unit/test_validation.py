@@ -326,3 +326,24 @@ def test_parse_raises_spec_error_with_all_errors() -> None:
         validation.parse(obj)
     assert len(info.value.errors) == 2
     assert "spec.routing.mirror.variant" in str(info.value)
+
+
+def test_every_pattern_has_an_explanation_for_users() -> None:
+    from kubeserve.api import crd, names, patterns, quantity
+
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                found.add(node["pattern"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(crd.openapi_schema())
+    # These two get their own sentences (names.dns1035_problem, core._check_quantity).
+    explained_elsewhere = {names.DNS1035_LABEL, quantity.NON_NEGATIVE_QUANTITY_PATTERN}
+    assert found - explained_elsewhere <= set(patterns.EXPLANATIONS)

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import pydantic
 
-from kubeserve.api import quantity
+from kubeserve.api import patterns, quantity
 from kubeserve.api.base import ApiModel
 
 # Label keys: an optional DNS subdomain prefix and a name (kubernetes validation.IsQualifiedName).
@@ -52,6 +52,12 @@ LabelMap = Annotated[dict[LabelKey, LabelValue], pydantic.Field(max_length=64)]
 
 
 def _check_quantity(value: str | int) -> str | int:
+    if (
+        not isinstance(value, bool)
+        and quantity.is_quantity(value)
+        and quantity.parse_quantity(value) < 0
+    ):
+        raise ValueError(f"{value!r} is negative; resource amounts must be 0 or more")
     if isinstance(value, bool) or not quantity.is_quantity(value):
         raise ValueError(
             f"{value!r} is not a Kubernetes quantity (examples: 500m, 2, 1.5Gi, 256Mi)"
@@ -66,7 +72,10 @@ INT_OR_STRING_SCHEMA = {
 Quantity = Annotated[
     int | str,
     pydantic.AfterValidator(_check_quantity),
-    pydantic.WithJsonSchema(INT_OR_STRING_SCHEMA),
+    # A node-level pattern applies to the string form only, as in Kubernetes' own CRDs.
+    pydantic.WithJsonSchema(
+        INT_OR_STRING_SCHEMA | {"minimum": 0, "pattern": quantity.NON_NEGATIVE_QUANTITY_PATTERN}
+    ),
 ]
 ResourceName = Annotated[str, pydantic.AfterValidator(check_label_key)]
 
@@ -241,7 +250,7 @@ class EnvVarSource(ApiModel):
 class EnvVar(ApiModel):
     """An environment variable of the model server container."""
 
-    name: str = pydantic.Field(min_length=1, max_length=253, pattern=r"^[^=]+$")
+    name: str = pydantic.Field(min_length=1, max_length=253, pattern=patterns.ENV_NAME)
     value: str | None = pydantic.Field(default=None, max_length=32768)
     value_from: EnvVarSource | None = None
 

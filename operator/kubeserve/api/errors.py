@@ -9,6 +9,8 @@ from collections.abc import Iterable, Sequence
 
 import pydantic
 
+from kubeserve.api import patterns
+
 
 @dataclasses.dataclass(frozen=True, order=True)
 class FieldError:
@@ -82,26 +84,30 @@ def from_pydantic(
         # Union members and function validators add their own names to the location;
         # a user only knows the field names they wrote.
         loc = [p for p in err["loc"] if isinstance(p, int) or not _is_internal_loc(p)]
-        message = _MESSAGES.get(err["type"], err["msg"])
-        if err["type"].startswith("value_error"):
-            message = err["msg"].removeprefix("Value error, ")
-        elif err["type"] in {"literal_error", "enum"} or err["type"] in {
-            "greater_than_equal",
-            "less_than_equal",
-            "greater_than",
-            "less_than",
-        }:
-            message = err["msg"].replace("Input should be", "must be")
-        elif err["type"] in {"string_too_long", "string_too_short", "too_long", "too_short"}:
-            message = (
-                err["msg"]
-                .replace("String should have", "must have")
-                .replace("List should have", "must have")
-            )
-        elif err["type"] == "string_pattern_mismatch":
-            message = err["msg"].replace("String should match pattern", "must match the pattern")
+        message = _MESSAGES.get(err["type"]) or _reword(err["msg"])
+        if err["type"] == "string_pattern_mismatch":
+            explained = patterns.EXPLANATIONS.get(err.get("ctx", {}).get("pattern", ""))
+            message = f"{err['input']!r} {explained}" if explained else message
         errors.append(FieldError(join_path(*prefix, *loc), message))
     return sorted(set(errors), key=lambda e: (e.path, e.message))
+
+
+# Pydantic's sentence openings, and what a YAML writer reads instead.
+_REWORDINGS = (
+    ("Value error, ", ""),
+    ("Input should be", "must be"),
+    ("String should match pattern", "must match the pattern"),
+    ("String should have", "must have"),
+    ("List should have", "must have"),
+    ("Dictionary should have", "must have"),
+    (" after validation", ""),
+)
+
+
+def _reword(message: str) -> str:
+    for old, new in _REWORDINGS:
+        message = message.replace(old, new)
+    return message
 
 
 def _is_internal_loc(part: str) -> bool:

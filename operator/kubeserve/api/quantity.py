@@ -11,6 +11,8 @@ QUANTITY_PATTERN = (
     r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
 )
 _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+# Resource amounts cannot be negative; the CRD holds strings to this shape.
+NON_NEGATIVE_QUANTITY_PATTERN = QUANTITY_PATTERN.replace("^[+-]?", "^[+]?")
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {

@@ -11,21 +11,11 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
-from kubeserve.api import core, names
+from kubeserve.api import core, names, patterns
 from kubeserve.api.base import ApiModel
 
 MAX_VARIANTS = 16
 STORAGE_SCHEMES = ("file", "pvc", "http", "https", "s3", "gs")
-STORAGE_URI_PATTERN = r"^(file|pvc|https?|s3|gs)://\S+$"
-# Header and cookie names end up in nginx variable names and map regexes, so they are held
-# to the characters every proxy handles the same way.
-HEADER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]*$"
-COOKIE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]+gb(\+me)?$"
-IMAGE_PATTERN = r"^[^\s]+$"
-PERCENT_PATTERN = r"^(100|[1-9]?[0-9])%$"
-DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 def _dns_label(value: str) -> str:
@@ -59,13 +49,13 @@ class ModelSpec(ApiModel):
         min_length=1,
         max_length=2048,
         # The API server checks the pattern; the operator says more (see validation).
-        json_schema_extra={"pattern": STORAGE_URI_PATTERN},
+        json_schema_extra={"pattern": patterns.STORAGE_URI},
         description="Where the model directory is: file:// (a path in the server image), "
         "pvc://<claim>/<path>, http(s)://, s3://<bucket>/<path> or gs://<bucket>/<path>.",
     )
     sha256: str | None = pydantic.Field(
         default=None,
-        pattern=r"^[0-9a-f]{64}$",
+        pattern=patterns.SHA256,
         description="Expected SHA-256 of the fetched model file (single-file models); the "
         "fetch fails on a mismatch.",
     )
@@ -90,11 +80,13 @@ class Autoscaling(ApiModel):
     )
 
 
-# Structural schemas allow int-or-string only in this bare form; the percent format is
-# checked by the model and by a CEL rule on the parent.
+# Structural schemas allow int-or-string only as a bare anyOf; the bounds sit beside it and
+# apply to the form they fit (minimum to integers, pattern to strings).
 IntOrPercent = Annotated[
-    int | Annotated[str, pydantic.Field(pattern=PERCENT_PATTERN)],
-    pydantic.WithJsonSchema(core.INT_OR_STRING_SCHEMA),
+    int | Annotated[str, pydantic.Field(pattern=patterns.PERCENT)],
+    pydantic.WithJsonSchema(
+        core.INT_OR_STRING_SCHEMA | {"minimum": 0, "pattern": patterns.PERCENT}
+    ),
 ]
 
 
@@ -132,7 +124,7 @@ class Gpu(ApiModel):
     )
     mig_profile: str | None = pydantic.Field(
         default=None,
-        pattern=MIG_PROFILE_PATTERN,
+        pattern=patterns.MIG_PROFILE,
         description="Request a MIG slice (resource nvidia.com/mig-<profile>, the device "
         "plugin's mixed strategy) instead of whole GPUs, e.g. 1g.5gb.",
     )
@@ -167,7 +159,7 @@ class Variant(ApiModel):
     image: str | None = pydantic.Field(
         default=None,
         max_length=512,
-        pattern=IMAGE_PATTERN,
+        pattern=patterns.IMAGE,
         description="Server image for this variant, instead of the operator's default.",
     )
 
@@ -175,8 +167,8 @@ class Variant(ApiModel):
 class Sticky(ApiModel):
     """What keeps a user on one variant: a request header or a cookie (set exactly one)."""
 
-    header: str | None = pydantic.Field(default=None, max_length=64, pattern=HEADER_NAME_PATTERN)
-    cookie: str | None = pydantic.Field(default=None, max_length=64, pattern=COOKIE_NAME_PATTERN)
+    header: str | None = pydantic.Field(default=None, max_length=64, pattern=patterns.HEADER_NAME)
+    cookie: str | None = pydantic.Field(default=None, max_length=64, pattern=patterns.COOKIE_NAME)
 
     @pydantic.model_validator(mode="after")
     def _exactly_one(self) -> Sticky:
@@ -197,10 +189,12 @@ class Mirror(ApiModel):
 class ParentReference(ApiModel):
     """A Gateway (or a listener of one) the HTTPRoute attaches to."""
 
-    name: str = pydantic.Field(min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN)
-    namespace: str | None = pydantic.Field(default=None, max_length=63, pattern=DNS1123_LABEL)
+    name: str = pydantic.Field(min_length=1, max_length=253, pattern=patterns.DNS1123_SUBDOMAIN)
+    namespace: str | None = pydantic.Field(
+        default=None, max_length=63, pattern=patterns.DNS1123_LABEL
+    )
     section_name: str | None = pydantic.Field(
-        default=None, max_length=253, pattern=DNS1123_SUBDOMAIN
+        default=None, max_length=253, pattern=patterns.DNS1123_SUBDOMAIN
     )
     port: int | None = pydantic.Field(default=None, ge=1, le=65535)
 
@@ -217,7 +211,7 @@ class Routing(ApiModel):
     override_header: str | None = pydantic.Field(
         default=None,
         max_length=64,
-        pattern=HEADER_NAME_PATTERN,
+        pattern=patterns.HEADER_NAME,
         description="A request header whose value names a variant to force, e.g. x-kubeserve-variant.",
     )
     mirror: Mirror | None = None

@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic
 
-from kubeserve.api import core, names, quantity, spec
+from kubeserve.api import core, names, patterns, quantity, spec
 from kubeserve.api.errors import FieldError, SpecError, extend_path, from_pydantic, join_path
 
 RESERVED_ENV_PREFIX = "KUBESERVE_"
@@ -22,8 +22,8 @@ RESERVED_ENV_PREFIX = "KUBESERVE_"
 RESERVED_ENV_NAMES = frozenset({"HOME"})
 GPU_RESOURCE_PREFIX = "nvidia.com/"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-_DNS1123_LABEL_RE = re.compile(spec.DNS1123_LABEL)
-_DNS1123_SUBDOMAIN_RE = re.compile(spec.DNS1123_SUBDOMAIN)
+_DNS1123_LABEL_RE = re.compile(patterns.DNS1123_LABEL)
+_DNS1123_SUBDOMAIN_RE = re.compile(patterns.DNS1123_SUBDOMAIN)
 
 
 def parse(obj: Any) -> spec.InferenceService:
