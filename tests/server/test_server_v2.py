@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from conftest import DATATYPES
@@ -51,7 +53,9 @@ def test_model_ready(onnx_port: int) -> None:
     assert request(onnx_port, "GET", "/v2/models/digits/versions/v1/ready")[0] == 200
 
 
-def _infer(port: int, body: object, path: str = "/v2/models/digits/infer"):  # noqa: ANN202
+def _infer(
+    port: int, body: object, path: str = "/v2/models/digits/infer"
+) -> tuple[int, dict[str, str], Any]:
     return request(port, "POST", path, body)
 
 

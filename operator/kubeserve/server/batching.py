@@ -76,10 +76,12 @@ class Batcher:
     async def _run(self, members: list[tuple[Arrays, int, asyncio.Future[Arrays]]]) -> None:
         loop = asyncio.get_running_loop()
         names = list(members[0][0])
-        if len(members) == 1:
-            merged = members[0][0]
-        else:
-            merged = {n: np.concatenate([m[0][n] for m in members]) for n in names}
+        # A lone request skips the copy that concatenation would make.
+        merged = (
+            members[0][0]
+            if len(members) == 1
+            else {n: np.concatenate([m[0][n] for m in members]) for n in names}
+        )
         total = sum(m[1] for m in members)
         try:
             outputs = await loop.run_in_executor(self._executor, self.model.predict, merged)

@@ -40,8 +40,10 @@ def find_model_file(directory: pathlib.Path, fmt: str | None) -> tuple[pathlib.P
         if p.is_file() and p.suffix in EXTENSIONS and (fmt is None or EXTENSIONS[p.suffix] == fmt)
     )
     if not candidates:
-        wanted = f"a {fmt} model" if fmt else "a model file (" + ", ".join(EXTENSIONS) + ")"
-        raise errors.ModelLoadError(f"{directory}: no {wanted} found")
+        suffixes = [s for s, f in EXTENSIONS.items() if fmt is None or f == fmt]
+        raise errors.ModelLoadError(
+            f"{directory}: no {fmt or 'model'} file found (" + ", ".join(suffixes) + ")"
+        )
     # Prefer the safe formats when a directory holds several (e.g. model.skops and
     # model.joblib side by side): skops before pickle, then by name for determinism.
     candidates.sort(key=lambda p: (p.suffix not in (".onnx", ".skops"), p.name))
