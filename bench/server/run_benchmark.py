@@ -1,0 +1,327 @@
+"""Benchmark kubeserve against KServe 0.21 and MLServer 1.7.1 on the digits model, in one run.
+
+Each server runs alone (one after the other, so none steals the other's CPU), is checked for
+correct answers first, then driven by ``wrk`` at 1, 8 and 64 connections with V1 and V2
+requests of batch 1 and batch 32. Results: a JSON file, a Markdown table on stdout and a
+PNG plot.
+
+The peers live in their own virtual environments (see docs/benchmarks.md)::
+
+    python bench/server/run_benchmark.py \\
+        --kserve-python /work/venv-kserve/bin/python \\
+        --mlserver /work/venv-mlserver/bin/mlserver
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENCH_BODY"), "r")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+@dataclasses.dataclass
+class Target:
+    """One server under test and how to reach it."""
+
+    name: str
+    command: list[str]
+    port: int
+    v1_path: str | None
+    v2_path: str
+    cwd: pathlib.Path | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def train(work: pathlib.Path) -> pathlib.Path:
+    """Write the digits models with the project's own script; return the output dir."""
+    out = work / "models"
+    if not (out / "digits-onnx" / "v1" / "model.onnx").exists():
+        subprocess.run([sys.executable, str(REPO / "scripts" / "train_example_models.py"),
+                        "--out", str(out)], check=True)
+    return out
+
+
+def bodies(work: pathlib.Path) -> tuple[dict[tuple[str, int], pathlib.Path], list[int]]:
+    """Write the request bodies (V1/V2 x batch 1/32) and return them with true labels."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    rows = x[:32].astype(int).tolist()
+    paths = {}
+    for batch in (1, 32):
+        v1 = {"instances": rows[:batch]}
+        v2 = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [batch, 64],
+                          "data": rows[:batch]}]}
+        for proto, body in (("v1", v1), ("v2", v2)):
+            path = work / f"{proto}-b{batch}.json"
+            path.write_text(json.dumps(body))
+            paths[(proto, batch)] = path
+    return paths, y[:32].tolist()
+
+
+def targets(args: argparse.Namespace, models: pathlib.Path, work: pathlib.Path) -> list[Target]:
+    """Describe the servers: kubeserve (ONNX and sklearn runtimes), KServe, MLServer."""
+    found = []
+    kubeserve = [sys.executable, "-m", "kubeserve.server", "serve", "--host", "127.0.0.1",
+                 "--model-name", "digits", "--variant", "v1", "--workers", str(args.workers)]
+    if "kubeserve" in args.servers:
+        found.append(Target(
+            "kubeserve (onnx)",
+            [*kubeserve, "--port", "9101", "--model-dir", str(models / "digits-onnx" / "v1")],
+            9101, "/v1/models/digits:predict", "/v2/models/digits/infer",
+            env={"KUBESERVE_LOG_LEVEL": "WARNING"}))
+    if "kubeserve-sklearn" in args.servers:
+        found.append(Target(
+            "kubeserve (sklearn)",
+            [*kubeserve, "--port", "9102", "--model-dir", str(models / "digits-sklearn" / "v1")],
+            9102, "/v1/models/digits:predict", "/v2/models/digits/infer",
+            env={"KUBESERVE_LOG_LEVEL": "WARNING"}))
+    if "kserve" in args.servers and args.kserve_python:
+        found.append(Target(
+            "KServe 0.21",
+            [args.kserve_python, str(HERE / "kserve_peer.py"), "--model_name", "digits",
+             "--model_path", str(models / "digits-joblib" / "v1" / "model.joblib"),
+             "--http_port", "9103"],
+            9103, "/v1/models/digits:predict", "/v2/models/digits/infer"))
+    if "mlserver" in args.servers and args.mlserver:
+        repo = work / "mlserver"
+        (repo / "digits").mkdir(parents=True, exist_ok=True)
+        shutil.copy(models / "digits-joblib" / "v1" / "model.joblib", repo / "digits")
+        (repo / "digits" / "model-settings.json").write_text(json.dumps({
+            "name": "digits", "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": "./model.joblib"}}))
+        (repo / "settings.json").write_text(json.dumps({
+            "http_port": 9104, "grpc_port": 9105, "metrics_port": 9106}))
+        # MLServer speaks only V2.
+        found.append(Target("MLServer 1.7.1", [args.mlserver, "start", str(repo)], 9104, None,
+                            "/v2/models/digits/infer", cwd=repo))
+    return found
+
+
+def post(port: int, path: str, body: bytes) -> tuple[int, Any]:
+    """POST JSON; return status and decoded body."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+@contextlib.contextmanager
+def started(target: Target, log: pathlib.Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server and wait until its V2 readiness answers 200."""
+    proc = subprocess.Popen(target.command, cwd=target.cwd, env={**os.environ, **target.env},
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{target.name} exited; see {log}")
+            with contextlib.suppress(OSError):
+                url = f"http://127.0.0.1:{target.port}/v2/health/ready"
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{target.name} not ready in 120s; see {log}")
+            time.sleep(0.25)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def check(target: Target, paths: dict[tuple[str, int], pathlib.Path], labels: list[int]) -> None:
+    """Refuse to benchmark a server that answers wrongly."""
+    for (proto, batch), path in paths.items():
+        route = target.v1_path if proto == "v1" else target.v2_path
+        if route is None:
+            continue
+        status, body = post(target.port, route, path.read_bytes())
+        if status != 200:
+            raise RuntimeError(f"{target.name} {proto} batch {batch}: HTTP {status}: {body}")
+        if proto == "v1":
+            got = body["predictions"]
+        else:
+            out = body["outputs"][0]
+            got = [int(v) for v in out["data"]]
+        agree = sum(int(a) == b for a, b in zip(got, labels[:batch], strict=True))
+        if agree < 0.9 * batch:
+            raise RuntimeError(f"{target.name} {proto} batch {batch}: wrong predictions {got}")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(url: str, body: pathlib.Path, lua: pathlib.Path, *, connections: int,
+        seconds: int) -> dict[str, float]:
+    """Run wrk and return req/s, p50/p99 latency (ms) and error counts."""
+    done = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
+        env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True, text=True, check=True)
+    out = done.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (
+        sum(int(g) for g in sock.groups()) if sock else 0)
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errors}
+
+
+def machine() -> dict[str, str]:
+    """Describe where the numbers came from."""
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
+            "kernel": platform.release(),
+            "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(
+                "\n")[0]}
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """Render the results as a Markdown table with ratios to the faster peer."""
+    lines = ["| protocol | batch | conns | server | req/s | p50 ms | p99 ms | errors | "
+             "vs faster peer |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    keys = sorted({(r["protocol"], r["batch"], r["connections"]) for r in results})
+    for key in keys:
+        rows = [r for r in results if (r["protocol"], r["batch"], r["connections"]) == key]
+        peers = [r["rps"] for r in rows if not r["server"].startswith("kubeserve")]
+        best = max(peers) if peers else None
+        for r in rows:
+            mine = best and r["server"].startswith("kubeserve")
+            ratio = f"{r['rps'] / best:.1f}x" if mine else ""
+            lines.append(f"| {key[0].upper()} | {key[1]} | {key[2]} | {r['server']} | "
+                         f"{r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                         f"{r['errors']} | {ratio} |")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: pathlib.Path) -> None:
+    """Draw req/s per scenario and server (log scale: the gap spans an order of magnitude)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    servers = list(dict.fromkeys(r["server"] for r in results))
+    scenarios = sorted({(r["protocol"], r["batch"], r["connections"]) for r in results})
+    fig, ax = plt.subplots(figsize=(13, 5))
+    width = 0.8 / len(servers)
+    for i, server in enumerate(servers):
+        values = []
+        for s in scenarios:
+            found = [r["rps"] for r in results
+                     if r["server"] == server and (r["protocol"], r["batch"], r["connections"]) == s]
+            values.append(found[0] if found else 0)
+        ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=server)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(scenarios))])
+    ax.set_xticklabels([f"{p.upper()} b{b}\n{c} conn" for p, b, c in scenarios], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("requests/s (log scale)")
+    ax.set_title("digits classifier: kubeserve vs KServe 0.21 vs MLServer 1.7.1 (same machine, "
+                 "same run, wrk)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the whole benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/kubeserve-bench"))
+    parser.add_argument("--kserve-python", help="python of a venv with kserve==0.21.0")
+    parser.add_argument("--mlserver", help="mlserver executable of a venv with mlserver==1.7.1")
+    parser.add_argument("--servers", default="kubeserve,kubeserve-sklearn,kserve,mlserver")
+    parser.add_argument("--connections", default="1,8,64")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per scenario")
+    parser.add_argument("--workers", type=int, default=1, help="kubeserve worker processes")
+    parser.add_argument("--json", type=pathlib.Path, default=HERE / "results.json")
+    parser.add_argument("--png", type=pathlib.Path,
+                        default=REPO / "docs" / "benchmarks-server.png")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        parser.error("wrk not found: apt-get install wrk")
+    args.work.mkdir(parents=True, exist_ok=True)
+    lua = args.work / "post.lua"
+    lua.write_text(LUA)
+    models = train(args.work)
+    paths, labels = bodies(args.work)
+    conns = [int(c) for c in args.connections.split(",")]
+    results: list[dict[str, Any]] = []
+    for target in targets(args, models, args.work):
+        log = args.work / f"{target.name.split()[0].lower()}-{target.port}.log"
+        print(f"== {target.name}", file=sys.stderr)
+        with started(target, log):
+            check(target, paths, labels)
+            for (proto, batch), body in sorted(paths.items()):
+                route = target.v1_path if proto == "v1" else target.v2_path
+                if route is None:
+                    continue
+                url = f"http://127.0.0.1:{target.port}{route}"
+                for c in conns:
+                    if args.warmup:
+                        wrk(url, body, lua, connections=c, seconds=args.warmup)
+                    r = wrk(url, body, lua, connections=c, seconds=args.duration)
+                    row = {"server": target.name, "protocol": proto, "batch": batch,
+                           "connections": c, **r}
+                    results.append(row)
+                    print(f"   {proto} b{batch} c{c}: {r['rps']:,.0f} req/s "
+                          f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
+                          f"errors {r['errors']}", file=sys.stderr)
+    report = {"machine": machine(), "duration_s": args.duration, "results": results}
+    args.json.write_text(json.dumps(report, indent=1))
+    print(table(results))
+    if args.png:
+        plot(results, args.png)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
