@@ -1,0 +1,375 @@
+"""The emulator's HTTP side: kmock's Kubernetes scaffold (discovery, routing, Status errors)
+serving an indexed `Store`, with watches, request counters and fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import json
+import random
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp.web
+import attrs
+import kmock
+
+from support.kube_emulator import patches
+from support.kube_emulator.store import ApiError, ResourceType, Store
+
+T = TypeVar("T")
+
+# What kubeserve, kopf and the tests use; the discovery documents list exactly these.
+RESOURCE_TYPES = [
+    ResourceType("", "v1", "namespaces", "Namespace", namespaced=False, status_subresource=True, generation=False),
+    ResourceType("", "v1", "services", "Service", status_subresource=True, generation=False),
+    ResourceType("", "v1", "configmaps", "ConfigMap", generation=False),
+    ResourceType("", "v1", "pods", "Pod", status_subresource=True, generation=False),
+    ResourceType("", "v1", "events", "Event", generation=False),
+    ResourceType("apps", "v1", "deployments", "Deployment", status_subresource=True),
+    ResourceType("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", status_subresource=True),
+    ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", status_subresource=True),
+    ResourceType("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", status_subresource=True),
+    ResourceType("serving.kubeserve.dev", "v1alpha1", "inferenceservices", "InferenceService", status_subresource=True),
+]
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+WATCH_POLL_SECONDS = 1.0
+
+
+@dataclasses.dataclass
+class Fault:
+    """Answer a share of matching requests with an error status, or slow them down."""
+
+    share: float
+    status: int | None = None
+    delay: float = 0.0
+    methods: frozenset[str] = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+    plurals: frozenset[str] | None = None
+
+
+@attrs.define(kw_only=True)
+class ApiServerEmulator(kmock.KubernetesScaffold):
+    """A stateful Kubernetes API server for tests: the scaffold's discovery over our store."""
+
+    store: Store = attrs.field(factory=lambda: Store(RESOURCE_TYPES))
+    counts: collections.Counter[tuple[str, str]] = attrs.field(factory=collections.Counter)
+    faults: list[Fault] = attrs.field(factory=list)
+    seed: int = 0
+    _random: random.Random = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._random = random.Random(self.seed)
+        for rtype in self.store.types.values():
+            self.resources[kmock.resource(group=rtype.group, version=rtype.version, plural=rtype.plural)] = kmock.ResourceInfo(
+                kind=rtype.kind,
+                singular=rtype.kind.lower(),
+                namespaced=rtype.namespaced,
+                verbs=set(VERBS),
+                subresources={"status"} if rtype.status_subresource else set(),
+            )
+        for namespace in ("default", "kube-system"):
+            self.store.create(("", "v1", "namespaces"), None, {"metadata": {"name": namespace}})
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock's own routing matches each payload against every request served so far, which
+        # grows without bound; requests are dispatched here by verb instead, in constant time.
+        try:
+            request = await _parse_request(raw_request)
+            self.counts[(_verb(request), request.resource.plural or "-" if request.resource else "-")] += 1
+            await self._inject_faults(request)
+            if request.action == kmock.action.WATCH:
+                return await self._stream(raw_request, self._serve_watch(request))
+            return aiohttp.web.json_response(await self._dispatch(raw_request.path, request))
+        except ApiError as exc:
+            return _status_response(exc.status, exc.reason, exc.message)
+        except patches.PatchError as exc:
+            return _status_response(exc.status, "Invalid" if exc.status == 422 else "BadRequest", str(exc))
+        except kmock.KubernetesError as exc:
+            return _status_response(exc.status, exc.reason or "NotFound", exc.message or "")
+
+    async def _dispatch(self, path: str, request: kmock.Request) -> Any:
+        resource = request.resource
+        if resource is None or resource.plural is None:
+            return await self._discovery(path.rstrip("/") or "/", request)
+        handlers = {
+            kmock.action.LIST: self._serve_list,
+            kmock.action.FETCH: self._serve_fetch,
+            kmock.action.CREATE: self._serve_create,
+            kmock.action.UPDATE: self._serve_patch,
+            kmock.action.DELETE: self._serve_delete,
+        }
+        if request.action in handlers:
+            return await handlers[request.action](request)
+        if request.method == kmock.method.PUT and request.name:
+            return await self._serve_replace(request)
+        raise ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed here")
+
+    async def _discovery(self, path: str, request: kmock.Request) -> Any:
+        fixed = {"/": self._serve_root, "/version": self._serve_server_version, "/api": self._serve_api,
+                 "/apis": self._serve_apis}
+        if path in fixed:
+            return await fixed[path](request)
+        if request.resource is not None and request.resource.version:
+            document = await self._serve_version(request)
+            if not request.resource.group:
+                document["groupVersion"] = request.resource.version  # the core group has no prefix
+            return document
+        if request.resource is not None and request.resource.group:
+            return await self._serve_group(request)
+        raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+
+    @staticmethod
+    async def _stream(raw: aiohttp.web.BaseRequest, events: AsyncIterator[Any]) -> aiohttp.web.StreamResponse:
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(raw)  # type: ignore[arg-type]
+        try:
+            async for event in events:
+                await response.write(json.dumps(event).encode() + b"\n")
+        except (ConnectionResetError, ConnectionError):
+            return response
+        await response.write_eof()
+        return response
+
+    async def _inject_faults(self, request: kmock.Request) -> None:
+        if request.action == kmock.action.WATCH or request.resource is None:
+            return
+        for fault in self.faults:
+            if str(request.method) not in fault.methods:
+                continue
+            if fault.plurals is not None and request.resource.plural not in fault.plurals:
+                continue
+            if self._random.random() >= fault.share:
+                continue
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.status:
+                reason = {409: "Conflict", 500: "InternalError", 503: "ServiceUnavailable", 429: "TooManyRequests"}
+                raise ApiError(fault.status, reason.get(fault.status, "InternalError"), "injected by the test")
+
+    # Serving
+
+    async def _serve_list(self, request: kmock.Request) -> dict[str, Any]:
+        key = _key(request)
+        items = self.store.list(key, request.namespace, labels=request.params.get("labelSelector"),
+                                fields=request.params.get("fieldSelector"))
+        kind = self.store.rtype(key).kind
+        return {"apiVersion": self.store.rtype(key).api_version, "kind": f"{kind}List",
+                "metadata": {"resourceVersion": str(self.store.revision)}, "items": items}
+
+    async def _serve_fetch(self, request: kmock.Request) -> dict[str, Any]:
+        return self.store.get(_key(request), request.namespace, request.name or "")
+
+    async def _serve_create(self, request: kmock.Request) -> dict[str, Any]:
+        return self.store.create(_key(request), request.namespace, request.data)
+
+    async def _serve_patch(self, request: kmock.Request) -> dict[str, Any]:
+        content_type = request.headers.get("Content-Type", "application/merge-patch+json")
+        return self.store.patch(_key(request), request.namespace, request.name or "", request.data,
+                                content_type=content_type, subresource=request.subresource)
+
+    async def _serve_replace(self, request: kmock.Request) -> dict[str, Any]:
+        return self.store.replace(_key(request), request.namespace, request.name or "", request.data,
+                                  subresource=request.subresource)
+
+    async def _serve_delete(self, request: kmock.Request) -> dict[str, Any]:
+        options = request.data if isinstance(request.data, dict) else {}
+        if "propagationPolicy" in request.params:
+            options = options | {"propagationPolicy": request.params["propagationPolicy"]}
+        return self.store.delete(_key(request), request.namespace, request.name or "", options=options)
+
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        key = _key(request)
+        self.store.rtype(key)
+        labels = patches.label_selector(request.params.get("labelSelector"))
+        field_selector = request.params.get("fieldSelector") or ""
+        if request.name:
+            field_selector = ",".join(filter(None, [field_selector, f"metadata.name={request.name}"]))
+        fields = patches.field_selector(field_selector)
+        timeout = float(request.params.get("timeoutSeconds") or 0) or None
+
+        def matches(event: dict[str, Any]) -> bool:
+            obj = event["object"]
+            meta = obj["metadata"]
+            if request.namespace is not None and meta.get("namespace") != request.namespace:
+                return False
+            return labels(meta.get("labels") or {}) and fields(obj)
+
+        queue: asyncio.Queue[tuple[Any, dict[str, Any]]] = asyncio.Queue()
+
+        def listener(event_key: Any, event: dict[str, Any]) -> None:
+            if event_key == key:
+                queue.put_nowait((event_key, event))
+
+        # Registering and reading the backlog happen with no await between them: the store is
+        # only changed on this loop, so no event can fall between the two or come twice.
+        self.store.listeners.append(listener)
+        try:
+            since = request.params.get("resourceVersion")
+            if since and since != "0":
+                backlog = self.store.events_since(key, int(since))
+                if backlog is None:
+                    yield {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                                       "code": 410, "reason": "Expired",
+                                                       "message": f"too old resource version: {since}"}}
+                    return
+            else:
+                backlog = [{"type": "ADDED", "object": obj} for obj in self.store.list(key, request.namespace)]
+            for event in backlog:
+                if matches(event):
+                    yield event
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout if timeout else None
+            while deadline is None or loop.time() < deadline:
+                wait = WATCH_POLL_SECONDS if deadline is None else min(WATCH_POLL_SECONDS, deadline - loop.time())
+                try:
+                    _, event = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.0))
+                except TimeoutError:
+                    transport = request._raw_request.transport if request._raw_request is not None else None
+                    if transport is None or transport.is_closing():
+                        return
+                    continue
+                if matches(event):
+                    yield event
+        finally:
+            self.store.listeners.remove(listener)
+
+
+def _key(request: kmock.Request) -> tuple[str, str, str]:
+    resource = request.resource
+    if resource is None or resource.plural is None:
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    return (resource.group or "", resource.version or "", resource.plural)
+
+
+_VERBS = {
+    kmock.action.LIST: "list",
+    kmock.action.WATCH: "watch",
+    kmock.action.FETCH: "get",
+    kmock.action.CREATE: "create",
+    kmock.action.UPDATE: "patch",
+    kmock.action.DELETE: "delete",
+}
+
+
+def _verb(request: kmock.Request) -> str:
+    """Name the request as RBAC and audit logs do."""
+    if request.action in _VERBS:
+        return _VERBS[request.action]
+    return "update" if request.method == kmock.method.PUT else "get"
+
+
+def _status_response(status: int, reason: str, message: str) -> aiohttp.web.Response:
+    body = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+            "code": status, "reason": reason, "message": message}
+    return aiohttp.web.json_response(body, status=status)
+
+
+def _split_path(path: str) -> tuple[str | None, str | None, str | None, str | None, str | None, str | None]:
+    """Split an API path into group, version, plural, namespace, name, subresource."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"] and len(parts) >= 2:
+        group, version, rest = "", parts[1], parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, version, rest = parts[1], parts[2], parts[3:]
+    elif parts[:1] == ["apis"] and len(parts) == 2:
+        return parts[1], None, None, None, None, None
+    else:
+        return None, None, None, None, None, None
+    namespace = None
+    # `namespaces/<ns>/<plural>...` scopes a resource; `namespaces[/<name>]` is the resource itself.
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    plural = rest[0] if rest else None
+    name = rest[1] if len(rest) > 1 else None
+    subresource = "/".join(rest[2:]) or None
+    return group, version, plural, namespace, name, subresource
+
+
+async def _parse_request(raw: aiohttp.web.BaseRequest) -> kmock.Request:
+    body = await raw.read()
+    text = body.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text) if text else None
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", f"the body is not JSON: {exc}") from None
+    group, version, plural, namespace, name, subresource = _split_path(raw.path)
+    method = kmock.method(raw.method)
+    params = dict(raw.query)
+    action: kmock.action | None = None
+    if plural is not None:
+        if method == kmock.method.GET:
+            action = kmock.action.WATCH if params.get("watch") in {"true", "1"} else (
+                kmock.action.FETCH if name else kmock.action.LIST)
+        elif method == kmock.method.POST and name is None:
+            action = kmock.action.CREATE
+        elif method == kmock.method.PATCH and name:
+            action = kmock.action.UPDATE
+        elif method == kmock.method.DELETE and name:
+            action = kmock.action.DELETE
+    resource = kmock.resource(group=group, version=version, plural=plural) if group is not None else None
+    return kmock.Request(
+        raw_request=raw, url=raw.url, method=raw.method, params=params, headers=dict(raw.headers),
+        cookies=dict(raw.cookies), data=data, body=body, text=text, action=action, resource=resource,
+        namespace=namespace, name=name, subresource=subresource,
+    )
+
+
+class EmulatorThread:
+    """Run an ApiServerEmulator on 127.0.0.1 in a thread of its own, with its own event loop."""
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.emulator = ApiServerEmulator(seed=seed)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="kube-emulator", daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> EmulatorThread:
+        self._thread.start()
+        if not self._ready.wait(timeout=30):
+            raise RuntimeError("the emulator did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with self.emulator, kmock.Server(self.emulator) as server:
+            self.url = str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def call(self, fn: Callable[[Store], T]) -> T:
+        """Run `fn(store)` on the emulator's loop (the store is not thread-safe) and return it."""
+
+        async def run() -> T:
+            return fn(self.emulator.store)
+
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        return future.result(timeout=30)
+
+    def write_kubeconfig(self, path: Path, *, namespace: str = "default") -> Path:
+        """Write a kubeconfig that points clients at this emulator."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+            "users": [{"name": "tester", "user": {"token": "emulated"}}],
+            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": namespace}}],
+            "current-context": "emulator",
+        }
+        path.write_text(json.dumps(config))
+        return path

@@ -1,0 +1,296 @@
+"""The emulated API server's object store: API-server semantics over indexed dicts.
+
+Objects live in buckets per (resource, namespace), so a namespaced list or a fetch costs
+the same with ten objects or ten thousand; owner references are indexed by owner uid, so
+garbage collection does not scan either.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import datetime
+import itertools
+import random
+import string
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from support.kube_emulator import patches
+
+ResourceKey = tuple[str, str, str]  # group, version, plural
+ObjectKey = tuple[ResourceKey, str | None, str]  # resource, namespace, name
+Event = dict[str, Any]
+
+
+class ApiError(Exception):
+    """An error the API server answers with a Status object."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceType:
+    """What the API server knows of a resource: enough for discovery and semantics."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+    status_subresource: bool = False
+    # Whether spec changes bump metadata.generation (built-in workloads and CRDs do).
+    generation: bool = True
+
+    @property
+    def key(self) -> ResourceKey:
+        return (self.group, self.version, self.plural)
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _not_found(rtype: ResourceType, name: str) -> ApiError:
+    what = f"{rtype.plural}.{rtype.group}" if rtype.group else rtype.plural
+    return ApiError(404, "NotFound", f'{what} "{name}" not found')
+
+
+class Store:
+    """Objects by resource and namespace, with the write semantics of kube-apiserver."""
+
+    def __init__(self, types: list[ResourceType], *, event_log_size: int = 20000) -> None:
+        self.types = {t.key: t for t in types}
+        self._buckets: dict[tuple[ResourceKey, str | None], dict[str, dict[str, Any]]] = collections.defaultdict(dict)
+        self._owned: dict[str, set[ObjectKey]] = collections.defaultdict(set)
+        self._revision = itertools.count(1)
+        self.revision = 0
+        self._log: dict[ResourceKey, collections.deque[tuple[int, Event]]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=event_log_size)
+        )
+        self._dropped_until: dict[ResourceKey, int] = collections.defaultdict(int)
+        self.listeners: list[Callable[[ResourceKey, Event], None]] = []
+        self._random = random.Random(0)
+
+    # Reading
+
+    def rtype(self, key: ResourceKey) -> ResourceType:
+        try:
+            return self.types[key]
+        except KeyError:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource {key}") from None
+
+    def get(self, key: ResourceKey, namespace: str | None, name: str) -> dict[str, Any]:
+        rtype = self.rtype(key)
+        obj = self._buckets.get((key, namespace), {}).get(name)
+        if obj is None:
+            raise _not_found(rtype, name)
+        return copy.deepcopy(obj)
+
+    def list(self, key: ResourceKey, namespace: str | None, *, labels: str | None = None,
+             fields: str | None = None) -> list[dict[str, Any]]:
+        self.rtype(key)
+        match_labels, match_fields = patches.label_selector(labels), patches.field_selector(fields)
+        return [
+            copy.deepcopy(obj)
+            for obj in self._objects(key, namespace)
+            if match_labels(obj["metadata"].get("labels") or {}) and match_fields(obj)
+        ]
+
+    def _objects(self, key: ResourceKey, namespace: str | None) -> Iterator[dict[str, Any]]:
+        if namespace is not None:
+            yield from self._buckets.get((key, namespace), {}).values()
+            return
+        for (bucket_key, _), bucket in list(self._buckets.items()):
+            if bucket_key == key:
+                yield from bucket.values()
+
+    def events_since(self, key: ResourceKey, revision: int) -> list[Event] | None:
+        """Give the events after `revision`, or None when they are no longer kept (410 Gone)."""
+        if revision < self._dropped_until[key]:
+            return None
+        return [event for rev, event in self._log[key] if rev > revision]
+
+    # Writing
+
+    def create(self, key: ResourceKey, namespace: str | None, body: Any) -> dict[str, Any]:
+        rtype = self.rtype(key)
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the body of a create must be an object")
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise ApiError(400, "BadRequest", "metadata must be an object")
+        if rtype.namespaced:
+            if meta.get("namespace") not in (None, namespace):
+                raise ApiError(400, "BadRequest", "the namespace of the object does not match the namespace of the request")
+            if not self._exists(("", "v1", "namespaces"), None, namespace or ""):
+                raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found')
+            meta["namespace"] = namespace
+        if not meta.get("name"):
+            if not meta.get("generateName"):
+                raise ApiError(422, "Invalid", "metadata.name: Required value: name or generateName is required")
+            suffix = "".join(self._random.choices(string.ascii_lowercase + string.digits, k=5))
+            meta["name"] = meta["generateName"] + suffix
+        name = meta["name"]
+        if self._exists(key, namespace if rtype.namespaced else None, name):
+            what = f"{rtype.plural}.{rtype.group}" if rtype.group else rtype.plural
+            raise ApiError(409, "AlreadyExists", f'{what} "{name}" already exists')
+        obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
+        if rtype.status_subresource:
+            obj.pop("status", None)
+        for field in ("deletionTimestamp", "resourceVersion"):
+            meta.pop(field, None)
+        meta |= {"uid": str(uuid.uuid4()), "creationTimestamp": _now(), "generation": 1}
+        return self._store(rtype, obj, "ADDED")
+
+    def patch(self, key: ResourceKey, namespace: str | None, name: str, body: Any, *,
+              content_type: str, subresource: str | None = None) -> dict[str, Any]:
+        current = self.get(key, namespace, name)
+        if content_type.startswith("application/json-patch+json"):
+            patched = patches.json_patch(current, body)
+        elif content_type.startswith(("application/merge-patch+json", "application/strategic-merge-patch+json")):
+            # Strategic merge is served as a merge patch: kubeserve never relies on list merging.
+            if not isinstance(body, dict):
+                raise ApiError(400, "BadRequest", "a merge patch must be an object")
+            wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
+            if wanted_rv is not None and wanted_rv != current["metadata"]["resourceVersion"]:
+                raise self._conflict(key, name)
+            patched = patches.merge_patch(current, body)
+        else:
+            raise ApiError(415, "UnsupportedMediaType", f"the content type {content_type!r} is not supported")
+        return self._update(key, current, patched, subresource)
+
+    def replace(self, key: ResourceKey, namespace: str | None, name: str, body: Any, *,
+                subresource: str | None = None) -> dict[str, Any]:
+        current = self.get(key, namespace, name)
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the body of a replace must be an object")
+        wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
+        if wanted_rv is not None and wanted_rv != current["metadata"]["resourceVersion"]:
+            raise self._conflict(key, name)
+        return self._update(key, current, copy.deepcopy(body), subresource)
+
+    def delete(self, key: ResourceKey, namespace: str | None, name: str, *,
+               options: dict[str, Any] | None = None) -> dict[str, Any]:
+        rtype = self.rtype(key)
+        current = self.get(key, namespace, name)
+        options = options or {}
+        uid = (options.get("preconditions") or {}).get("uid")
+        if uid and uid != current["metadata"]["uid"]:
+            raise self._conflict(key, name)
+        if current["metadata"].get("finalizers"):
+            if not current["metadata"].get("deletionTimestamp"):
+                current["metadata"]["deletionTimestamp"] = _now()
+                return self._store(rtype, current, "MODIFIED")
+            return current
+        self._remove(rtype, current, orphan=options.get("propagationPolicy") == "Orphan")
+        return current
+
+    # Internals
+
+    def _conflict(self, key: ResourceKey, name: str) -> ApiError:
+        rtype = self.rtype(key)
+        what = f"{rtype.plural}.{rtype.group}" if rtype.group else rtype.plural
+        return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {what} "{name}": the object has been modified; please apply your changes to the latest version and try again')
+
+    def _exists(self, key: ResourceKey, namespace: str | None, name: str) -> bool:
+        return name in self._buckets.get((key, namespace), {})
+
+    def _update(self, key: ResourceKey, current: dict[str, Any], patched: Any, subresource: str | None) -> dict[str, Any]:
+        rtype = self.rtype(key)
+        if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
+            raise ApiError(422, "Invalid", "the patched object must keep its metadata")
+        if subresource == "status":
+            new = copy.deepcopy(current)
+            if "status" in patched:
+                new["status"] = patched["status"]
+            else:
+                new.pop("status", None)
+        elif subresource is not None:
+            raise ApiError(404, "NotFound", f"the subresource {subresource!r} is not served")
+        else:
+            new = patched
+            if rtype.status_subresource:
+                if "status" in current:
+                    new["status"] = current["status"]
+                else:
+                    new.pop("status", None)
+        meta, old_meta = new["metadata"], current["metadata"]
+        for field in ("uid", "creationTimestamp", "namespace", "name", "resourceVersion", "generation", "deletionTimestamp"):
+            if field in old_meta:
+                meta[field] = old_meta[field]
+            else:
+                meta.pop(field, None)
+        new["apiVersion"], new["kind"] = rtype.api_version, rtype.kind
+        if new == current:
+            return current  # a no-op write changes nothing, not even the resourceVersion
+        spec_changed = {k: v for k, v in new.items() if k not in {"metadata", "status"}} != {
+            k: v for k, v in current.items() if k not in {"metadata", "status"}
+        }
+        if spec_changed and rtype.generation:
+            meta["generation"] = old_meta.get("generation", 1) + 1
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            self._remove(rtype, new, orphan=False)
+            return new
+        return self._store(rtype, new, "MODIFIED")
+
+    def _store(self, rtype: ResourceType, obj: dict[str, Any], kind: str) -> dict[str, Any]:
+        meta = obj["metadata"]
+        self.revision = next(self._revision)
+        meta["resourceVersion"] = str(self.revision)
+        namespace = meta.get("namespace") if rtype.namespaced else None
+        object_key: ObjectKey = (rtype.key, namespace, meta["name"])
+        old = self._buckets[(rtype.key, namespace)].get(meta["name"])
+        for ref in (old or {}).get("metadata", {}).get("ownerReferences") or []:
+            self._owned[ref.get("uid", "")].discard(object_key)
+        for ref in meta.get("ownerReferences") or []:
+            self._owned[ref.get("uid", "")].add(object_key)
+        self._buckets[(rtype.key, namespace)][meta["name"]] = obj
+        self._emit(rtype.key, {"type": kind, "object": copy.deepcopy(obj)})
+        return copy.deepcopy(obj)
+
+    def _remove(self, rtype: ResourceType, obj: dict[str, Any], *, orphan: bool) -> None:
+        meta = obj["metadata"]
+        namespace = meta.get("namespace") if rtype.namespaced else None
+        self._buckets[(rtype.key, namespace)].pop(meta["name"], None)
+        for ref in meta.get("ownerReferences") or []:
+            self._owned[ref.get("uid", "")].discard((rtype.key, namespace, meta["name"]))
+        self.revision = next(self._revision)
+        gone = copy.deepcopy(obj)
+        gone["metadata"]["resourceVersion"] = str(self.revision)
+        self._emit(rtype.key, {"type": "DELETED", "object": gone})
+        dependents = self._owned.pop(meta["uid"], set())
+        if not orphan:
+            self._collect(dependents, meta["uid"])
+
+    def _collect(self, dependents: set[ObjectKey], owner_uid: str) -> None:
+        """Garbage-collect dependents whose every owner is gone (background propagation)."""
+        for key, namespace, name in sorted(dependents, key=str):
+            bucket = self._buckets.get((key, namespace), {})
+            dependent = bucket.get(name)
+            if dependent is None:
+                continue
+            refs = [r for r in dependent["metadata"].get("ownerReferences") or [] if r.get("uid") != owner_uid]
+            if any(self._uid_exists(r.get("uid", "")) for r in refs):
+                continue
+            self.delete(key, namespace, name)
+
+    def _uid_exists(self, uid: str) -> bool:
+        return any(obj["metadata"].get("uid") == uid for bucket in self._buckets.values() for obj in bucket.values()) if uid else False
+
+    def _emit(self, key: ResourceKey, event: Event) -> None:
+        log = self._log[key]
+        if len(log) == log.maxlen:
+            self._dropped_until[key] = log[0][0]
+        log.append((self.revision, event))
+        for listener in list(self.listeners):
+            listener(key, event)
