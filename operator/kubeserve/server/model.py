@@ -10,6 +10,7 @@ import abc
 import dataclasses
 import pathlib
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -62,8 +63,14 @@ class Model(abc.ABC):
         """Read ``self.path`` and fill ``self.inputs`` and ``self.outputs``."""
 
     @abc.abstractmethod
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model on validated arrays; every output's first dim is the batch dim."""
+    def predict(
+        self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run the model on validated arrays and return ``outputs`` (None: all of them).
+
+        Every output's first dim is the batch dim. Runtimes may skip work for outputs
+        nobody asked for (V1 only wants the first one).
+        """
 
     def metadata(self) -> dict[str, object]:
         """Return the V2 model metadata response for this version."""

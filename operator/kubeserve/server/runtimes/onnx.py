@@ -105,8 +105,11 @@ class OnnxModel(model.Model):
                 f"{self.path}: tensor type {onnx_type} is not servable (maps, sequences)"
             ) from None
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def predict(
+        self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Run the session; string inputs are handed over as numpy object arrays."""
         feeds = {k: (v.astype(object) if v.dtype.kind == "U" else v) for k, v in inputs.items()}
-        results = self._session.run(self._output_names, feeds)
-        return dict(zip(self._output_names, results, strict=True))
+        names = self._output_names if outputs is None else list(outputs)
+        results = self._session.run(names, feeds)
+        return dict(zip(names, results, strict=True))
