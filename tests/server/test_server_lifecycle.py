@@ -73,3 +73,17 @@ def test_openapi_document_lists_every_route(onnx_port: int) -> None:
         assert path in doc["paths"], path
     infer = doc["paths"]["/v2/models/{model_name}/infer"]["post"]
     assert {"200", "400", "404", "413", "503"} <= set(infer["responses"])
+
+
+def test_silent_connections_are_closed(models_dir: pathlib.Path) -> None:
+    import socket
+
+    args = ["--model-name", "digits", "--model-dir", str(models_dir / "digits-onnx"),
+            "--idle-timeout", "1"]
+    with running(args) as server, socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        s.settimeout(5)
+        started = time.monotonic()
+        assert s.recv(100) == b""  # closed by the server, half a request notwithstanding
+        assert time.monotonic() - started < 4
+        assert request(server.port, "GET", "/v2/health/live")[0] == 200

@@ -96,6 +96,10 @@ def _serve_parser(sub: Any) -> None:
                    "(KUBESERVE_INTRA_OP_THREADS, default 1)")
     p.add_argument("--workers", type=int, default=_env("KUBESERVE_WORKERS", 1, int),
                    help="worker processes sharing the port (KUBESERVE_WORKERS, default 1)")
+    p.add_argument("--idle-timeout", type=float,
+                   default=_env("KUBESERVE_IDLE_TIMEOUT", 60.0, float),
+                   help="close connections silent for this many seconds, also mid-request; "
+                   "0 never (KUBESERVE_IDLE_TIMEOUT, default 60)")
     p.add_argument("--drain-delay", type=float, default=_env("KUBESERVE_DRAIN_DELAY", 0.0, float),
                    help="seconds to keep serving after SIGTERM with readiness false "
                    "(KUBESERVE_DRAIN_DELAY, default 0)")
@@ -153,6 +157,7 @@ def _serve(args: argparse.Namespace) -> int:
         device=args.device,
         intra_op_threads=args.intra_op_threads,
         workers=args.workers,
+        idle_timeout=args.idle_timeout,
         drain_delay=args.drain_delay,
         drain_timeout=args.drain_timeout,
         log_level=args.log_level,

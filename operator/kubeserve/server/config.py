@@ -28,6 +28,7 @@ class ServerConfig:
     device: str = "auto"
     intra_op_threads: int = 1
     workers: int = 1
+    idle_timeout: float = 60.0  # seconds a connection may stay silent (0: forever)
     drain_delay: float = 0.0
     drain_timeout: float = 30.0
     log_level: str = "INFO"

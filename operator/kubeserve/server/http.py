@@ -45,6 +45,7 @@ class App:
         *,
         variant: str | None,
         max_body: int,
+        idle_timeout: float = 60.0,
         metrics_files: metrics.SnapshotFiles | None = None,
     ) -> None:
         self.plane = plane
@@ -52,6 +53,7 @@ class App:
         self.metrics_files = metrics_files
         self.variant = variant
         self.max_body = max_body
+        self.idle_timeout = idle_timeout
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Future[None]] = set()
         self.draining = False
@@ -75,8 +77,16 @@ class App:
         }
 
     def tick(self) -> None:
-        """Refresh the cached Date header (HTTP wants one; formatting per request is waste)."""
+        """Refresh the cached Date header and close connections idle for too long.
+
+        Formatting a date per request is waste; one sweep a second also bounds how long a
+        silent or trickling client (slowloris) can hold a connection.
+        """
         self.date = b"date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\n"
+        if self.idle_timeout > 0:
+            limit = time.monotonic() - self.idle_timeout
+            for conn in [c for c in self.connections if c.last_active < limit and not c.busy]:
+                conn.close_now()
 
     def version_headers(self, version: str) -> bytes:
         """Return the served-by headers for ``version``, built once per version."""
@@ -205,6 +215,7 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = False  # an awaited (batched) reply is pending
         self.queue: deque[tuple[bytes, bytes, bytes, bool]] = deque()
         self.in_request = False
+        self.last_active = time.monotonic()
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -219,6 +230,7 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.rejected:
             return
+        self.last_active = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -405,6 +417,12 @@ class HttpProtocol(asyncio.Protocol):
             self.transport = None
         else:
             transport.write(head + b"\r\n" + content)
+
+    def close_now(self) -> None:
+        """Close the connection whatever it is doing."""
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
 
     def close_if_idle(self) -> bool:
         """Close the connection unless a request is being read or answered."""

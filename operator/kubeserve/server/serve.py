@@ -109,7 +109,7 @@ async def _serve(cfg: config.ServerConfig, *, metrics_dir: str | None, reuse_por
     plane = dataplane.DataPlane(repo, batchers=batchers)
     files = metrics.SnapshotFiles(pathlib.Path(metrics_dir)) if metrics_dir else None
     app = http.App(plane, stats, variant=cfg.variant, max_body=cfg.max_body_bytes,
-                   metrics_files=files)
+                   idle_timeout=cfg.idle_timeout, metrics_files=files)
 
     sock = _socket(cfg.host, cfg.port, reuse_port=reuse_port)
     server = await loop.create_server(http.make_factory(app), sock=sock, backlog=4096)
