@@ -54,7 +54,7 @@ def main() -> None:
     args, _ = parser.parse_known_args()
     model = DigitsModel(args.model_name, args.model_path)
     model.load()
-    ModelServer(http_port=args.http_port, enable_grpc=False).start([model])
+    ModelServer(http_port=args.http_port, workers=args.workers, enable_grpc=False).start([model])
 
 
 if __name__ == "__main__":

@@ -87,26 +87,27 @@ def targets(args: argparse.Namespace, models: pathlib.Path, work: pathlib.Path) 
     """Describe the servers: kubeserve (ONNX and sklearn runtimes), KServe, MLServer."""
     found = []
     kubeserve = [sys.executable, "-m", "kubeserve.server", "serve", "--host", "127.0.0.1",
-                 "--model-name", "digits", "--variant", "v1", "--workers", str(args.workers)]
-    if "kubeserve" in args.servers:
-        found.append(Target(
-            "kubeserve (onnx)",
-            [*kubeserve, "--port", "9101", "--model-dir", str(models / "digits-onnx" / "v1")],
-            9101, "/v1/models/digits:predict", "/v2/models/digits/infer",
-            env={"KUBESERVE_LOG_LEVEL": "WARNING"}))
-    if "kubeserve-sklearn" in args.servers:
-        found.append(Target(
-            "kubeserve (sklearn)",
-            [*kubeserve, "--port", "9102", "--model-dir", str(models / "digits-sklearn" / "v1")],
-            9102, "/v1/models/digits:predict", "/v2/models/digits/infer",
-            env={"KUBESERVE_LOG_LEVEL": "WARNING"}))
-    if "kserve" in args.servers and args.kserve_python:
-        found.append(Target(
-            "KServe 0.21",
-            [args.kserve_python, str(HERE / "kserve_peer.py"), "--model_name", "digits",
-             "--model_path", str(models / "digits-joblib" / "v1" / "model.joblib"),
-             "--http_port", "9103"],
-            9103, "/v1/models/digits:predict", "/v2/models/digits/infer"))
+                 "--model-name", "digits", "--variant", "v1"]
+    quiet = {"KUBESERVE_LOG_LEVEL": "WARNING"}
+    v1, v2 = "/v1/models/digits:predict", "/v2/models/digits/infer"
+    for workers in (int(w) for w in args.workers.split(",")):
+        suffix = "" if workers == 1 else f", {workers} workers"
+        if "kubeserve" in args.servers:
+            found.append(Target(
+                f"kubeserve (onnx{suffix})",
+                [*kubeserve, "--port", "9101", "--workers", str(workers),
+                 "--model-dir", str(models / "digits-onnx" / "v1")], 9101, v1, v2, env=quiet))
+        if "kubeserve-sklearn" in args.servers:
+            found.append(Target(
+                f"kubeserve (sklearn{suffix})",
+                [*kubeserve, "--port", "9102", "--workers", str(workers),
+                 "--model-dir", str(models / "digits-sklearn" / "v1")], 9102, v1, v2, env=quiet))
+        if "kserve" in args.servers and args.kserve_python:
+            found.append(Target(
+                f"KServe 0.21{' (' + str(workers) + ' workers)' if workers > 1 else ''}",
+                [args.kserve_python, str(HERE / "kserve_peer.py"), "--model_name", "digits",
+                 "--model_path", str(models / "digits-joblib" / "v1" / "model.joblib"),
+                 "--http_port", "9103", "--workers", str(workers)], 9103, v1, v2))
     if "mlserver" in args.servers and args.mlserver:
         repo = work / "mlserver"
         (repo / "digits").mkdir(parents=True, exist_ok=True)
@@ -281,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", default="1,8,64")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per scenario")
-    parser.add_argument("--workers", type=int, default=1, help="kubeserve worker processes")
+    parser.add_argument("--workers", default="1",
+                        help="worker counts to run kubeserve and KServe with, e.g. 1,2")
     parser.add_argument("--json", type=pathlib.Path, default=HERE / "results.json")
     parser.add_argument("--png", type=pathlib.Path,
                         default=REPO / "docs" / "benchmarks-server.png")
