@@ -19,8 +19,16 @@ def render(obj: dict[str, Any], config: BuildConfig | None = None) -> list[dict[
 
 
 def by_kind(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    # Without a name, look among the variants' objects only: the router has its own tests.
     found = [
-        o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+        o
+        for o in objects
+        if o["kind"] == kind
+        and (
+            o["metadata"]["name"] == name
+            if name is not None
+            else o["metadata"]["labels"][meta.COMPONENT_LABEL] != "router"
+        )
     ]
     assert len(found) == 1, [(o["kind"], o["metadata"]["name"]) for o in objects]
     return found[0]
@@ -36,6 +44,10 @@ def test_one_variant_gives_a_deployment_and_a_service() -> None:
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
         ("Deployment", "digits-v1"),
         ("Service", "digits-v1"),
+        # The router (tests/router/ covers it).
+        ("ConfigMap", "digits-router"),
+        ("Deployment", "digits-router"),
+        ("Service", "digits"),
     ]
     for o in objects:
         assert o["metadata"]["namespace"] == "default"

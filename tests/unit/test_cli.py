@@ -36,6 +36,9 @@ def test_entry_point_renders_an_example() -> None:
         "PodDisruptionBudget",
         "Deployment",
         "Service",
+        "ConfigMap",
+        "Deployment",
+        "Service",
     ]
 
 
@@ -70,7 +73,9 @@ def test_every_example_validates_and_renders_schema_valid_objects(
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert docs
     for doc in docs:
-        k8s_schema.assert_valid(doc)
+        # HTTPRoute is a CRD the official schemas lack: tests/router validates it.
+        if doc["kind"] != "HTTPRoute":
+            k8s_schema.assert_valid(doc)
 
 
 def test_crd_command_matches_committed_file(

@@ -1,10 +1,15 @@
-"""All the children of an InferenceService: what the operator applies and `render` prints."""
+"""All the children of an InferenceService: what the operator applies and `render` prints.
+
+Variants come first, then the endpoint: in nginx mode the router's ConfigMap, Deployment and
+the Service named after the InferenceService; in gateway-api mode an HTTPRoute of that name.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from kubeserve.api import spec
+from kubeserve.build import httproute, router
 from kubeserve.build import variant as variant_builder
 from kubeserve.build.config import BuildConfig
 
@@ -17,4 +22,8 @@ def build_children(
     objects: list[dict[str, Any]] = []
     for v in isvc.spec.variants:
         objects += variant_builder.variant_objects(isvc, v, config)
+    if isvc.spec.routing.mode == "gateway-api":
+        objects.append(httproute.http_route(isvc))
+    else:
+        objects += router.router_objects(isvc, config)
     return objects

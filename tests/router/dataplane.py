@@ -1,0 +1,210 @@
+"""Run the rendered router for real: Debian's nginx on loopback ports in front of stand-ins.
+
+The config under test is the ConfigMap text the builder renders, changed only where a test
+machine must differ from a pod: upstream addresses become loopback ports, the listen ports
+become free loopback ports, and /tmp becomes the test's own directory. Each of those edits
+must match the expected number of times, so a template change cannot silently escape them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubeserve.api import spec
+from kubeserve.build import router
+from kubeserve.build.config import BuildConfig
+
+NGINX = shutil.which("nginx") or (
+    "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+)
+requires_nginx = pytest.mark.skipif(
+    NGINX is None, reason="nginx is not installed (apt-get install nginx): data-plane tests skipped"
+)
+UPSTREAM_SCRIPT = Path(__file__).with_name("upstream.py")
+
+
+def free_port() -> int:
+    """Give a loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _replace(text: str, old: str, new: str, count: int) -> str:
+    found = text.count(old)
+    assert found == count, f"expected {count} x {old!r} in the rendered config, found {found}"
+    return text.replace(old, new)
+
+
+def loopback_config(
+    isvc: spec.InferenceService,
+    ports: dict[str, int],
+    *,
+    listen: int,
+    health: int,
+    workdir: Path,
+    config: BuildConfig | None = None,
+) -> str:
+    """Render the router config and point it at loopback ports and a private directory."""
+    config = config or BuildConfig()
+    text = router.render_config(isvc, config)
+    for v in isvc.spec.variants:
+        address = router.upstream_address(isvc, v.name, config)
+        text = _replace(text, f"server {address};", f"server 127.0.0.1:{ports[v.name]};", 1)
+    text = _replace(text, f"listen {router.ROUTER_PORT};", f"listen 127.0.0.1:{listen};", 1)
+    text = _replace(text, f"listen {router.HEALTH_PORT};", f"listen 127.0.0.1:{health};", 1)
+    text = _replace(text, " /tmp/", f" {workdir}/", 6)
+    return text
+
+
+class Upstreams:
+    """Stand-in variants in one child process (see upstream.py)."""
+
+    def __init__(self, specs: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(UPSTREAM_SCRIPT), *specs],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.ports: dict[str, int] = json.loads(self.proc.stdout.readline())
+
+    def counts(self) -> dict[str, int]:
+        """Ask how many requests each variant has seen (`name/mirror` for mirror copies)."""
+        port = next(iter(self.ports.values()))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/_counts")
+        data: dict[str, int] = json.loads(conn.getresponse().read())
+        conn.close()
+        return data
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+
+
+class Nginx:
+    """One nginx master running a config file in a private directory."""
+
+    def __init__(self, workdir: Path, conf: str, *, health: int) -> None:
+        assert NGINX is not None
+        self.workdir = workdir
+        self.health = health
+        # The workers of a root master run as another user; they must reach the temp dirs.
+        os.chmod(workdir, 0o755)
+        self.conf_path = workdir / "nginx.conf"
+        self.conf_path.write_text(conf)
+        self.error_log = workdir / "error.log"
+        test = subprocess.run(
+            [
+                NGINX,
+                "-t",
+                "-q",
+                "-e",
+                str(self.error_log),
+                "-p",
+                str(workdir),
+                "-c",
+                str(self.conf_path),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert test.returncode == 0, test.stderr + self.log()
+        self.proc = subprocess.Popen(
+            [NGINX, "-e", str(self.error_log), "-p", str(workdir), "-c", str(self.conf_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait_healthy()
+
+    def log(self) -> str:
+        return self.error_log.read_text() if self.error_log.exists() else ""
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"nginx exited: {self.log()}"
+            with contextlib.suppress(OSError):
+                conn = http.client.HTTPConnection("127.0.0.1", self.health, timeout=1)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"nginx did not become healthy: {self.log()}")
+
+    def reload(self, conf: str) -> None:
+        """Swap the config and tell the master to reload it (SIGHUP), as `nginx -s reload` does."""
+        self.conf_path.write_text(conf)
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+    def stop(self) -> None:
+        # SIGQUIT: graceful shutdown, as in the pod.
+        self.proc.send_signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Client:
+    """A keep-alive HTTP client on one connection to the router."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def get(
+        self, path: str = "/v2/models/m/infer", headers: dict[str, str] | None = None
+    ) -> tuple[int, str, str]:
+        """Send one request; give (status, served-by header, body)."""
+        self.conn.request("POST", path, body=b"{}", headers=headers or {})
+        resp = self.conn.getresponse()
+        body = resp.read().decode()
+        return resp.status, resp.getheader(router.SERVED_BY_HEADER, ""), body
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@contextlib.contextmanager
+def running_router(
+    isvc: spec.InferenceService,
+    workdir: Path,
+    *,
+    modes: dict[str, str] | None = None,
+    dead: tuple[str, ...] = (),
+) -> Iterator[tuple[Nginx, Upstreams, int]]:
+    """Start stand-ins for every variant (`dead` ones get a closed port) and nginx in front."""
+    modes = modes or {}
+    live = [v.name for v in isvc.spec.variants if v.name not in dead]
+    ups = Upstreams([f"{n}:{modes.get(n, 'echo')}" for n in live])
+    ports = dict(ups.ports) | {n: free_port() for n in dead}
+    listen, health = free_port(), free_port()
+    nginx = None
+    try:
+        nginx = Nginx(
+            workdir,
+            loopback_config(isvc, ports, listen=listen, health=health, workdir=workdir),
+            health=health,
+        )
+        yield nginx, ups, listen
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        ups.stop()

@@ -1,0 +1,362 @@
+"""The router's objects: schema-valid, deterministic, restricted, rolled on change, injection-proof."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from kubeserve import manifests
+from kubeserve.api import spec, validation
+from kubeserve.build import children, httproute, router
+from kubeserve.build.config import BuildConfig
+from router import dataplane, gateway_schema
+from support import k8s_schema, specs, strategies
+
+PROFILE = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def parse(obj: dict[str, Any]) -> spec.InferenceService:
+    return validation.parse(obj)
+
+
+def by_name(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    [found] = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return found
+
+
+def sticky_ab() -> dict[str, Any]:
+    return specs.isvc(
+        specs.variant("v1", 50),
+        specs.variant("v2", 30),
+        specs.variant("v3", 20),
+        specs.variant("shadow", 0),
+        routing={
+            "sticky": {"header": "x-user-id"},
+            "overrideHeader": "x-kubeserve-variant",
+            "mirror": {"variant": "shadow", "percent": 20},
+        },
+    )
+
+
+def test_nginx_mode_renders_configmap_deployment_and_the_named_service() -> None:
+    objects = children.build_children(parse(sticky_ab()))
+    router_objects = [
+        (o["kind"], o["metadata"]["name"])
+        for o in objects
+        if o["metadata"]["labels"]["app.kubernetes.io/component"] == "router"
+    ]
+    assert router_objects == [
+        ("ConfigMap", "digits-router"),
+        ("Deployment", "digits-router"),
+        ("Service", "digits"),
+    ]
+    for o in objects:
+        k8s_schema.assert_valid(o)
+        assert o["metadata"]["namespace"] == "default"
+        assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kubeserve-operator"
+
+
+def test_router_service_selects_router_pods_and_targets_nginx() -> None:
+    objects = children.build_children(parse(specs.canary()))
+    svc = by_name(objects, "Service", "digits")
+    dep = by_name(objects, "Deployment", "digits-router")
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert dep["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+    assert svc["spec"]["ports"][0]["port"] == 80
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    [container] = dep["spec"]["template"]["spec"]["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "http": router.ROUTER_PORT,
+        "health": router.HEALTH_PORT,
+    }
+
+
+def test_router_pod_is_restricted_non_root_with_a_read_only_root() -> None:
+    dep = by_name(children.build_children(parse(specs.canary())), "Deployment", "digits-router")
+    pod_spec = dep["spec"]["template"]["spec"]
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert pod_spec["securityContext"]["runAsUser"] == router.ROUTER_UID
+    assert pod_spec["automountServiceAccountToken"] is False
+    [c] = pod_spec["containers"]
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp", router.CONFIG_DIR}
+    assert c["image"] == BuildConfig().router_image
+    assert c["readinessProbe"]["httpGet"]["port"] == "health"
+    assert c["livenessProbe"]["httpGet"]["port"] == "health"
+
+
+def test_nginx_writes_only_under_tmp() -> None:
+    text = router.render_config(parse(sticky_ab()))
+    assert "pid /tmp/nginx.pid;" in text
+    for directive in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        assert f"{directive}_temp_path /tmp/" in text
+    # Logs go to the container's streams, not to files.
+    assert "error_log stderr" in text
+    assert "access_log /dev/stdout" in text
+
+
+def test_rollout_surges_and_never_drops_below_the_replicas() -> None:
+    dep = by_name(children.build_children(parse(specs.canary())), "Deployment", "digits-router")
+    assert dep["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+
+
+def test_a_config_change_changes_the_pod_template_hash() -> None:
+    def template(obj: dict[str, Any]) -> dict[str, Any]:
+        objects = children.build_children(parse(obj))
+        dep = by_name(objects, "Deployment", "digits-router")
+        cm = by_name(objects, "ConfigMap", "digits-router")
+        annotation = dep["spec"]["template"]["metadata"]["annotations"]
+        assert annotation[router.CONFIG_HASH_ANNOTATION] == router.config_hash(
+            cm["data"][router.CONFIG_KEY]
+        )
+        return dict(dep["spec"]["template"])
+
+    base = template(specs.canary())
+    assert template(specs.canary()) == base
+    moved = specs.isvc(specs.variant("v1", 80), specs.variant("v2", 20))
+    assert template(moved) != base
+
+
+def test_same_spec_gives_byte_identical_router_objects() -> None:
+    obj = sticky_ab()
+    first = manifests.dump_documents(children.build_children(parse(obj)))
+    assert first == manifests.dump_documents(children.build_children(parse(obj)))
+
+
+def test_split_leaves_zero_weight_variants_out_and_lets_the_last_take_the_rest() -> None:
+    text = router.render_config(parse(sticky_ab()))
+    split = text.split('split_clients "digits/$kubeserve_key" $kubeserve_split {')[1].split("}")[0]
+    assert [line.strip() for line in split.strip().splitlines()] == ["50% v1;", "30% v2;", "* v3;"]
+    # ...but every variant has an upstream, so the override header reaches it.
+    for v in ("v1", "v2", "v3", "shadow"):
+        assert f"upstream {v} {{" in text
+        assert f'"{v}" {v};' in text
+
+
+def test_single_variant_takes_everything() -> None:
+    text = router.render_config(parse(specs.isvc()))
+    assert 'split_clients "digits/$request_id" $kubeserve_split {\n        * v1;\n    }' in text
+
+
+def test_upstreams_are_the_variant_services_by_cluster_dns() -> None:
+    text = router.render_config(parse(specs.canary()), BuildConfig(cluster_domain="k8s.example"))
+    assert "server digits-v1.default.svc.k8s.example:80;" in text
+    text = router.render_config(parse(specs.isvc(namespace=None)))
+    assert "server digits-v1:80;" in text
+
+
+def test_cookie_names_with_dashes_and_dots_are_matched_on_the_raw_cookie_header() -> None:
+    obj = specs.isvc(
+        specs.variant("v1", 50),
+        specs.variant("v2", 50),
+        routing={"sticky": {"cookie": "ab.user-id"}},
+    )
+    text = router.render_config(parse(obj))
+    assert r'"~(?:^|;\\s*)ab\\.user\\-id=([^;]*)" $1;' in text
+    assert "map $cookie_" not in text
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        'x"; return 200 "pwned',
+        "x;\n    return 200 pwned;",
+        "x-$host",
+        "x}",
+        "x y",
+        "x\\",
+    ],
+)
+@pytest.mark.parametrize("where", ["sticky-header", "sticky-cookie", "override", "variant", "name"])
+def test_hostile_values_never_reach_the_config(hostile: str, where: str) -> None:
+    # The API refuses these; build a spec past it to check the builder's own defence.
+    isvc = parse(
+        specs.isvc(
+            specs.variant("v1", 50),
+            specs.variant("v2", 50),
+            routing={"sticky": {"header": "x-user-id"}, "overrideHeader": "x-variant"},
+        )
+    )
+    routing = isvc.spec.routing
+    assert routing.sticky is not None
+    if where == "sticky-header":
+        routing.sticky.__dict__["header"] = hostile
+    elif where == "sticky-cookie":
+        routing.sticky.__dict__.update(header=None, cookie=hostile)
+    elif where == "override":
+        routing.__dict__["override_header"] = hostile
+    elif where == "variant":
+        isvc.spec.variants[1].__dict__["name"] = hostile
+    else:
+        isvc.metadata.__dict__["name"] = hostile
+    with pytest.raises(router.UnsafeValueError):
+        router.render_config(isvc)
+
+
+def test_quote_escapes_quotes_and_backslashes_and_refuses_variables() -> None:
+    assert router.quote('a"b\\c') == '"a\\"b\\\\c"'
+    for bad in ("$host", "a\nb", "a\x00"):
+        with pytest.raises(router.UnsafeValueError):
+            router.quote(bad)
+
+
+@dataplane.requires_nginx
+@PROFILE
+@given(strategies.inference_services())
+def test_nginx_accepts_the_config_of_any_valid_spec(obj: dict[str, Any]) -> None:
+    isvc = parse(obj)
+    ports = {v.name: 9 for v in isvc.spec.variants}
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        os.chmod(work, 0o755)
+        text = dataplane.loopback_config(isvc, ports, listen=1, health=2, workdir=work)
+        (work / "nginx.conf").write_text(text)
+        assert dataplane.NGINX is not None
+        result = subprocess.run(
+            [
+                dataplane.NGINX,
+                "-t",
+                "-q",
+                "-e",
+                str(work / "e.log"),
+                "-p",
+                d,
+                "-c",
+                str(work / "nginx.conf"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr + (work / "e.log").read_text()
+
+
+# --- endpoint and status -------------------------------------------------------------------
+
+
+def test_endpoint_url_is_the_router_service() -> None:
+    isvc = parse(specs.canary())
+    assert router.endpoint_url(isvc) == "http://digits.default.svc.cluster.local"
+    assert router.endpoint_url(isvc, BuildConfig(cluster_domain="c.example")) == (
+        "http://digits.default.svc.c.example"
+    )
+    assert router.endpoint_url(parse(specs.isvc(namespace=None))) == "http://digits"
+
+
+def test_endpoint_url_in_gateway_mode_names_the_gateway() -> None:
+    obj = specs.canary()
+    obj["spec"]["routing"] = {
+        "mode": "gateway-api",
+        "parentRefs": [{"name": "gw", "namespace": "infra"}],
+    }
+    assert router.endpoint_url(parse(obj)) == "gateway://infra/gw"
+
+
+def test_traffic_summary() -> None:
+    assert router.traffic_summary(parse(specs.canary())) == "v1=90,v2=10"
+    assert router.traffic_summary(parse(specs.isvc())) == "v1=100"
+    assert router.traffic_summary(parse(sticky_ab())) == "v1=50,v2=30,v3=20,shadow=mirror20%"
+    dark = specs.isvc(specs.variant("v1", 100), specs.variant("v2", 0))
+    assert router.traffic_summary(parse(dark)) == "v1=100,v2=0"
+
+
+# --- Gateway API ----------------------------------------------------------------------------
+
+
+def gateway(obj: dict[str, Any], **routing: Any) -> dict[str, Any]:
+    obj["spec"]["routing"] = {
+        "mode": "gateway-api",
+        "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "http"}],
+        **routing,
+    }
+    return obj
+
+
+def test_gateway_mode_renders_an_httproute_instead_of_the_router() -> None:
+    objects = children.build_children(parse(gateway(specs.canary())))
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects][-1] == ("HTTPRoute", "digits")
+    assert not [o for o in objects if o["kind"] == "ConfigMap"]
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Service"] == [
+        "digits-v1",
+        "digits-v2",
+    ]
+    route = objects[-1]
+    gateway_schema.assert_valid(route)
+    assert route["spec"]["parentRefs"] == [
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "gw",
+            "namespace": "infra",
+            "sectionName": "http",
+        }
+    ]
+    [rule] = route["spec"]["rules"]
+    assert [(b["name"], b["port"], b["weight"]) for b in rule["backendRefs"]] == [
+        ("digits-v1", 80, 90),
+        ("digits-v2", 80, 10),
+    ]
+
+
+def test_gateway_override_rules_and_mirror() -> None:
+    route = httproute.http_route(
+        parse(
+            gateway(
+                sticky_ab(),
+                overrideHeader="x-kubeserve-variant",
+                mirror={"variant": "shadow", "percent": 20},
+            )
+        )
+    )
+    gateway_schema.assert_valid(route)
+    *overrides, split = route["spec"]["rules"]
+    assert [
+        (r["matches"][0]["headers"][0]["value"], r["backendRefs"][0]["name"]) for r in overrides
+    ] == [
+        ("v1", "digits-v1"),
+        ("v2", "digits-v2"),
+        ("v3", "digits-v3"),
+        ("shadow", "digits-shadow"),
+    ]
+    for r in overrides:
+        assert r["matches"][0]["headers"][0]["name"] == "x-kubeserve-variant"
+        assert r["matches"][0]["headers"][0]["type"] == "Exact"
+    assert [b["name"] for b in split["backendRefs"]] == ["digits-v1", "digits-v2", "digits-v3"]
+    assert split["filters"] == [
+        {
+            "type": "RequestMirror",
+            "requestMirror": {
+                "backendRef": {"group": "", "kind": "Service", "name": "digits-shadow", "port": 80},
+                "percent": 20,
+            },
+        }
+    ]
+
+
+def test_gateway_route_with_sixteen_variants_fits_the_rule_limit() -> None:
+    variants = [specs.variant(f"v{i}", 100 if i == 0 else 0) for i in range(16)]
+    route = httproute.http_route(parse(gateway(specs.isvc(*variants), overrideHeader="x-v")))
+    assert len(route["spec"]["rules"]) == 16
+    gateway_schema.assert_valid(route)
+
+
+@PROFILE
+@given(strategies.inference_services())
+def test_any_valid_gateway_spec_renders_a_valid_httproute(obj: dict[str, Any]) -> None:
+    gateway_schema.require_schema()
+    kept = ("overrideHeader", "mirror")
+    routing = {k: v for k, v in obj["spec"].get("routing", {}).items() if k in kept}
+    route = httproute.http_route(parse(gateway(obj, **routing)))
+    gateway_schema.assert_valid(route)
