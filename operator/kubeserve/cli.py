@@ -16,6 +16,7 @@ from kubeserve.build.config import BuildConfig
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 SERVER_COMMANDS = ("serve", "fetch")
+OPERATOR_COMMAND = "operator"
 
 
 def _describe(doc: Any, index: int, source: str) -> str:
@@ -137,11 +138,26 @@ def _run_server_command(argv: list[str]) -> int:
     return server_cli.main(argv)
 
 
+def _run_operator(argv: list[str]) -> int:
+    try:
+        from kubeserve.controller import main as operator_main
+    except ImportError as exc:
+        print(
+            f"kubeserve operator: the operator is not installed ({exc}); "
+            "install it with: pip install 'kubeserve[operator]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return operator_main.main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] in SERVER_COMMANDS:
         return _run_server_command(args_list)
+    if args_list and args_list[0] == OPERATOR_COMMAND:
+        return _run_operator(args_list[1:])
     args = build_parser().parse_args(args_list)
     try:
         return int(args.func(args))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Callable
 from typing import Any
@@ -118,7 +119,9 @@ def json_patch(target: Any, operations: Any) -> Any:
     return doc
 
 
-_REQUIREMENT = re.compile(r"^\s*(!?)\s*([^\s=!<>()]+)\s*(?:(=|==|!=|\s+in\s+|\s+notin\s+)\s*(.*?))?\s*$")
+_REQUIREMENT = re.compile(
+    r"^\s*(!?)\s*([^\s=!<>()]+)\s*(?:(=|==|!=|\s+in\s+|\s+notin\s+)\s*(.*?))?\s*$"
+)
 
 
 def _split_requirements(selector: str) -> list[str]:
@@ -133,28 +136,51 @@ def _split_requirements(selector: str) -> list[str]:
     return [*parts, current] if current.strip() else parts
 
 
-def label_selector(selector: str | None) -> Callable[[dict[str, str]], bool]:
-    """Compile a label selector (`a=b,c!=d,e,!f,g in (x,y),h notin (z)`) into a predicate."""
-    checks: list[Callable[[dict[str, str]], bool]] = []
-    for requirement in _split_requirements(selector or ""):
-        match = _REQUIREMENT.match(requirement)
+@dataclasses.dataclass(frozen=True)
+class Requirement:
+    """One term of a label selector."""
+
+    key: str
+    op: str  # exists, !exists, =, !=, in, notin
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        value = labels.get(self.key)
+        return {
+            "exists": value is not None,
+            "!exists": value is None,
+            "=": value in self.values,
+            "!=": value not in self.values,
+            "in": value in self.values,
+            "notin": value not in self.values,
+        }[self.op]
+
+
+def parse_label_selector(selector: str | None) -> list[Requirement]:
+    """Parse a label selector (`a=b,c!=d,e,!f,g in (x,y),h notin (z)`)."""
+    requirements = []
+    for text in _split_requirements(selector or ""):
+        match = _REQUIREMENT.match(text)
         if not match:
-            raise PatchError(f"unable to parse requirement {requirement!r}", 400)
+            raise PatchError(f"unable to parse requirement {text!r}", 400)
         negated, key, op, value = match.groups()
         op = (op or "").strip()
         if not op:
-            checks.append((lambda k, n: lambda labels: (k in labels) != bool(n))(key, negated))
+            requirements.append(Requirement(key, "!exists" if negated else "exists"))
         elif op in {"=", "=="}:
-            checks.append((lambda k, v: lambda labels: labels.get(k) == v)(key, value))
+            requirements.append(Requirement(key, "=", frozenset({value})))
         elif op == "!=":
-            checks.append((lambda k, v: lambda labels: labels.get(k) != v)(key, value))
+            requirements.append(Requirement(key, "!=", frozenset({value})))
         else:
-            values = {v.strip() for v in value.strip().strip("()").split(",") if v.strip()}
-            if op == "in":
-                checks.append((lambda k, vs: lambda labels: labels.get(k) in vs)(key, values))
-            else:
-                checks.append((lambda k, vs: lambda labels: labels.get(k) not in vs)(key, values))
-    return lambda labels: all(check(labels) for check in checks)
+            values = frozenset(v.strip() for v in value.strip().strip("()").split(",") if v.strip())
+            requirements.append(Requirement(key, op, values))
+    return requirements
+
+
+def label_selector(selector: str | None) -> Callable[[dict[str, str]], bool]:
+    """Compile a label selector into a predicate on a label map."""
+    requirements = parse_label_selector(selector)
+    return lambda labels: all(r.matches(labels) for r in requirements)
 
 
 def field_selector(selector: str | None) -> Callable[[dict[str, Any]], bool]:

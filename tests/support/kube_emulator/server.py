@@ -25,16 +25,40 @@ T = TypeVar("T")
 
 # What kubeserve, kopf and the tests use; the discovery documents list exactly these.
 RESOURCE_TYPES = [
-    ResourceType("", "v1", "namespaces", "Namespace", namespaced=False, status_subresource=True, generation=False),
+    ResourceType(
+        "",
+        "v1",
+        "namespaces",
+        "Namespace",
+        namespaced=False,
+        status_subresource=True,
+        generation=False,
+    ),
     ResourceType("", "v1", "services", "Service", status_subresource=True, generation=False),
     ResourceType("", "v1", "configmaps", "ConfigMap", generation=False),
     ResourceType("", "v1", "pods", "Pod", status_subresource=True, generation=False),
     ResourceType("", "v1", "events", "Event", generation=False),
     ResourceType("apps", "v1", "deployments", "Deployment", status_subresource=True),
-    ResourceType("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", status_subresource=True),
-    ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", status_subresource=True),
-    ResourceType("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", status_subresource=True),
-    ResourceType("serving.kubeserve.dev", "v1alpha1", "inferenceservices", "InferenceService", status_subresource=True),
+    ResourceType(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        status_subresource=True,
+    ),
+    ResourceType(
+        "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", status_subresource=True
+    ),
+    ResourceType(
+        "gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", status_subresource=True
+    ),
+    ResourceType(
+        "serving.kubeserve.dev",
+        "v1alpha1",
+        "inferenceservices",
+        "InferenceService",
+        status_subresource=True,
+    ),
 ]
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 WATCH_POLL_SECONDS = 1.0
@@ -65,7 +89,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         super().__attrs_post_init__()
         self._random = random.Random(self.seed)
         for rtype in self.store.types.values():
-            self.resources[kmock.resource(group=rtype.group, version=rtype.version, plural=rtype.plural)] = kmock.ResourceInfo(
+            self.resources[
+                kmock.resource(group=rtype.group, version=rtype.version, plural=rtype.plural)
+            ] = kmock.ResourceInfo(
                 kind=rtype.kind,
                 singular=rtype.kind.lower(),
                 namespaced=rtype.namespaced,
@@ -80,7 +106,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         # grows without bound; requests are dispatched here by verb instead, in constant time.
         try:
             request = await _parse_request(raw_request)
-            self.counts[(_verb(request), request.resource.plural or "-" if request.resource else "-")] += 1
+            self.counts[
+                (_verb(request), request.resource.plural or "-" if request.resource else "-")
+            ] += 1
             await self._inject_faults(request)
             if request.action == kmock.action.WATCH:
                 return await self._stream(raw_request, self._serve_watch(request))
@@ -88,7 +116,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         except ApiError as exc:
             return _status_response(exc.status, exc.reason, exc.message)
         except patches.PatchError as exc:
-            return _status_response(exc.status, "Invalid" if exc.status == 422 else "BadRequest", str(exc))
+            return _status_response(
+                exc.status, "Invalid" if exc.status == 422 else "BadRequest", str(exc)
+            )
         except kmock.KubernetesError as exc:
             return _status_response(exc.status, exc.reason or "NotFound", exc.message or "")
 
@@ -110,8 +140,12 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         raise ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed here")
 
     async def _discovery(self, path: str, request: kmock.Request) -> Any:
-        fixed = {"/": self._serve_root, "/version": self._serve_server_version, "/api": self._serve_api,
-                 "/apis": self._serve_apis}
+        fixed = {
+            "/": self._serve_root,
+            "/version": self._serve_server_version,
+            "/api": self._serve_api,
+            "/apis": self._serve_apis,
+        }
         if path in fixed:
             return await fixed[path](request)
         if request.resource is not None and request.resource.version:
@@ -121,10 +155,14 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             return document
         if request.resource is not None and request.resource.group:
             return await self._serve_group(request)
-        raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+        raise ApiError(
+            404, "NotFound", f"the server could not find the requested resource ({path})"
+        )
 
     @staticmethod
-    async def _stream(raw: aiohttp.web.BaseRequest, events: AsyncIterator[Any]) -> aiohttp.web.StreamResponse:
+    async def _stream(
+        raw: aiohttp.web.BaseRequest, events: AsyncIterator[Any]
+    ) -> aiohttp.web.StreamResponse:
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(raw)  # type: ignore[arg-type]
         try:
@@ -148,18 +186,33 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             if fault.status:
-                reason = {409: "Conflict", 500: "InternalError", 503: "ServiceUnavailable", 429: "TooManyRequests"}
-                raise ApiError(fault.status, reason.get(fault.status, "InternalError"), "injected by the test")
+                reason = {
+                    409: "Conflict",
+                    500: "InternalError",
+                    503: "ServiceUnavailable",
+                    429: "TooManyRequests",
+                }
+                raise ApiError(
+                    fault.status, reason.get(fault.status, "InternalError"), "injected by the test"
+                )
 
     # Serving
 
     async def _serve_list(self, request: kmock.Request) -> dict[str, Any]:
         key = _key(request)
-        items = self.store.list(key, request.namespace, labels=request.params.get("labelSelector"),
-                                fields=request.params.get("fieldSelector"))
+        items = self.store.list(
+            key,
+            request.namespace,
+            labels=request.params.get("labelSelector"),
+            fields=request.params.get("fieldSelector"),
+        )
         kind = self.store.rtype(key).kind
-        return {"apiVersion": self.store.rtype(key).api_version, "kind": f"{kind}List",
-                "metadata": {"resourceVersion": str(self.store.revision)}, "items": items}
+        return {
+            "apiVersion": self.store.rtype(key).api_version,
+            "kind": f"{kind}List",
+            "metadata": {"resourceVersion": str(self.store.revision)},
+            "items": items,
+        }
 
     async def _serve_fetch(self, request: kmock.Request) -> dict[str, Any]:
         return self.store.get(_key(request), request.namespace, request.name or "")
@@ -169,18 +222,31 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
 
     async def _serve_patch(self, request: kmock.Request) -> dict[str, Any]:
         content_type = request.headers.get("Content-Type", "application/merge-patch+json")
-        return self.store.patch(_key(request), request.namespace, request.name or "", request.data,
-                                content_type=content_type, subresource=request.subresource)
+        return self.store.patch(
+            _key(request),
+            request.namespace,
+            request.name or "",
+            request.data,
+            content_type=content_type,
+            subresource=request.subresource,
+        )
 
     async def _serve_replace(self, request: kmock.Request) -> dict[str, Any]:
-        return self.store.replace(_key(request), request.namespace, request.name or "", request.data,
-                                  subresource=request.subresource)
+        return self.store.replace(
+            _key(request),
+            request.namespace,
+            request.name or "",
+            request.data,
+            subresource=request.subresource,
+        )
 
     async def _serve_delete(self, request: kmock.Request) -> dict[str, Any]:
         options = request.data if isinstance(request.data, dict) else {}
         if "propagationPolicy" in request.params:
             options = options | {"propagationPolicy": request.params["propagationPolicy"]}
-        return self.store.delete(_key(request), request.namespace, request.name or "", options=options)
+        return self.store.delete(
+            _key(request), request.namespace, request.name or "", options=options
+        )
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
         key = _key(request)
@@ -188,7 +254,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         labels = patches.label_selector(request.params.get("labelSelector"))
         field_selector = request.params.get("fieldSelector") or ""
         if request.name:
-            field_selector = ",".join(filter(None, [field_selector, f"metadata.name={request.name}"]))
+            field_selector = ",".join(
+                filter(None, [field_selector, f"metadata.name={request.name}"])
+            )
         fields = patches.field_selector(field_selector)
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
 
@@ -213,23 +281,40 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             if since and since != "0":
                 backlog = self.store.events_since(key, int(since))
                 if backlog is None:
-                    yield {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                                       "code": 410, "reason": "Expired",
-                                                       "message": f"too old resource version: {since}"}}
+                    yield {
+                        "type": "ERROR",
+                        "object": {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "status": "Failure",
+                            "code": 410,
+                            "reason": "Expired",
+                            "message": f"too old resource version: {since}",
+                        },
+                    }
                     return
             else:
-                backlog = [{"type": "ADDED", "object": obj} for obj in self.store.list(key, request.namespace)]
+                backlog = [
+                    {"type": "ADDED", "object": obj}
+                    for obj in self.store.list(key, request.namespace)
+                ]
             for event in backlog:
                 if matches(event):
                     yield event
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout if timeout else None
             while deadline is None or loop.time() < deadline:
-                wait = WATCH_POLL_SECONDS if deadline is None else min(WATCH_POLL_SECONDS, deadline - loop.time())
+                wait = (
+                    WATCH_POLL_SECONDS
+                    if deadline is None
+                    else min(WATCH_POLL_SECONDS, deadline - loop.time())
+                )
                 try:
                     _, event = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.0))
                 except TimeoutError:
-                    transport = request._raw_request.transport if request._raw_request is not None else None
+                    transport = (
+                        request._raw_request.transport if request._raw_request is not None else None
+                    )
                     if transport is None or transport.is_closing():
                         return
                     continue
@@ -264,12 +349,21 @@ def _verb(request: kmock.Request) -> str:
 
 
 def _status_response(status: int, reason: str, message: str) -> aiohttp.web.Response:
-    body = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-            "code": status, "reason": reason, "message": message}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Failure",
+        "code": status,
+        "reason": reason,
+        "message": message,
+    }
     return aiohttp.web.json_response(body, status=status)
 
 
-def _split_path(path: str) -> tuple[str | None, str | None, str | None, str | None, str | None, str | None]:
+def _split_path(
+    path: str,
+) -> tuple[str | None, str | None, str | None, str | None, str | None, str | None]:
     """Split an API path into group, version, plural, namespace, name, subresource."""
     parts = [p for p in path.split("/") if p]
     if parts[:1] == ["api"] and len(parts) >= 2:
@@ -303,19 +397,35 @@ async def _parse_request(raw: aiohttp.web.BaseRequest) -> kmock.Request:
     action: kmock.action | None = None
     if plural is not None:
         if method == kmock.method.GET:
-            action = kmock.action.WATCH if params.get("watch") in {"true", "1"} else (
-                kmock.action.FETCH if name else kmock.action.LIST)
+            action = (
+                kmock.action.WATCH
+                if params.get("watch") in {"true", "1"}
+                else (kmock.action.FETCH if name else kmock.action.LIST)
+            )
         elif method == kmock.method.POST and name is None:
             action = kmock.action.CREATE
         elif method == kmock.method.PATCH and name:
             action = kmock.action.UPDATE
         elif method == kmock.method.DELETE and name:
             action = kmock.action.DELETE
-    resource = kmock.resource(group=group, version=version, plural=plural) if group is not None else None
+    resource = (
+        kmock.resource(group=group, version=version, plural=plural) if group is not None else None
+    )
     return kmock.Request(
-        raw_request=raw, url=raw.url, method=raw.method, params=params, headers=dict(raw.headers),
-        cookies=dict(raw.cookies), data=data, body=body, text=text, action=action, resource=resource,
-        namespace=namespace, name=name, subresource=subresource,
+        raw_request=raw,
+        url=raw.url,
+        method=raw.method,
+        params=params,
+        headers=dict(raw.headers),
+        cookies=dict(raw.cookies),
+        data=data,
+        body=body,
+        text=text,
+        action=action,
+        resource=resource,
+        namespace=namespace,
+        name=name,
+        subresource=subresource,
     )
 
 
@@ -368,7 +478,12 @@ class EmulatorThread:
             "kind": "Config",
             "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
             "users": [{"name": "tester", "user": {"token": "emulated"}}],
-            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": namespace}}],
+            "contexts": [
+                {
+                    "name": "emulator",
+                    "context": {"cluster": "emulator", "user": "tester", "namespace": namespace},
+                }
+            ],
             "current-context": "emulator",
         }
         path.write_text(json.dumps(config))

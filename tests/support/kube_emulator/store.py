@@ -69,12 +69,14 @@ class Store:
 
     def __init__(self, types: list[ResourceType], *, event_log_size: int = 20000) -> None:
         self.types = {t.key: t for t in types}
-        self._buckets: dict[tuple[ResourceKey, str | None], dict[str, dict[str, Any]]] = collections.defaultdict(dict)
+        self._buckets: dict[tuple[ResourceKey, str | None], dict[str, dict[str, Any]]] = (
+            collections.defaultdict(dict)
+        )
         self._owned: dict[str, set[ObjectKey]] = collections.defaultdict(set)
         self._revision = itertools.count(1)
         self.revision = 0
-        self._log: dict[ResourceKey, collections.deque[tuple[int, Event]]] = collections.defaultdict(
-            lambda: collections.deque(maxlen=event_log_size)
+        self._log: dict[ResourceKey, collections.deque[tuple[int, Event]]] = (
+            collections.defaultdict(lambda: collections.deque(maxlen=event_log_size))
         )
         self._dropped_until: dict[ResourceKey, int] = collections.defaultdict(int)
         self.listeners: list[Callable[[ResourceKey, Event], None]] = []
@@ -86,7 +88,9 @@ class Store:
         try:
             return self.types[key]
         except KeyError:
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource {key}") from None
+            raise ApiError(
+                404, "NotFound", f"the server could not find the requested resource {key}"
+            ) from None
 
     def get(self, key: ResourceKey, namespace: str | None, name: str) -> dict[str, Any]:
         rtype = self.rtype(key)
@@ -95,8 +99,14 @@ class Store:
             raise _not_found(rtype, name)
         return copy.deepcopy(obj)
 
-    def list(self, key: ResourceKey, namespace: str | None, *, labels: str | None = None,
-             fields: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self,
+        key: ResourceKey,
+        namespace: str | None,
+        *,
+        labels: str | None = None,
+        fields: str | None = None,
+    ) -> list[dict[str, Any]]:
         self.rtype(key)
         match_labels, match_fields = patches.label_selector(labels), patches.field_selector(fields)
         return [
@@ -131,13 +141,21 @@ class Store:
             raise ApiError(400, "BadRequest", "metadata must be an object")
         if rtype.namespaced:
             if meta.get("namespace") not in (None, namespace):
-                raise ApiError(400, "BadRequest", "the namespace of the object does not match the namespace of the request")
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the object does not match the namespace of the request",
+                )
             if not self._exists(("", "v1", "namespaces"), None, namespace or ""):
                 raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found')
             meta["namespace"] = namespace
         if not meta.get("name"):
             if not meta.get("generateName"):
-                raise ApiError(422, "Invalid", "metadata.name: Required value: name or generateName is required")
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    "metadata.name: Required value: name or generateName is required",
+                )
             suffix = "".join(self._random.choices(string.ascii_lowercase + string.digits, k=5))
             meta["name"] = meta["generateName"] + suffix
         name = meta["name"]
@@ -152,12 +170,22 @@ class Store:
         meta |= {"uid": str(uuid.uuid4()), "creationTimestamp": _now(), "generation": 1}
         return self._store(rtype, obj, "ADDED")
 
-    def patch(self, key: ResourceKey, namespace: str | None, name: str, body: Any, *,
-              content_type: str, subresource: str | None = None) -> dict[str, Any]:
+    def patch(
+        self,
+        key: ResourceKey,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        content_type: str,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
         current = self.get(key, namespace, name)
         if content_type.startswith("application/json-patch+json"):
             patched = patches.json_patch(current, body)
-        elif content_type.startswith(("application/merge-patch+json", "application/strategic-merge-patch+json")):
+        elif content_type.startswith(
+            ("application/merge-patch+json", "application/strategic-merge-patch+json")
+        ):
             # Strategic merge is served as a merge patch: kubeserve never relies on list merging.
             if not isinstance(body, dict):
                 raise ApiError(400, "BadRequest", "a merge patch must be an object")
@@ -166,11 +194,20 @@ class Store:
                 raise self._conflict(key, name)
             patched = patches.merge_patch(current, body)
         else:
-            raise ApiError(415, "UnsupportedMediaType", f"the content type {content_type!r} is not supported")
+            raise ApiError(
+                415, "UnsupportedMediaType", f"the content type {content_type!r} is not supported"
+            )
         return self._update(key, current, patched, subresource)
 
-    def replace(self, key: ResourceKey, namespace: str | None, name: str, body: Any, *,
-                subresource: str | None = None) -> dict[str, Any]:
+    def replace(
+        self,
+        key: ResourceKey,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
         current = self.get(key, namespace, name)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of a replace must be an object")
@@ -179,8 +216,14 @@ class Store:
             raise self._conflict(key, name)
         return self._update(key, current, copy.deepcopy(body), subresource)
 
-    def delete(self, key: ResourceKey, namespace: str | None, name: str, *,
-               options: dict[str, Any] | None = None) -> dict[str, Any]:
+    def delete(
+        self,
+        key: ResourceKey,
+        namespace: str | None,
+        name: str,
+        *,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         rtype = self.rtype(key)
         current = self.get(key, namespace, name)
         options = options or {}
@@ -200,12 +243,15 @@ class Store:
     def _conflict(self, key: ResourceKey, name: str) -> ApiError:
         rtype = self.rtype(key)
         what = f"{rtype.plural}.{rtype.group}" if rtype.group else rtype.plural
-        return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {what} "{name}": the object has been modified; please apply your changes to the latest version and try again')
+        message = f'Operation cannot be fulfilled on {what} "{name}": the object has been modified'
+        return ApiError(409, "Conflict", message + "; please apply your changes to the latest version and try again")
 
     def _exists(self, key: ResourceKey, namespace: str | None, name: str) -> bool:
         return name in self._buckets.get((key, namespace), {})
 
-    def _update(self, key: ResourceKey, current: dict[str, Any], patched: Any, subresource: str | None) -> dict[str, Any]:
+    def _update(
+        self, key: ResourceKey, current: dict[str, Any], patched: Any, subresource: str | None
+    ) -> dict[str, Any]:
         rtype = self.rtype(key)
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
             raise ApiError(422, "Invalid", "the patched object must keep its metadata")
@@ -225,7 +271,15 @@ class Store:
                 else:
                     new.pop("status", None)
         meta, old_meta = new["metadata"], current["metadata"]
-        for field in ("uid", "creationTimestamp", "namespace", "name", "resourceVersion", "generation", "deletionTimestamp"):
+        for field in (
+            "uid",
+            "creationTimestamp",
+            "namespace",
+            "name",
+            "resourceVersion",
+            "generation",
+            "deletionTimestamp",
+        ):
             if field in old_meta:
                 meta[field] = old_meta[field]
             else:
@@ -279,13 +333,25 @@ class Store:
             dependent = bucket.get(name)
             if dependent is None:
                 continue
-            refs = [r for r in dependent["metadata"].get("ownerReferences") or [] if r.get("uid") != owner_uid]
+            refs = [
+                r
+                for r in dependent["metadata"].get("ownerReferences") or []
+                if r.get("uid") != owner_uid
+            ]
             if any(self._uid_exists(r.get("uid", "")) for r in refs):
                 continue
             self.delete(key, namespace, name)
 
     def _uid_exists(self, uid: str) -> bool:
-        return any(obj["metadata"].get("uid") == uid for bucket in self._buckets.values() for obj in bucket.values()) if uid else False
+        return (
+            any(
+                obj["metadata"].get("uid") == uid
+                for bucket in self._buckets.values()
+                for obj in bucket.values()
+            )
+            if uid
+            else False
+        )
 
     def _emit(self, key: ResourceKey, event: Event) -> None:
         log = self._log[key]

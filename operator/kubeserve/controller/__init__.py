@@ -1,0 +1,1 @@
+"""The operator: reconcile InferenceServices into their children and report their status."""

@@ -1,0 +1,103 @@
+"""`kubeserve operator`: run the operator against the cluster of the environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+
+import kopf
+
+from kubeserve import cluster
+from kubeserve.controller import handlers, reconcile
+from kubeserve.controller.config import OperatorConfig
+from kubeserve.controller.metrics import OperatorMetrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags override the KUBESERVE_* environment, which overrides the defaults."""
+    parser = argparse.ArgumentParser(
+        prog="kubeserve operator", description="Run the kubeserve operator."
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        help="watch this namespace (repeatable; default: all, or KUBESERVE_NAMESPACES)",
+    )
+    parser.add_argument("--server-image", help="model server image for variants that name none")
+    parser.add_argument("--router-image", help="nginx image of the routers")
+    parser.add_argument("--resync-seconds", type=float, help="full resync interval (default 300)")
+    parser.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port, 0 to disable (default 8081)"
+    )
+    parser.add_argument(
+        "--health-port", type=int, help="liveness /healthz port, 0 to disable (default 8080)"
+    )
+    parser.add_argument(
+        "--gateway-api",
+        action="store_true",
+        default=None,
+        help="watch HTTPRoutes (Gateway API installed)",
+    )
+    parser.add_argument(
+        "--log-format", choices=["plain", "json"], help="log format (default plain)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> OperatorConfig:
+    """Merge flags over the environment."""
+    config = OperatorConfig.from_env()
+    overrides = {
+        "namespaces": tuple(args.namespaces) if args.namespaces else None,
+        "server_image": args.server_image,
+        "router_image": args.router_image,
+        "resync_seconds": args.resync_seconds,
+        "metrics_port": args.metrics_port,
+        "health_port": args.health_port,
+        "gateway_api": args.gateway_api,
+        "log_format": args.log_format,
+    }
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run until SIGINT/SIGTERM; return the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from(args)
+    except ValueError as exc:
+        print(f"kubeserve operator: {exc}", file=sys.stderr)
+        return 2
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    registry = kopf.OperatorRegistry()
+    metrics = OperatorMetrics()
+    handlers.register(
+        registry,
+        config,
+        reconcile.Reconciler(cluster.Cluster.from_environment(), config.build_config()),
+        metrics,
+    )
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
+    liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            liveness_endpoint=liveness,
+        )
+    )
+    return 0

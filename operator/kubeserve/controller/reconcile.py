@@ -1,0 +1,341 @@
+"""One level-based reconcile for create, update, resume, resync and child events.
+
+Desired children come from the pure builders; actual children from the operator's watch
+caches (kopf indexes) overlaid with the answers to our own writes, so a steady state costs no
+API calls at all and an unchanged InferenceService is never written to. Every write goes
+through `kubeserve.cluster`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import kopf
+
+from kubeserve import cluster
+from kubeserve.api import spec, validation
+from kubeserve.api.errors import SpecError
+from kubeserve.build import children, meta
+from kubeserve.build.config import BuildConfig
+from kubeserve.controller import diff, status
+
+logger = logging.getLogger(__name__)
+
+ChildKey = tuple[str, str]  # kind, name (the namespace is the InferenceService's)
+ISVC_KIND = cluster.KINDS[("serving.kubeserve.dev/v1alpha1", "InferenceService")]
+
+
+@dataclasses.dataclass
+class Observed:
+    """What the watch caches hold for one InferenceService."""
+
+    children: dict[ChildKey, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    pods: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    # Kinds with no watch cache (e.g. HTTPRoute where Gateway API is not installed) are read.
+    uncached_kinds: frozenset[str] = frozenset()
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a reconcile did, for logs, metrics and tests."""
+
+    created: list[ChildKey] = dataclasses.field(default_factory=list)
+    patched: list[ChildKey] = dataclasses.field(default_factory=list)
+    deleted: list[ChildKey] = dataclasses.field(default_factory=list)
+    conflicts: list[str] = dataclasses.field(default_factory=list)
+    invalid: list[str] = dataclasses.field(default_factory=list)
+    status_written: bool = False
+    ready: bool = False
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _revision(obj: Mapping[str, Any] | None) -> int:
+    try:
+        return int((obj or {}).get("metadata", {}).get("resourceVersion", ""))
+    except ValueError:
+        return -1
+
+
+def controlled_by(obj: Mapping[str, Any], uid: str | None) -> bool | None:
+    """Tell whether `obj` is controlled by `uid`: True, False (someone else), None (nobody)."""
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return bool(uid) and ref.get("uid") == uid
+    return None
+
+
+class Reconciler:
+    """Holds the write-through overlay and the per-InferenceService locks; thread-safe."""
+
+    def __init__(self, api: cluster.Cluster, config: BuildConfig) -> None:
+        self._api = api
+        self._config = config
+        self._written: dict[tuple[str, str | None, str], dict[str, Any]] = {}
+        self._locks: dict[tuple[str | None, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._desired: dict[
+            tuple[str, int], tuple[spec.InferenceService, list[dict[str, Any]]]
+        ] = {}
+
+    # The overlay: answers to our own writes, until the watch cache has caught up with them.
+
+    def observe(
+        self, kind: str, namespace: str | None, name: str, obj: Mapping[str, Any] | None
+    ) -> None:
+        """Tell the overlay what a watch event said; it drops what the event supersedes."""
+        key = (kind, namespace, name)
+        with self._guard:
+            written = self._written.get(key)
+            if written is not None and (obj is None or _revision(obj) >= _revision(written)):
+                del self._written[key]
+
+    def _current(
+        self, kind: str, namespace: str | None, name: str, cached: Mapping[str, Any] | None
+    ) -> Mapping[str, Any] | None:
+        written = self._written.get((kind, namespace, name))
+        if written is not None and _revision(written) > _revision(cached):
+            return written
+        return cached
+
+    def _remember(self, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata", {})
+        with self._guard:
+            self._written[(obj["kind"], meta.get("namespace"), meta["name"])] = obj
+
+    def _lock(self, namespace: str | None, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def forget(self, namespace: str | None, name: str, uid: str | None) -> None:
+        """Drop what is kept for a deleted InferenceService."""
+        with self._guard:
+            self._locks.pop((namespace, name), None)
+            for key in [k for k in self._desired if k[0] == uid]:
+                del self._desired[key]
+
+    # Desired state, built once per generation.
+
+    def desired(
+        self, body: Mapping[str, Any]
+    ) -> tuple[spec.InferenceService, list[dict[str, Any]]]:
+        """Parse and build the desired children (SpecError when the spec is refused)."""
+        meta = body.get("metadata", {})
+        key = (meta.get("uid", ""), meta.get("generation") or 0)
+        cached = self._desired.get(key) if key[0] and key[1] else None
+        if cached is not None:
+            return cached
+        isvc = validation.parse(dict(body))
+        objects = children.build_children(isvc, self._config)
+        owner = {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": dict(meta),
+        }
+        kopf.append_owner_reference(objects, owner=kopf.Body(owner))
+        with self._guard:
+            if key[0] and key[1]:
+                # Keep one generation per InferenceService: older ones are never asked again.
+                for old in [k for k in self._desired if k[0] == key[0]]:
+                    del self._desired[old]
+                self._desired[key] = (isvc, objects)
+        return isvc, objects
+
+    # The reconcile.
+
+    def reconcile(
+        self,
+        body: Mapping[str, Any],
+        observe: Callable[[], Observed],
+        *,
+        only: Iterable[ChildKey] | None = None,
+    ) -> Outcome:
+        """Bring the children of one InferenceService to their desired state, then its status.
+
+        `observe` reads the watch caches; it is called once the InferenceService's lock is
+        held, so the reconcile sees every write of the reconcile that held it before.
+        """
+        meta = body.get("metadata", {})
+        with self._lock(meta.get("namespace"), meta.get("name", "")):
+            # Our own last status write may be newer than the cache's copy of the resource.
+            latest = self._current(
+                ISVC_KIND.kind, meta.get("namespace"), meta.get("name", ""), body
+            )
+            return self._reconcile(latest or body, observe(), None if only is None else set(only))
+
+    def _reconcile(
+        self, body: Mapping[str, Any], observed: Observed, only: set[ChildKey] | None
+    ) -> Outcome:
+        outcome = Outcome()
+        meta = body.get("metadata", {})
+        namespace, uid = meta.get("namespace"), meta.get("uid")
+        previous = dict(body.get("status") or {})
+        try:
+            isvc, desired = self.desired(body)
+        except SpecError as exc:
+            outcome.invalid = [str(e) for e in exc.errors]
+            new_status = status.invalid(
+                outcome.invalid,
+                previous,
+                generation=meta.get("generation"),
+                now=_now(),
+                reason="InvalidSpec",
+            )
+            outcome.status_written = self._write_status(body, previous, new_status)
+            return outcome
+
+        current: dict[ChildKey, dict[str, Any]] = {}
+        for obj in desired:
+            key = (obj["kind"], obj["metadata"]["name"])
+            if obj["kind"] in observed.uncached_kinds:
+                cached = self._api.get(cluster.kind_of(obj), namespace, key[1])
+            else:
+                cached = observed.children.get(key)
+            actual = self._current(key[0], namespace, key[1], cached)
+            if only is not None and key not in only:
+                if actual is not None:
+                    current[key] = dict(actual)
+                continue
+            result = self._apply(obj, actual, uid, outcome)
+            if result is not None:
+                current[key] = result
+        if only is None:
+            self._prune(
+                observed,
+                {(o["kind"], o["metadata"]["name"]) for o in desired},
+                namespace,
+                uid,
+                outcome,
+            )
+
+        if outcome.conflicts:
+            new_status = status.invalid(
+                outcome.conflicts,
+                previous,
+                generation=meta.get("generation"),
+                now=_now(),
+                reason="NameConflict",
+            )
+        else:
+            new_status = status.compute(
+                isvc,
+                current,
+                observed.pods,
+                previous,
+                now=_now(),
+                cluster_domain=self._config.cluster_domain,
+            )
+        outcome.ready = any(
+            c["type"] == status.READY and c["status"] == "True"
+            for c in new_status.get("conditions", [])
+        )
+        outcome.status_written = self._write_status(body, previous, new_status)
+        return outcome
+
+    def _apply(
+        self,
+        desired: dict[str, Any],
+        actual: Mapping[str, Any] | None,
+        uid: str | None,
+        outcome: Outcome,
+    ) -> dict[str, Any] | None:
+        kind = cluster.kind_of(desired)
+        meta = desired["metadata"]
+        key = (desired["kind"], meta["name"])
+        if actual is None:
+            try:
+                created = self._api.create(diff.with_applied_annotation(desired))
+            except cluster.AlreadyExists:
+                # Our cache had not seen it yet (or someone else made it): read, then compare.
+                actual = self._api.get(kind, meta.get("namespace"), meta["name"])
+                if actual is None:
+                    raise
+            else:
+                self._remember(created)
+                outcome.created.append(key)
+                return created
+        owner = controlled_by(actual, uid)
+        if owner is False or (owner is None and not _ours(actual)):
+            outcome.conflicts.append(
+                f"{desired['kind']} {meta['name']} already exists and is not owned by this InferenceService"
+            )
+            return None
+        patch = diff.patch_for(desired, actual)
+        if patch is None:
+            return dict(actual)
+        patched = self._api.patch(kind, meta.get("namespace"), meta["name"], patch)
+        if patched is None:  # deleted between our read and our write: create it again
+            patched = self._api.create(diff.with_applied_annotation(desired))
+            outcome.created.append(key)
+        else:
+            outcome.patched.append(key)
+        self._remember(patched)
+        return patched
+
+    def _prune(
+        self,
+        observed: Observed,
+        wanted: set[ChildKey],
+        namespace: str | None,
+        uid: str | None,
+        outcome: Outcome,
+    ) -> None:
+        for key, obj in sorted(observed.children.items()):
+            if key in wanted or not controlled_by(obj, uid):
+                continue
+            kind = cluster.KINDS[(obj["apiVersion"], obj["kind"])]
+            self._api.delete(kind, namespace, key[1], uid=obj["metadata"].get("uid"))
+            self.observe(key[0], namespace, key[1], None)
+            outcome.deleted.append(key)
+
+    def _write_status(
+        self, body: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any]
+    ) -> bool:
+        if status.same_status(previous, new):
+            return False
+        meta = body.get("metadata", {})
+        # The whole status replaces the old one: nulls remove what the new one no longer has.
+        patch = {"status": {**{k: None for k in previous if k not in new}, **new}}
+        written = self._api.patch(
+            ISVC_KIND, meta.get("namespace"), meta["name"], patch, subresource="status"
+        )
+        if written is not None:
+            self._remember(written)
+        return True
+
+
+def _ours(obj: Mapping[str, Any]) -> bool:
+    """Tell whether an unowned object carries our management label (e.g. orphaned by a restore)."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return labels.get("app.kubernetes.io/managed-by") == meta.MANAGED_BY
+
+
+def summarise(outcome: Outcome) -> str:
+    """Say in one line what a reconcile changed."""
+    parts = [
+        f"{what} {', '.join('/'.join(k) for k in keys)}"
+        for what, keys in (
+            ("created", outcome.created),
+            ("patched", outcome.patched),
+            ("deleted", outcome.deleted),
+        )
+        if keys
+    ]
+    return "; ".join(parts) or "no change"
+
+
+def pods_by_variant(pods: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Group pod snapshots by their variant label."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for p in pods:
+        variant = (p.get("metadata", {}).get("labels") or {}).get(meta.VARIANT_LABEL)
+        if variant:
+            out.setdefault(variant, []).append(dict(p))
+    return out
