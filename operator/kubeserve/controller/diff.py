@@ -52,6 +52,8 @@ def same(desired: Any, actual: Any) -> bool:
             and len(desired) == len(actual)
             and all(map(same, desired, actual))
         )
+    if isinstance(desired, bool) or isinstance(actual, bool):
+        return desired is actual
     if desired == actual:
         return True
     if isinstance(desired, bool) or isinstance(actual, bool) or desired is None or actual is None:
