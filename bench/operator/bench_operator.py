@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import sys
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support.kube_client import ISVC, Kube, wait_for  # noqa: E402
 from support.kube_emulator import EmulatorThread  # noqa: E402
-from support.kube_emulator.store import Store  # noqa: E402
+from support.kube_emulator.store import ApiError, Store  # noqa: E402
 from support.operator_process import OperatorProcess  # noqa: E402
 
 DEPLOYMENTS = ("apps", "v1", "deployments")
@@ -36,10 +37,20 @@ def isvc(i: int, namespace: str) -> dict[str, Any]:
         "apiVersion": "serving.kubeserve.dev/v1alpha1",
         "kind": "InferenceService",
         "metadata": {"name": f"model-{i:04d}", "namespace": namespace},
-        "spec": {"variants": [
-            {"name": "v1", "weight": 90, "model": {"format": "onnx", "storageUri": f"s3://models/m{i}/v1"}},
-            {"name": "v2", "weight": 10, "model": {"format": "onnx", "storageUri": f"s3://models/m{i}/v2"}},
-        ]},
+        "spec": {
+            "variants": [
+                {
+                    "name": "v1",
+                    "weight": 90,
+                    "model": {"format": "onnx", "storageUri": f"s3://models/m{i}/v1"},
+                },
+                {
+                    "name": "v2",
+                    "weight": 10,
+                    "model": {"format": "onnx", "storageUri": f"s3://models/m{i}/v2"},
+                },
+            ]
+        },
     }
 
 
@@ -54,18 +65,34 @@ def install_fake_controller(em: EmulatorThread) -> None:
         generation = obj["metadata"].get("generation", 1)
         if (obj.get("status") or {}).get("observedGeneration") == generation:
             return
-        ns, name, replicas = obj["metadata"]["namespace"], obj["metadata"]["name"], obj["spec"].get("replicas", 1)
-        status = {"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
-                  "updatedReplicas": replicas, "availableReplicas": replicas,
-                  "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-                                 {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}
+        ns, name, replicas = (
+            obj["metadata"]["namespace"],
+            obj["metadata"]["name"],
+            obj["spec"].get("replicas", 1),
+        )
+        status = {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "readyReplicas": replicas,
+            "updatedReplicas": replicas,
+            "availableReplicas": replicas,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+            ],
+        }
 
         def mark(store: Store = em.emulator.store) -> None:
-            try:
-                store.patch(DEPLOYMENTS, ns, name, {"status": status}, content_type="application/merge-patch+json",
-                            subresource="status")
-            except Exception:  # deleted meanwhile
-                pass
+            # The Deployment may be gone by now; then there is nothing to mark.
+            with contextlib.suppress(ApiError):
+                store.patch(
+                    DEPLOYMENTS,
+                    ns,
+                    name,
+                    {"status": status},
+                    content_type="application/merge-patch+json",
+                    subresource="status",
+                )
 
         loop.call_soon(mark)
 
@@ -84,13 +111,17 @@ def proc_stats(pid: int) -> tuple[float, float]:
 
 
 def writes(counts: collections.Counter[tuple[str, str]]) -> int:
-    return sum(n for (verb, _), n in counts.items() if verb in {"create", "patch", "update", "delete"})
+    return sum(
+        n for (verb, _), n in counts.items() if verb in {"create", "patch", "update", "delete"}
+    )
 
 
 def ready_count(em: EmulatorThread, namespace: str) -> int:
     def count(store: Store) -> int:
         n = 0
-        for obj in store.list(("serving.kubeserve.dev", "v1alpha1", "inferenceservices"), namespace):
+        for obj in store.list(
+            ("serving.kubeserve.dev", "v1alpha1", "inferenceservices"), namespace
+        ):
             for cond in (obj.get("status") or {}).get("conditions") or []:
                 if cond["type"] == "Ready" and cond["status"] == "True":
                     n += 1
@@ -129,14 +160,21 @@ def main() -> int:
         for i in range(args.count):
             kube.create(ISVC, ns, isvc(i, ns))
         created = time.perf_counter() - started
-        wait_for(lambda: ready_count(em, ns) == args.count + 1, timeout=600, interval=0.5, what="all Ready")
+        wait_for(
+            lambda: ready_count(em, ns) == args.count + 1,
+            timeout=600,
+            interval=0.5,
+            what="all Ready",
+        )
         results["seconds_to_all_ready"] = time.perf_counter() - started
         results["seconds_to_create_all"] = created
         peak, cpu1 = proc_stats(pid)
         time.sleep(2)  # let trailing events settle before the quiet window
         first = collections.Counter(em.emulator.counts)
         first[("create", "inferenceservices")] -= args.count  # the benchmark's own creates
-        results["first_reconcile_requests_per_isvc"] = {f"{v} {p}": round(n / args.count, 2) for (v, p), n in sorted(first.items()) if n}
+        results["first_reconcile_requests_per_isvc"] = {
+            f"{v} {p}": round(n / args.count, 2) for (v, p), n in sorted(first.items()) if n
+        }
         results["first_reconcile_writes_per_isvc"] = round(writes(first) / args.count, 2)
         results["operator_peak_rss_mb"] = round(peak, 1)
         results["operator_cpu_seconds_per_isvc"] = round((cpu1 - cpu0) / args.count, 4)
@@ -144,14 +182,18 @@ def main() -> int:
         # A no-op resync: one full resync interval with nothing changed.
         em.emulator.counts.clear()
         time.sleep(args.resync_seconds * 1.5)
-        results["noop_resync_requests"] = {f"{v} {p}": n for (v, p), n in sorted(em.emulator.counts.items()) if n}
+        results["noop_resync_requests"] = {
+            f"{v} {p}": n for (v, p), n in sorted(em.emulator.counts.items()) if n
+        }
         results["noop_resync_writes"] = writes(em.emulator.counts)
         # A restart: kopf resumes every InferenceService.
         op.stop()
         em.emulator.counts.clear()
         op.start()
         time.sleep(15)
-        results["restart_requests"] = {f"{v} {p}": n for (v, p), n in sorted(em.emulator.counts.items()) if n}
+        results["restart_requests"] = {
+            f"{v} {p}": n for (v, p), n in sorted(em.emulator.counts.items()) if n
+        }
         results["restart_writes"] = writes(em.emulator.counts)
         op.stop()
     print(json.dumps(results, indent=2))
