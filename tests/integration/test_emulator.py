@@ -1,0 +1,248 @@
+"""The API emulator keeps the API server's contract for what kubeserve and kopf use."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+
+from support.kube_client import DEPLOYMENTS, Kube
+from support.kube_emulator import EmulatorThread
+from support.kube_emulator.patches import PatchError, json_patch, label_selector, merge_patch
+from support.kube_emulator.server import RESOURCE_TYPES
+from support.kube_emulator.store import ApiError, Store
+
+DEP = ("apps", "v1", "deployments")
+CM = ("", "v1", "configmaps")
+ISVC = ("serving.kubeserve.dev", "v1alpha1", "inferenceservices")
+MERGE = "application/merge-patch+json"
+
+
+@pytest.fixture()
+def store() -> Store:
+    s = Store(RESOURCE_TYPES)
+    s.create(("", "v1", "namespaces"), None, {"metadata": {"name": "ns"}})
+    return s
+
+
+def test_create_fills_in_identity(store: Store) -> None:
+    obj = store.create(
+        DEP, "ns", {"metadata": {"name": "d"}, "spec": {"replicas": 1}, "status": {"x": 1}}
+    )
+    meta = obj["metadata"]
+    assert (
+        meta["uid"]
+        and meta["resourceVersion"]
+        and meta["generation"] == 1
+        and meta["creationTimestamp"]
+    )
+    assert obj["apiVersion"] == "apps/v1" and obj["kind"] == "Deployment"
+    assert "status" not in obj, "status is set through the status subresource only"
+
+
+def test_create_errors(store: Store) -> None:
+    store.create(DEP, "ns", {"metadata": {"name": "d"}})
+    with pytest.raises(ApiError) as info:
+        store.create(DEP, "ns", {"metadata": {"name": "d"}})
+    assert info.value.status == 409 and info.value.reason == "AlreadyExists"
+    with pytest.raises(ApiError) as info:
+        store.create(DEP, "missing", {"metadata": {"name": "d"}})
+    assert info.value.status == 404
+    with pytest.raises(ApiError) as info:
+        store.create(DEP, "ns", {"metadata": {}})
+    assert info.value.status == 422
+
+
+def test_generate_name_gives_unique_names(store: Store) -> None:
+    names = {
+        store.create(("", "v1", "events"), "ns", {"metadata": {"generateName": "e."}})["metadata"][
+            "name"
+        ]
+        for _ in range(50)
+    }
+    assert len(names) == 50 and all(n.startswith("e.") for n in names)
+
+
+def test_generation_bumps_on_spec_changes_only(store: Store) -> None:
+    store.create(DEP, "ns", {"metadata": {"name": "d"}, "spec": {"replicas": 1}})
+    after_labels = store.patch(
+        DEP, "ns", "d", {"metadata": {"labels": {"a": "b"}}}, content_type=MERGE
+    )
+    assert after_labels["metadata"]["generation"] == 1
+    after_spec = store.patch(DEP, "ns", "d", {"spec": {"replicas": 2}}, content_type=MERGE)
+    assert after_spec["metadata"]["generation"] == 2
+    same = store.patch(DEP, "ns", "d", {"spec": {"replicas": 2}}, content_type=MERGE)
+    assert same["metadata"]["resourceVersion"] == after_spec["metadata"]["resourceVersion"], (
+        "a no-op write changes nothing"
+    )
+
+
+def test_status_subresource_is_separate_from_the_rest(store: Store) -> None:
+    store.create(DEP, "ns", {"metadata": {"name": "d"}, "spec": {"replicas": 1}})
+    main = store.patch(
+        DEP,
+        "ns",
+        "d",
+        {"spec": {"replicas": 3}, "status": {"readyReplicas": 9}},
+        content_type=MERGE,
+    )
+    assert "status" not in main and main["spec"]["replicas"] == 3
+    st = store.patch(
+        DEP,
+        "ns",
+        "d",
+        {"spec": {"replicas": 5}, "status": {"readyReplicas": 3}},
+        content_type=MERGE,
+        subresource="status",
+    )
+    assert st["status"] == {"readyReplicas": 3} and st["spec"]["replicas"] == 3
+    assert st["metadata"]["generation"] == main["metadata"]["generation"]
+
+
+def test_optimistic_concurrency(store: Store) -> None:
+    obj = store.create(DEP, "ns", {"metadata": {"name": "d"}, "spec": {}})
+    rv = obj["metadata"]["resourceVersion"]
+    store.patch(DEP, "ns", "d", {"spec": {"replicas": 1}}, content_type=MERGE)
+    with pytest.raises(ApiError) as info:
+        store.patch(
+            DEP,
+            "ns",
+            "d",
+            {"metadata": {"resourceVersion": rv}, "spec": {"replicas": 2}},
+            content_type=MERGE,
+        )
+    assert info.value.status == 409
+    with pytest.raises(PatchError) as perr:
+        store.patch(
+            DEP,
+            "ns",
+            "d",
+            [
+                {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+                {"op": "add", "path": "/metadata/finalizers", "value": ["f"]},
+            ],
+            content_type="application/json-patch+json",
+        )
+    assert perr.value.status == 422
+
+
+def test_finalizers_delay_deletion(store: Store) -> None:
+    store.create(DEP, "ns", {"metadata": {"name": "d", "finalizers": ["x/y"]}})
+    marked = store.delete(DEP, "ns", "d")
+    assert marked["metadata"]["deletionTimestamp"]
+    assert store.get(DEP, "ns", "d")
+    store.patch(DEP, "ns", "d", {"metadata": {"finalizers": None}}, content_type=MERGE)
+    with pytest.raises(ApiError):
+        store.get(DEP, "ns", "d")
+
+
+def owned(name: str, owner: dict[str, Any]) -> dict[str, Any]:
+    ref = {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+    }
+    return {"metadata": {"name": name, "ownerReferences": [ref]}}
+
+
+def test_garbage_collection_cascades(store: Store) -> None:
+    isvc = store.create(ISVC, "ns", {"metadata": {"name": "m"}, "spec": {}})
+    dep = store.create(DEP, "ns", owned("d", isvc))
+    store.create(CM, "ns", owned("c", isvc))
+    store.create(("apps", "v1", "deployments"), "ns", owned("grandchild", dep))
+    store.create(CM, "ns", {"metadata": {"name": "unrelated"}})
+    store.delete(ISVC, "ns", "m")
+    assert [o["metadata"]["name"] for o in store.list(CM, "ns")] == ["unrelated"]
+    assert store.list(DEP, "ns") == []
+
+
+def test_orphan_propagation_keeps_dependents(store: Store) -> None:
+    isvc = store.create(ISVC, "ns", {"metadata": {"name": "m"}, "spec": {}})
+    store.create(CM, "ns", owned("c", isvc))
+    store.delete(ISVC, "ns", "m", options={"propagationPolicy": "Orphan"})
+    assert len(store.list(CM, "ns")) == 1
+
+
+def test_selectors(store: Store) -> None:
+    for name, labels in [("a", {"env": "prod", "tier": "web"}), ("b", {"env": "dev"}), ("c", {})]:
+        store.create(CM, "ns", {"metadata": {"name": name, "labels": labels}})
+    names = lambda sel: sorted(o["metadata"]["name"] for o in store.list(CM, "ns", labels=sel))  # noqa: E731
+    assert names("env=prod") == ["a"]
+    assert names("env!=prod") == ["b", "c"]
+    assert names("env in (prod, dev)") == ["a", "b"]
+    assert names("env notin (prod)") == ["b", "c"]
+    assert names("tier") == ["a"]
+    assert names("!env") == ["c"]
+    assert names("env=prod,tier=web") == ["a"]
+    assert [o["metadata"]["name"] for o in store.list(CM, "ns", fields="metadata.name=b")] == ["b"]
+    assert label_selector("")({"x": "y"})
+
+
+def test_patch_formats() -> None:
+    assert merge_patch({"a": {"b": 1, "c": 2}, "l": [1]}, {"a": {"b": None, "d": 3}, "l": [2]}) == {
+        "a": {"c": 2, "d": 3},
+        "l": [2],
+    }
+    doc = {"a": [1, 2], "b": {"c": 1}}
+    assert json_patch(
+        doc,
+        [
+            {"op": "add", "path": "/a/-", "value": 3},
+            {"op": "remove", "path": "/b/c"},
+            {"op": "replace", "path": "/b", "value": {"x": "~/"}},
+            {"op": "copy", "from": "/a/0", "path": "/z"},
+        ],
+    ) == {"a": [1, 2, 3], "b": {"x": "~/"}, "z": 1}
+    with pytest.raises(PatchError):
+        json_patch(doc, [{"op": "remove", "path": "/nope"}])
+
+
+def test_watch_resumes_from_a_resource_version_and_expires() -> None:
+    store = Store(RESOURCE_TYPES, event_log_size=5)
+    store.create(("", "v1", "namespaces"), None, {"metadata": {"name": "ns"}})
+    first = store.create(CM, "ns", {"metadata": {"name": "c0"}})
+    for i in range(1, 4):
+        store.create(CM, "ns", {"metadata": {"name": f"c{i}"}})
+    later = store.events_since(CM, int(first["metadata"]["resourceVersion"]))
+    assert [e["object"]["metadata"]["name"] for e in later or []] == ["c1", "c2", "c3"]
+    for i in range(4, 12):
+        store.create(CM, "ns", {"metadata": {"name": f"c{i}"}})
+    assert store.events_since(CM, int(first["metadata"]["resourceVersion"])) is None, "410 Gone"
+
+
+def test_http_paths_kopf_uses(tmp_path: Any) -> None:
+    with EmulatorThread() as em:
+        kube = Kube(em.url)
+        kube.create_namespace("web")
+        names = [n["metadata"]["name"] for n in kube.list(("v1", "namespaces"), None)]
+        assert {"default", "kube-system", "web"} <= set(names)
+        assert (
+            requests.get(f"{em.url}/api/v1/namespaces/web", timeout=5).json()["metadata"]["name"]
+            == "web"
+        )
+        assert requests.get(f"{em.url}/api/v1", timeout=5).json()["groupVersion"] == "v1"
+        resources = requests.get(f"{em.url}/apis/serving.kubeserve.dev/v1alpha1", timeout=5).json()[
+            "resources"
+        ]
+        assert {"inferenceservices", "inferenceservices/status"} <= {r["name"] for r in resources}
+        created = kube.create(DEPLOYMENTS, "web", {"metadata": {"name": "d"}, "spec": {}})
+        stream = requests.get(
+            f"{em.url}/apis/apps/v1/namespaces/web/deployments",
+            params={
+                "watch": "true",
+                "resourceVersion": created["metadata"]["resourceVersion"],
+                "timeoutSeconds": "2",
+            },
+            stream=True,
+            timeout=10,
+        )
+        kube.patch(DEPLOYMENTS, "web", "d", {"spec": {"replicas": 2}})
+        events = [json.loads(line) for line in stream.iter_lines() if line]
+        assert [e["type"] for e in events] == ["MODIFIED"]
+        missing = requests.get(f"{em.url}/apis/apps/v1/namespaces/web/deployments/nope", timeout=5)
+        assert missing.status_code == 404 and missing.json()["kind"] == "Status"
+        assert em.emulator.counts[("watch", "deployments")] == 1
