@@ -5,9 +5,12 @@ No module-wide operator runs here, so each test's operator is the only one in th
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 
 import pytest
+import requests
 from test_operator import (
     actual_children,
     condition,
@@ -102,5 +105,40 @@ def test_namespace_scoping(
         wait_children(kube, "scoped-in", inside)
         time.sleep(1)
         assert actual_children(kube, "scoped-out") == {}
+    finally:
+        process.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_liveness_metrics_and_json_logs(
+    kube: Kube, emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    health, metrics = _free_port(), _free_port()
+    process = OperatorProcess(
+        emulator, tmp_path_factory.mktemp("observability"), "--log-format", "json"
+    )
+    process.args[process.args.index("--metrics-port") + 1] = str(metrics)
+    process.args[process.args.index("--health-port") + 1] = str(health)
+    process.start()
+    try:
+        kube.create_namespace("observed")
+        obj = specs.isvc(name="watched")
+        create(kube, "observed", obj)
+        wait_children(kube, "observed", obj)
+        live = wait_for(
+            lambda: requests.get(f"http://127.0.0.1:{health}/healthz", timeout=2), what="/healthz"
+        )
+        assert live.status_code == 200
+        text = requests.get(f"http://127.0.0.1:{metrics}/metrics", timeout=2).text
+        assert 'kubeserve_operator_reconciles_total{result="ok",trigger="create"}' in text
+        assert 'kubeserve_operator_child_writes_total{kind="Deployment",verb="create"}' in text
+        assert "kubeserve_operator_reconcile_duration_seconds_bucket" in text
+        lines = [line for line in process.log().splitlines() if line.startswith("{")]
+        assert lines and all(json.loads(line).get("message") is not None for line in lines[:20])
     finally:
         process.stop()
