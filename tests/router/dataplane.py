@@ -192,6 +192,7 @@ def running_router(
 ) -> Iterator[tuple[Nginx, Upstreams, int]]:
     """Start stand-ins for every variant (`dead` ones get a closed port) and nginx in front."""
     modes = modes or {}
+    workdir.mkdir(parents=True, exist_ok=True)
     live = [v.name for v in isvc.spec.variants if v.name not in dead]
     ups = Upstreams([f"{n}:{modes.get(n, 'echo')}" for n in live])
     ports = dict(ups.ports) | {n: free_port() for n in dead}

@@ -43,8 +43,8 @@ ROUTER_RESOURCES: dict[str, Any] = {
 # the router replaces it with its own choice, so errors of an unreachable variant carry it too).
 SERVED_BY_HEADER = "x-kubeserve-variant"
 # How long a shadow may take before its copy is abandoned; see the mirror location.
-MIRROR_CONNECT_TIMEOUT = "500ms"
-MIRROR_TIMEOUT = "2s"
+MIRROR_CONNECT_TIMEOUT = "250ms"
+MIRROR_TIMEOUT = "1s"
 # Keeps endpoints controllers and kube-proxy time to stop sending to a terminating router.
 PRESTOP_SLEEP_SECONDS = 5
 

@@ -1,0 +1,371 @@
+"""The rendered router on real nginx: split, stickiness, override, shadow, reload under load.
+
+Each test renders a config with the same builder the operator uses, runs it on Debian's nginx
+on loopback ports in front of stand-in variants (upstream.py) and measures with real HTTP.
+Shares are checked against the binomial 99.9% acceptance interval of their weight.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scipy import stats
+
+from kubeserve.api import spec, validation
+from router import dataplane, split_model
+from support import specs
+
+pytestmark = dataplane.requires_nginx
+OVERRIDE = "x-kubeserve-variant"
+
+
+def parse(obj: dict[str, Any]) -> spec.InferenceService:
+    return validation.parse(obj)
+
+
+def interval(n: int, percent: int) -> tuple[int, int]:
+    """Give the counts a share of `percent` lands in with 99.9% probability out of n."""
+    low, high = stats.binom.interval(0.999, n, percent / 100)
+    return int(low), int(high)
+
+
+def weights_of(isvc: spec.InferenceService) -> list[tuple[str, int]]:
+    return list(isvc.spec.live_weights().items())
+
+
+@pytest.mark.parametrize(
+    ("weights", "routing"),
+    [
+        ({"v1": 90, "v2": 10}, {}),
+        # Sticky configured but no key sent: the random fallback must still follow weights.
+        ({"v1": 50, "v2": 30, "v3": 20, "dark": 0}, {"sticky": {"header": "x-user-id"}}),
+    ],
+    ids=["90-10", "50-30-20-and-dark"],
+)
+def test_split_follows_weights(
+    tmp_path: Path, weights: dict[str, int], routing: dict[str, Any]
+) -> None:
+    isvc = parse(specs.isvc(*(specs.variant(v, w) for v, w in weights.items()), routing=routing))
+    n = 10_000
+    with dataplane.running_router(isvc, tmp_path) as (_, upstreams, port):
+        client = dataplane.Client(port)
+        seen: Counter[str] = Counter()
+        for _ in range(n):
+            status, served_by, body = client.get()
+            assert status == 200
+            # The served-by header names the variant whose stand-in answered.
+            assert served_by == body
+            seen[served_by] += 1
+        assert upstreams.counts() == {v: c for v, c in seen.items()}
+    for variant, weight in weights.items():
+        if weight == 0:
+            assert seen[variant] == 0, "a 0% variant got live traffic"
+        else:
+            low, high = interval(n, weight)
+            assert low <= seen[variant] <= high, (variant, seen[variant], (low, high))
+
+
+def sticky_assignments(
+    isvc: spec.InferenceService,
+    workdir: Path,
+    keys: list[str],
+    repeats: int,
+    header: dict[str, str],
+) -> dict[str, str]:
+    """Send each key `repeats` times; give the one variant each reached (fail on a second)."""
+    name, template = next(iter(header.items()))
+    reached: dict[str, set[str]] = {}
+    with dataplane.running_router(isvc, workdir) as (_, _ups, port):
+        client = dataplane.Client(port)
+        for _ in range(repeats):
+            for key in keys:
+                status, served_by, _body = client.get(headers={name: template.format(key=key)})
+                assert status == 200
+                reached.setdefault(key, set()).add(served_by)
+    unstable = {k: v for k, v in reached.items() if len(v) > 1}
+    assert not unstable, f"{len(unstable)} keys reached more than one variant"
+    return {k: next(iter(v)) for k, v in reached.items()}
+
+
+KEYS = [f"user-{i}" for i in range(1000)]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "sticky", "header"),
+    [
+        # A canary ramp: 10% of the keys must move, from v1 to v2.
+        (
+            [("v1", 90), ("v2", 10)],
+            [("v1", 80), ("v2", 20)],
+            {"header": "x-user-id"},
+            {"x-user-id": "{key}"},
+        ),
+        # Weight moves between neighbours in spec order: only v2 -> v3, 10%, cookie keys.
+        (
+            [("v1", 50), ("v2", 30), ("v3", 20)],
+            [("v1", 50), ("v2", 20), ("v3", 30)],
+            {"cookie": "ab-user"},
+            {"Cookie": "theme=dark; ab-user={key}; x=1"},
+        ),
+    ],
+    ids=["header-90-10-to-80-20", "cookie-50-30-20-to-50-20-30"],
+)
+def test_sticky_keys_stay_and_a_weight_change_moves_only_the_keys_that_must_move(
+    tmp_path: Path,
+    before: list[tuple[str, int]],
+    after: list[tuple[str, int]],
+    sticky: dict[str, str],
+    header: dict[str, str],
+) -> None:
+    def isvc(weights: list[tuple[str, int]]) -> spec.InferenceService:
+        return parse(
+            specs.isvc(*(specs.variant(v, w) for v, w in weights), routing={"sticky": sticky})
+        )
+
+    old = sticky_assignments(isvc(before), tmp_path / "before", KEYS, 10, header)
+    new = sticky_assignments(isvc(after), tmp_path / "after", KEYS, 1, header)
+
+    # Exactly nginx's split_clients, predicted key by key (salted with the service's name).
+    assert old == {k: split_model.variant_for(f"digits/{k}", before) for k in KEYS}
+    assert new == {k: split_model.variant_for(f"digits/{k}", after) for k in KEYS}
+    # Keys were shared out by weight...
+    for variant, weight in before:
+        low, high = interval(len(KEYS), weight)
+        assert low <= Counter(old.values())[variant] <= high
+    # ...and the change moved only keys from the variant that lost weight to the one that
+    # gained it, as many as the weight moved (the minimum), no others.
+    moved = {k for k in KEYS if old[k] != new[k]}
+    loser = next(b[0] for b, a in zip(before, after, strict=True) if b[1] > a[1])
+    gainer = next(a[0] for b, a in zip(before, after, strict=True) if a[1] > b[1])
+    delta = sum(max(0, b[1] - a[1]) for b, a in zip(before, after, strict=True))
+    assert {(old[k], new[k]) for k in moved} == {(loser, gainer)}
+    low, high = interval(len(KEYS), delta)
+    assert low <= len(moved) <= high, (len(moved), (low, high))
+
+
+def test_override_header_wins_for_every_variant_even_dark_ones(tmp_path: Path) -> None:
+    isvc = parse(
+        specs.isvc(
+            specs.variant("v1", 90),
+            specs.variant("v2", 10),
+            specs.variant("dark", 0),
+            routing={"overrideHeader": OVERRIDE, "sticky": {"header": "x-user-id"}},
+        )
+    )
+    with dataplane.running_router(isvc, tmp_path) as (_, _ups, port):
+        client = dataplane.Client(port)
+        for target in ("v2", "dark", "v1"):
+            got = Counter(
+                client.get(headers={OVERRIDE: target, "x-user-id": f"u{i}"})[1] for i in range(300)
+            )
+            assert got == {target: 300}
+        # An unknown name is ignored: the request is split as usual.
+        got = Counter(client.get(headers={OVERRIDE: "nope"})[1] for _ in range(300))
+        assert set(got) <= {"v1", "v2"}
+        assert got["v1"] > got["v2"]
+
+
+def _latencies(port: int, n: int) -> tuple[list[float], Counter[tuple[int, str, str]]]:
+    client = dataplane.Client(port)
+    results: Counter[tuple[int, str, str]] = Counter()
+    lat = []
+    for _ in range(n):
+        start = time.perf_counter()
+        results[client.get()] += 1
+        lat.append(time.perf_counter() - start)
+    client.close()
+    return sorted(lat), results
+
+
+def _settled_counts(upstreams: dataplane.Upstreams) -> dict[str, int]:
+    # Mirror copies run in the background: wait until the shadow's count stops moving.
+    last: dict[str, int] = {}
+    for _ in range(50):
+        now = upstreams.counts()
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.05)
+    return last
+
+
+def test_mirror_copies_its_share_and_the_client_sees_only_primary_answers(tmp_path: Path) -> None:
+    isvc = parse(
+        specs.isvc(
+            specs.variant("v1", 70),
+            specs.variant("v2", 30),
+            specs.variant("shadow", 0),
+            routing={"mirror": {"variant": "shadow", "percent": 20}},
+        )
+    )
+    n = 5_000
+    with dataplane.running_router(isvc, tmp_path) as (_, upstreams, port):
+        _, results = _latencies(port, n)
+        counts = _settled_counts(upstreams)
+    assert {served for _, served, _ in results} == {"v1", "v2"}
+    assert all(status == 200 and served == body for status, served, body in results)
+    assert "shadow" not in counts  # no live request reached it
+    low, high = interval(n, 20)
+    assert low <= counts["shadow/mirror"] <= high, (counts, (low, high))
+
+
+def test_a_dead_shadow_costs_the_client_nothing(tmp_path: Path) -> None:
+    def isvc(routing: dict[str, Any]) -> spec.InferenceService:
+        return parse(
+            specs.isvc(specs.variant("v1", 100), specs.variant("shadow", 0), routing=routing)
+        )
+
+    n = 2_000
+    with dataplane.running_router(isvc({}), tmp_path / "plain") as (_, _ups, port):
+        _latencies(port, 200)  # warm-up
+        plain, _ = _latencies(port, n)
+    mirrored = isvc({"mirror": {"variant": "shadow", "percent": 100}})
+    with dataplane.running_router(mirrored, tmp_path / "dead", dead=("shadow",)) as (_, _ups, port):
+        _latencies(port, 200)
+        dead, results = _latencies(port, n)
+    assert results == {(200, "v1", "v1"): n}
+    p50, p99 = (
+        (dead[n // 2] - plain[n // 2]) * 1e3,
+        (dead[n * 99 // 100] - plain[n * 99 // 100]) * 1e3,
+    )
+    print(f"dead shadow at 100% mirror: p50 +{p50:.3f} ms, p99 +{p99:.3f} ms over no mirror")
+    # Refused connections cost nginx microseconds; allow for a noisy 2-core machine.
+    assert p50 < 0.2 and p99 < 1.0
+
+
+def test_a_hung_shadow_delays_a_keepalive_client_at_most_the_mirror_timeout(tmp_path: Path) -> None:
+    isvc = parse(
+        specs.isvc(
+            specs.variant("v1", 100),
+            specs.variant("shadow", 0),
+            routing={"mirror": {"variant": "shadow", "percent": 100}},
+        )
+    )
+    with dataplane.running_router(isvc, tmp_path, modes={"shadow": "hang"}) as (_, _ups, port):
+        client = dataplane.Client(port)
+        start = time.perf_counter()
+        assert client.get() == (200, "v1", "v1")
+        first = time.perf_counter() - start
+        # The answer came at once; the next request on this connection waits for the copy's
+        # timeout (1 s), never longer.
+        start = time.perf_counter()
+        assert client.get() == (200, "v1", "v1")
+        second = time.perf_counter() - start
+        # A new connection does not wait at all.
+        fresh = dataplane.Client(port)
+        start = time.perf_counter()
+        assert fresh.get() == (200, "v1", "v1")
+        third = time.perf_counter() - start
+    assert first < 0.1
+    assert second < 1.2
+    assert third < 0.1
+
+
+class Load:
+    """Steady traffic from several threads until stopped; counts answers and failures."""
+
+    def __init__(self, port: int, *, threads: int, keepalive: bool) -> None:
+        self.port, self.keepalive = port, keepalive
+        self.ok: Counter[str] = Counter()
+        self.failures: list[str] = []
+        # Requests retried because a kept-alive connection turned out to be closed by the
+        # server before it read them (RFC 9112 section 9.3.1: clients retry those).
+        self.stale_retries = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def _once(self, conn: http.client.HTTPConnection) -> str:
+        conn.request("POST", "/v2/models/m/infer", body=b"{}")
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"status {resp.status}")
+        return resp.getheader("x-kubeserve-variant", "")
+
+    def _run(self) -> None:
+        conn, reused = self._connect(), False
+        deadline = time.monotonic() + 30
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            if not self.keepalive:
+                conn.close()
+                conn, reused = self._connect(), False
+            try:
+                served = self._once(conn)
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected) as exc:
+                conn.close()
+                conn = self._connect()
+                if not reused:
+                    with self.lock:
+                        self.failures.append(repr(exc))
+                    continue
+                with self.lock:
+                    self.stale_retries += 1
+                try:
+                    served = self._once(conn)
+                except Exception as retry_exc:
+                    with self.lock:
+                        self.failures.append(repr(retry_exc))
+                    continue
+            except Exception as exc:
+                with self.lock:
+                    self.failures.append(repr(exc))
+                conn.close()
+                conn, reused = self._connect(), False
+                continue
+            reused = True
+            with self.lock:
+                self.ok[served] += 1
+        conn.close()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+@pytest.mark.parametrize("keepalive", [False, True], ids=["new-connections", "keepalive"])
+def test_reload_with_a_new_split_under_steady_load_fails_no_request(
+    tmp_path: Path, keepalive: bool
+) -> None:
+    def isvc(w1: int) -> spec.InferenceService:
+        return parse(specs.isvc(specs.variant("v1", w1), specs.variant("v2", 100 - w1)))
+
+    with dataplane.running_router(isvc(90), tmp_path) as (nginx, upstreams, port):
+        configs = [
+            dataplane.loopback_config(
+                isvc(w), upstreams.ports, listen=port, health=nginx.health, workdir=tmp_path
+            )
+            for w in (10, 90)
+        ]
+        reloads = 6
+        load = Load(port, threads=4, keepalive=keepalive)
+        for i in range(reloads):
+            time.sleep(0.4)
+            nginx.reload(configs[i % 2])
+        time.sleep(0.4)
+        load.finish()
+        total = sum(load.ok.values())
+        print(
+            f"reload x6 under load ({'keep-alive' if keepalive else 'new connection per request'}): "
+            f"{total} answered, {len(load.failures)} failed, {load.stale_retries} stale keep-alive retries"
+        )
+        assert load.failures == []
+        assert total > 1000
+        # The last reload (to 10/90) took effect: new requests follow the new split.
+        client = dataplane.Client(port)
+        got = Counter(client.get()[1] for _ in range(1000))
+    final_v2 = 100 - (10, 90)[(reloads - 1) % 2]
+    low, high = interval(1000, final_v2)
+    assert low <= got["v2"] <= high
