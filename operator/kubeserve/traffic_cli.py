@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Protocol
 
@@ -34,6 +35,10 @@ class ConflictError(Exception):
     """The object changed between the read and the patch."""
 
 
+class ApiUnavailableError(Exception):
+    """No cluster to talk to, or the API server refused; the message says which."""
+
+
 class KubernetesApi:
     """The InferenceService API through the official client and the usual kubeconfig."""
 
@@ -46,14 +51,23 @@ class KubernetesApi:
         try:
             config.load_incluster_config()
         except config.ConfigException:
-            config.load_kube_config(context=context)
+            try:
+                # The client reads KUBECONFIG once, at import; read it now instead.
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), context=context)
+            except (config.ConfigException, OSError) as exc:
+                raise ApiUnavailableError(f"no cluster configured: {exc}") from None
         self._api = client.CustomObjectsApi()
         self._errors = client.exceptions.ApiException
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
-        obj: Any = self._api.get_namespaced_custom_object(
-            kubeserve.API_GROUP, kubeserve.API_VERSION, namespace, PLURAL, name
-        )
+        try:
+            obj: Any = self._api.get_namespaced_custom_object(
+                kubeserve.API_GROUP, kubeserve.API_VERSION, namespace, PLURAL, name
+            )
+        except self._errors as exc:
+            if exc.status == 404:
+                raise traffic.TrafficError(f"not found in namespace {namespace!r}") from None
+            raise ApiUnavailableError(f"reading it failed: {exc.status} {exc.reason}") from None
         return dict(obj)
 
     def patch(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
@@ -68,12 +82,15 @@ class KubernetesApi:
                 _content_type="application/json-patch+json",
             )
         except self._errors as exc:
-            # A failed `test` operation comes back as 422; a stale resourceVersion as 409.
-            if exc.status in (409, 422) and "test" in str(exc.body or "").lower():
+            # A failed `test` operation comes back as 422 ("testing value ... failed"; 500 on
+            # old API servers); a stale resourceVersion as 409.
+            if exc.status in (422, 500) and "test" in str(exc.body or "").lower():
                 raise ConflictError(str(exc.body)) from exc
             if exc.status == 409:
                 raise ConflictError(str(exc.body)) from exc
-            raise
+            raise ApiUnavailableError(
+                f"the patch was refused: {exc.status} {exc.reason}: {exc.body}"
+            ) from None
         return dict(obj)
 
 
@@ -139,7 +156,7 @@ def run(args: argparse.Namespace, api: Api | None = None) -> int:
         if args.filename:
             return _run_on_file(args)
         return _run_on_cluster(args, api or KubernetesApi(args.context))
-    except traffic.TrafficError as exc:
+    except (traffic.TrafficError, ApiUnavailableError) as exc:
         print(f"kubeserve {args.command}: {args.name}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -1,0 +1,115 @@
+"""`KubernetesApi` through the real kubernetes client against a loopback stand-in API server.
+
+The stand-in speaks just enough of the API for the two calls: GET of one InferenceService and
+PATCH with `application/json-patch+json`, applying the patch (test operations included) and
+answering 422 when a test fails, as the API server does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+
+from kubeserve import cli, traffic, traffic_cli
+from router.test_traffic import apply_json_patch, three
+
+PATH = "/apis/serving.kubeserve.dev/v1alpha1/namespaces/default/inferenceservices/digits"
+
+
+class StandIn(BaseHTTPRequestHandler):
+    obj: ClassVar[dict[str, Any]] = {}
+    content_types: ClassVar[list[str]] = []
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path != PATH:
+            self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+            return
+        self._send(200, StandIn.obj)
+
+    def do_PATCH(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        StandIn.content_types.append(self.headers["Content-Type"])
+        try:
+            new = apply_json_patch(StandIn.obj, body)
+        except ValueError as exc:
+            self._send(
+                422,
+                {
+                    "kind": "Status",
+                    "code": 422,
+                    "message": f"the server rejected our request: {exc}",
+                },
+            )
+            return
+        new["metadata"]["resourceVersion"] = str(int(new["metadata"]["resourceVersion"]) + 1)
+        StandIn.obj = new
+        self._send(200, new)
+
+
+@pytest.fixture
+def api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[type[StandIn]]:
+    StandIn.obj, StandIn.content_types = three(), []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
+        ],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "ctx",
+    }
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    yield StandIn
+    server.shutdown()
+
+
+def test_commands_patch_through_the_kubernetes_client(
+    api_server: type[StandIn], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["traffic", "digits", "v1=50,v2=50"]) == 0
+    assert traffic.summary(api_server.obj) == "v1=50,v2=50,v3=mirror20%"
+    assert api_server.content_types == ["application/json-patch+json"]
+    assert cli.main(["rollback", "digits"]) == 0
+    assert traffic.summary(api_server.obj) == "v1=90,v2=10,v3=mirror20%"
+    assert "v1=50,v2=50,v3=mirror20% -> v1=90,v2=10,v3=mirror20%" in capsys.readouterr().out
+
+
+def test_a_failed_test_operation_is_a_conflict(api_server: type[StandIn]) -> None:
+    api = traffic_cli.KubernetesApi()
+    obj = api.get("default", "digits")
+    stale = copy.deepcopy(obj)
+    stale["metadata"]["resourceVersion"] = "1"
+    with pytest.raises(traffic_cli.ConflictError):
+        api.patch("default", "digits", traffic.json_patch(stale, traffic.promote(stale, "v2")))
+
+
+def test_a_missing_object_says_not_found(
+    api_server: type[StandIn], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["promote", "nope", "v2"]) == 1
+    assert "kubeserve promote: nope: not found in namespace 'default'" in capsys.readouterr().err
