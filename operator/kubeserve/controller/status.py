@@ -16,6 +16,8 @@ from kubeserve.build import pod, router
 from kubeserve.build.config import BuildConfig
 
 READY, VARIANTS_READY, ROUTING_READY = "Ready", "VariantsReady", "RoutingReady"
+# The kinds of children whose state the status is computed from.
+STATUS_KINDS = frozenset({"Deployment", "HTTPRoute"})
 # Reasons that resolve with time alone; any other reason needs someone to act.
 _WAITING = {"Progressing", "Unavailable", "DeploymentMissing"}
 _IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
