@@ -201,8 +201,9 @@ def wrk(url: str, body: pathlib.Path, lua: pathlib.Path, *, connections: int,
         env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True, text=True, check=True)
     out = done.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    # The "Latency Distribution" lines; anchored, as the thread stats also print percents.
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)$", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)$", out, re.M).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (
@@ -317,8 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"   {proto} b{batch} c{c}: {r['rps']:,.0f} req/s "
                           f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
                           f"errors {r['errors']}", file=sys.stderr)
-    report = {"machine": machine(), "duration_s": args.duration, "results": results}
-    args.json.write_text(json.dumps(report, indent=1))
+                    # Written after every measurement: a crash later keeps what was measured.
+                    report = {"machine": machine(), "duration_s": args.duration,
+                              "results": results}
+                    args.json.write_text(json.dumps(report, indent=1))
     print(table(results))
     if args.png:
         plot(results, args.png)

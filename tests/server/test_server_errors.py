@@ -31,7 +31,8 @@ def _v2(data: object, **tensor: object) -> dict[str, object]:
     ("/v2/models/digits/infer", {"inputs": "x"}, 400, "'inputs'"),
     ("/v2/models/digits/infer", {}, 400, "'inputs'"),
     ("/v2/models/digits/infer", {"inputs": [{"name": "input"}]}, 400, "lacks 'shape'"),
-    ("/v2/models/digits/infer", _v2(ROW, name="pixels"), 400, "unknown input 'pixels'"),
+    ("/v2/models/digits/infer", {"inputs": [*_v2(ROW)["inputs"], *_v2(ROW, name="pixels")[
+        "inputs"]]}, 400, "unknown input 'pixels'"),
     ("/v2/models/digits/infer", _v2(ROW, datatype="FP64"), 400, "does not match the model's FP32"),
     ("/v2/models/digits/infer", _v2(ROW, datatype="FLOAT"), 400, "unknown datatype"),
     ("/v2/models/digits/infer", _v2(ROW, shape=[2, 64]), 400, "needs 128 elements"),
@@ -103,6 +104,14 @@ def test_malformed_http_gets_400(onnx_port: int) -> None:
     garbage = b"POST /v2/models/digits/infer HTTP/1.1\r\nContent-Length: abc\r\n\r\n"
     assert raw_exchange(onnx_port, garbage).startswith(b"HTTP/1.1 4")
     assert request(onnx_port, "GET", "/v2/health/live")[0] == 200
+
+
+def test_endless_headers_are_cut_off(onnx_port: int) -> None:
+    head = b"GET /v2/health/live HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 100 + b"\r\n"
+    reply = raw_exchange(onnx_port, head + b"X-More: " + b"b" * 70_000 + b"\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 431 ")
+    reply = raw_exchange(onnx_port, b"GET /" + b"x" * 70_000 + b" HTTP/1.1\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 414 ")
 
 
 def test_pipelined_requests_are_answered_in_order(onnx_port: int) -> None:

@@ -92,6 +92,16 @@ def test_infer_nested_data_and_output_selection(onnx_port: int, digits_rows) -> 
     assert (proba.argmax(axis=1) == y[:2]).all()
 
 
+def test_kserve_docs_style_request_with_input_0(onnx_port: int, digits_rows) -> None:
+    # KServe's examples name the lone input "input-0"; a one-input model accepts any name.
+    x, y = digits_rows
+    status, _, body = _infer(onnx_port, {"inputs": [
+        {"name": "input-0", "shape": [2, 64], "datatype": "FP32", "data": x[:2].tolist(),
+         "parameters": {"content_type": "np"}}]})
+    assert status == 200, body
+    assert body["outputs"][0]["data"] == y[:2].tolist()
+
+
 def test_sklearn_accepts_any_numeric_datatype(sklearn_port: int, digits_rows) -> None:
     x, y = digits_rows
     for datatype in ("INT64", "FP32", "FP64", "UINT8"):

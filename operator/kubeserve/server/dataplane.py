@@ -124,7 +124,7 @@ class DataPlane:
             raise errors.NotReady(self._not_ready_reason(m.version))
         body = m.metadata()
         if version is None:
-            body["versions"] = sorted(self.repo.versions, key=repository._version_key)
+            body["versions"] = sorted(self.repo.versions, key=repository.version_key)
         return dumps(body), m.version
 
     def model_ready(self, name: str, version: str | None) -> Reply:
@@ -247,6 +247,11 @@ class DataPlane:
                 )
             name = item["name"]
             spec = specs.get(name)
+            if spec is None and len(specs) == 1 and len(raw) == 1 and isinstance(name, str):
+                # KServe's servers ignore the name of a lone input and its docs' examples
+                # say "input-0"; a one-input model has no ambiguity to guard against.
+                spec = m.inputs[0]
+                name = spec.name
             if spec is None:
                 raise errors.BadRequest(
                     f"unknown input {name!r}; the model's inputs are " + ", ".join(specs)

@@ -27,9 +27,11 @@ log = logging.getLogger("kubeserve.server")
 
 _REASONS = {
     200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
-    413: b"Payload Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable",
+    413: b"Payload Too Large", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error", 503: b"Service Unavailable",
 }
 JSON = b"application/json"
+MAX_HEAD = 64 * 1024  # bytes of request line and headers together
 
 Reply = dataplane.Reply
 Thunk = Callable[[bytes], Reply | Awaitable[Reply]]
@@ -215,6 +217,8 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = False  # an awaited (batched) reply is pending
         self.queue: deque[tuple[bytes, bytes, bytes, bool]] = deque()
         self.in_request = False
+        self.expect_continue = False
+        self.head_size = 0
         self.last_active = time.monotonic()
 
     # -- asyncio.Protocol ------------------------------------------------------------
@@ -245,13 +249,24 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.body = []
         self.size = 0
+        self.head_size = 0
         self.expect_continue = False
         self.in_request = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_size += len(url)
+        if self.head_size > MAX_HEAD and not self.rejected:
+            self._fail(414, f"request target longer than {MAX_HEAD} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp puts no bound on the head; a client streaming headers forever must not
+        # grow memory forever.
+        self.head_size += len(name) + len(value)
+        if self.head_size > MAX_HEAD:
+            if not self.rejected:
+                self._fail(431, f"request head larger than {MAX_HEAD} bytes")
+            return
         lname = name.lower()
         if lname == b"content-length":
             try:

@@ -16,8 +16,9 @@ from kubeserve.server import errors, model, runtimes
 log = logging.getLogger("kubeserve.server")
 
 
-def _version_key(version: str) -> tuple[tuple[int, int, str], ...]:
-    # Natural order: 10 after 9, v10 after v9; numbers and words never compare directly.
+def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key for versions in natural order: 10 after 9, v10 after v9."""
+    # Numbers and words never compare directly: each part is tagged with its kind.
     return tuple(
         (0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", version) if p
     )
@@ -41,7 +42,7 @@ class Repository:
         if found is None:
             raise errors.NotFound(
                 f"model '{name}' has no version '{key}'; versions: "
-                + ", ".join(sorted(self.versions, key=_version_key))
+                + ", ".join(sorted(self.versions, key=version_key))
             )
         return found
 
@@ -106,5 +107,5 @@ def discover(
         )
     # The variant's own directory is the default; otherwise the newest version, as in
     # TF Serving.
-    default = variant if variant and variant in found else max(found, key=_version_key)
+    default = variant if variant and variant in found else max(found, key=version_key)
     return Repository(name=name, versions=found, default=default)
