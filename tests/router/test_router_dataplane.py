@@ -8,6 +8,11 @@ Shares are checked against the binomial 99.9% acceptance interval of their weigh
 from __future__ import annotations
 
 import http.client
+import os
+import pwd
+import signal
+import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -369,3 +374,79 @@ def test_reload_with_a_new_split_under_steady_load_fails_no_request(
     final_v2 = 100 - (10, 90)[(reloads - 1) % 2]
     low, high = interval(1000, final_v2)
     assert low <= got["v2"] <= high
+
+
+def test_router_runs_unprivileged_and_writes_only_to_its_tmp() -> None:
+    # In the pod nginx runs as uid 101 on a read-only root with /tmp as its only writable
+    # directory; here an unprivileged user with only the test directory writable stands in.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start nginx as another user; unprivileged run not checked")
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' to run nginx as; unprivileged run not checked")
+    isvc = parse(
+        specs.isvc(
+            specs.variant("v1", 50),
+            specs.variant("v2", 50),
+            routing={"sticky": {"cookie": "uid"}},
+        )
+    )
+    # pytest's own temporary directories are private to root: make one the user can reach.
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        _run_as(nobody, isvc, Path(d))
+
+
+def _run_as(user: pwd.struct_passwd, isvc: spec.InferenceService, tmp_path: Path) -> None:
+    work = tmp_path / "tmp"
+    work.mkdir()
+    os.chown(work, user.pw_uid, user.pw_gid)
+    upstreams = dataplane.Upstreams(["v1", "v2"])
+    listen, health = dataplane.free_port(), dataplane.free_port()
+    conf = dataplane.loopback_config(
+        isvc, upstreams.ports, listen=listen, health=health, workdir=work
+    )
+    conf_path = tmp_path / "nginx.conf"
+    conf_path.write_text(conf)
+    # The pod's stdout is its own; a file the user owns stands in for it.
+    out = work / "stdout"
+    out.touch()
+    os.chown(out, user.pw_uid, user.pw_gid)
+    assert dataplane.NGINX is not None
+    with out.open("ab") as stdout:
+        proc = subprocess.Popen(
+            [dataplane.NGINX, "-e", "stderr", "-p", str(work), "-c", str(conf_path)],
+            user=user.pw_uid,
+            group=user.pw_gid,
+            extra_groups=[],
+            stdout=stdout,
+            stderr=stdout,
+        )
+    try:
+        answer = None
+        for _ in range(200):
+            try:
+                answer = dataplane.Client(listen).get(headers={"Cookie": "uid=alice"})
+                break
+            except OSError:
+                time.sleep(0.02)
+        assert answer is not None, out.read_text()
+        status, served_by, _ = answer
+        assert status == 200
+        assert served_by in {"v1", "v2"}
+        written = sorted(p.name for p in work.iterdir())
+        assert set(written) <= {
+            "nginx.pid",
+            "stdout",
+            "client_body",
+            "proxy",
+            "fastcgi",
+            "uwsgi",
+            "scgi",
+        }
+        assert "emerg" not in out.read_text() and "crit" not in out.read_text()
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        proc.wait(timeout=10)
+        upstreams.stop()
