@@ -155,3 +155,23 @@ def test_s3_without_s3fs_names_the_package(tmp_path: pathlib.Path) -> None:
     with pytest.raises(fetch.FetchError, match="needs s3fs"):
         fetch.fetch("s3://bucket/model.onnx", tmp_path / "d")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_archives_cannot_write_outside_the_destination(tmp_path: pathlib.Path) -> None:
+    import zipfile
+
+    evil_tar = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil_tar, "w:gz") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    evil_zip = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil_zip, "w") as zf:
+        zf.writestr("../escaped.txt", "x")
+    for archive in (evil_tar, evil_zip):
+        dest = tmp_path / "out" / archive.stem
+        with pytest.raises(fetch.FetchError, match=r"cannot unpack|escapes"):
+            fetch.fetch(str(archive), dest)
+        assert not dest.exists()
+    assert not (tmp_path / "out" / "escaped.txt").exists()
+    assert not (tmp_path / "escaped.txt").exists()

@@ -110,9 +110,12 @@ def _place_file(path: pathlib.Path, staging: pathlib.Path, name: str, sha256: st
     if lowered.endswith((".tar.gz", ".tgz", ".tar")):
         try:
             with tarfile.open(path) as tar:
+                if not hasattr(tarfile, "data_filter"):  # Python < 3.11.4
+                    raise FetchError(f"{name}: unpacking tar archives safely needs "
+                                     "Python 3.11.4 or newer")
                 tar.extractall(staging, filter="data")  # "data" refuses ../ and links out
         except (tarfile.TarError, OSError) as exc:
-            raise FetchError(f"{name}: not a readable tar archive: {exc}") from None
+            raise FetchError(f"{name}: cannot unpack tar archive: {exc}") from None
     elif lowered.endswith(".zip"):
         try:
             with zipfile.ZipFile(path) as zf:
@@ -122,7 +125,7 @@ def _place_file(path: pathlib.Path, staging: pathlib.Path, name: str, sha256: st
                         raise FetchError(f"{name}: archive member {member!r} escapes the directory")
                 zf.extractall(staging)
         except (zipfile.BadZipFile, OSError) as exc:
-            raise FetchError(f"{name}: not a readable zip archive: {exc}") from None
+            raise FetchError(f"{name}: cannot unpack zip archive: {exc}") from None
     else:
         shutil.copyfile(path, staging / name)
 
