@@ -1,8 +1,9 @@
 """Decide what to send so a child matches its desired state, touching only our own fields.
 
-Like `kubectl apply`, a child carries the last state we applied in an annotation: a field in
-it but no longer desired is removed; a field someone else set is left alone; a field we set
-and someone changed is put back. Values the API server normalises (`1` for `"1"`, `1Gi` for
+Like `kubectl apply`, a child carries what we last applied in an annotation — only the
+shape of it, the field names down to the lists, since removal needs names, not values: a
+field in it but no longer desired is removed; a field someone else set is left alone; a
+field we set and someone changed is put back. Values the API server normalises (`1` for `"1"`, `1Gi` for
 `1073741824`) compare equal, and list items may carry defaults the server added, so an
 unchanged child gives no patch at all.
 """

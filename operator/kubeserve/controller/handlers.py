@@ -17,7 +17,7 @@ import kopf
 
 from kubeserve import API_GROUP, API_VERSION, cluster
 from kubeserve.build import meta
-from kubeserve.controller import reconcile
+from kubeserve.controller import memory, reconcile
 from kubeserve.controller.config import OperatorConfig
 from kubeserve.controller.metrics import OperatorMetrics
 
@@ -34,6 +34,7 @@ CHILD_RESOURCES = [
 ]
 GATEWAY_RESOURCES = [("gateway.networking.k8s.io", "v1", "httproutes")]
 RETRY_DELAY = 5.0
+TRIM_SECONDS = 5.0
 resync_logger = logging.getLogger("kubeserve.resync")
 changes_logger = logging.getLogger("kubeserve.changes")
 
@@ -81,6 +82,10 @@ def register(
         # Only warnings become Kubernetes Events: an Event is a write, and most logs are not news.
         settings.posting.level = logging.WARNING
         settings.execution.max_workers = config.workers
+        # Bound the per-object workers: a burst of thousands of events then waits in the watch
+        # streams instead of holding thousands of event bodies in memory at once.
+        settings.queueing.worker_limit = config.workers * 4
+        settings.queueing.idle_timeout = 1.0
         settings.watching.server_timeout = 600
         settings.watching.client_timeout = 660
 
@@ -210,6 +215,7 @@ def register(
     @kopf.on.startup(id="start_resync", registry=registry)
     def start_resync(**_: Any) -> None:
         threading.Thread(target=resync_forever, name="kubeserve-resync", daemon=True).start()
+        memory.start_trimming(TRIM_SECONDS, stop)
 
     @kopf.on.cleanup(id="stop_resync", registry=registry)
     def stop_resync(**_: Any) -> None:
