@@ -103,9 +103,9 @@ class Cluster:
         """Connect with the in-cluster service account, or with KUBECONFIG outside a cluster."""
         configuration = kubernetes.client.Configuration()
         try:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=configuration)
+            kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         configuration.connection_pool_maxsize = pool_size
         return cls(kubernetes.client.ApiClient(configuration))
 
@@ -128,7 +128,7 @@ class Cluster:
         )
         try:
             response = self._api.call_api(*serialized, _request_timeout=self._timeout)
-            data = response.read()
+            data = response.read()  # type: ignore[no-untyped-call]
         except kubernetes.client.ApiException as exc:
             raise ApiError(exc.status or 0, exc.reason or "Error", str(exc.body or exc)) from None
         except Exception as exc:  # urllib3 connection errors: the API is unreachable or slow

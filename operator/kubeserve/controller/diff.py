@@ -11,6 +11,7 @@ unchanged child gives no patch at all.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from kubeserve.api import quantity
@@ -68,7 +69,7 @@ def same(desired: Any, actual: Any) -> bool:
 
 
 def _diff(
-    desired: dict[str, Any], actual: dict[str, Any], applied: Any, path: tuple[str, ...]
+    desired: dict[str, Any], actual: Mapping[str, Any], applied: Any, path: tuple[str, ...]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, want in desired.items():
@@ -88,7 +89,7 @@ def _diff(
     return out
 
 
-def patch_for(desired: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any] | None:
+def patch_for(desired: dict[str, Any], actual: Mapping[str, Any]) -> dict[str, Any] | None:
     """Give the merge patch that brings `actual` to `desired`, or None when nothing differs."""
     target = with_applied_annotation(desired)
     annotations = actual.get("metadata", {}).get("annotations") or {}

@@ -7,6 +7,7 @@ free of reads. A slow timer resyncs everything anyway, as a safety net for misse
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -162,7 +163,7 @@ def register(
         if outcome.status_written and (outcome.invalid or outcome.conflicts):
             reason = "InvalidSpec" if outcome.invalid else "NameConflict"
             kopf.warn(
-                dict(body),
+                kopf.Body(dict(body)),  # type: ignore[arg-type]
                 reason=reason,
                 message="; ".join(outcome.invalid or outcome.conflicts)[:1024],
             )
@@ -205,7 +206,7 @@ def register(
                     try:
                         run(
                             json.loads(text),
-                            lambda ns=namespace, n=name, idx=indexes: observed(ns, n, idx),
+                            functools.partial(observed, namespace, name, indexes),
                             "resync",
                             resync_logger,
                         )

@@ -82,9 +82,7 @@ class Reconciler:
         self._written: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         self._locks: dict[tuple[str | None, str], threading.Lock] = {}
         self._guard = threading.Lock()
-        self._desired: dict[
-            tuple[str, int], tuple[spec.InferenceService, list[dict[str, Any]]]
-        ] = {}
+        self._desired: dict[tuple[str, int], tuple[spec.InferenceService, list[str]]] = {}
 
     # The overlay: answers to our own writes, until the watch cache has caught up with them.
 
@@ -140,7 +138,7 @@ class Reconciler:
             "kind": body.get("kind"),
             "metadata": dict(meta),
         }
-        kopf.append_owner_reference(objects, owner=kopf.Body(owner))
+        kopf.append_owner_reference(objects, owner=kopf.Body(owner))  # type: ignore[arg-type]
         with self._guard:
             if key[0] and key[1]:
                 # Keep one generation per InferenceService: older ones are never asked again.

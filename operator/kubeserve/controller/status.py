@@ -35,7 +35,8 @@ class Verdict:
 def _condition(deployment: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
     for cond in deployment.get("status", {}).get("conditions") or []:
         if cond.get("type") == type_:
-            return cond
+            found: Mapping[str, Any] = cond
+            return found
     return None
 
 
@@ -207,7 +208,7 @@ def _stamp(
         "status": verdict.status,
         "reason": verdict.reason,
         "message": verdict.message,
-        "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
+        "lastTransitionTime": now if changed or old is None else old.get("lastTransitionTime", now),
     }
     if generation is not None:
         cond["observedGeneration"] = generation
