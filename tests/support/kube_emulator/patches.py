@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
 from collections.abc import Callable
 from typing import Any
+
+import orjson
+
+
+def clone(value: Any) -> Any:
+    """Copy a JSON value deeply (a JSON round trip: many times faster than copy.deepcopy)."""
+    return orjson.loads(orjson.dumps(value))
 
 
 class PatchError(Exception):
@@ -20,7 +26,7 @@ class PatchError(Exception):
 def merge_patch(target: Any, patch: Any) -> Any:
     """Apply an RFC 7386 JSON merge patch: maps merge, null deletes, anything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -96,21 +102,21 @@ def json_patch(target: Any, operations: Any) -> Any:
     """Apply an RFC 6902 JSON patch; a failed `test` refuses the whole patch."""
     if not isinstance(operations, list):
         raise PatchError("a JSON patch must be a list of operations", 400)
-    doc = copy.deepcopy(target)
+    doc = clone(target)
     for op in operations:
         kind, path = op.get("op"), op.get("path", "")
         if kind == "test":
             if _get(doc, path) != op.get("value"):
                 raise PatchError(f"test operation on {path!r} failed")
         elif kind == "add":
-            doc = _add(doc, path, copy.deepcopy(op.get("value")))
+            doc = _add(doc, path, clone(op.get("value")))
         elif kind == "remove":
             doc = _remove(doc, path)
         elif kind == "replace":
             _get(doc, path)
-            doc = _add(_remove(doc, path), path, copy.deepcopy(op.get("value")))
+            doc = _add(_remove(doc, path), path, clone(op.get("value")))
         elif kind in {"move", "copy"}:
-            value = copy.deepcopy(_get(doc, op.get("from", "")))
+            value = clone(_get(doc, op.get("from", "")))
             if kind == "move":
                 doc = _remove(doc, op["from"])
             doc = _add(doc, path, value)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import aiohttp.web
 import attrs
 import kmock
+import orjson
 
 from support.kube_emulator import patches
 from support.kube_emulator.store import ApiError, ResourceType, Store
@@ -112,7 +113,8 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             await self._inject_faults(request)
             if request.action == kmock.action.WATCH:
                 return await self._stream(raw_request, self._serve_watch(request))
-            return aiohttp.web.json_response(await self._dispatch(raw_request.path, request))
+            body = orjson.dumps(await self._dispatch(raw_request.path, request))
+            return aiohttp.web.Response(body=body, content_type="application/json")
         except ApiError as exc:
             return _status_response(exc.status, exc.reason, exc.message)
         except patches.PatchError as exc:
@@ -167,7 +169,7 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         await response.prepare(raw)  # type: ignore[arg-type]
         try:
             async for event in events:
-                await response.write(json.dumps(event).encode() + b"\n")
+                await response.write(orjson.dumps(event) + b"\n")
         except (ConnectionResetError, ConnectionError):
             return response
         await response.write_eof()

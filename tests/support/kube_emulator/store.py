@@ -8,7 +8,6 @@ garbage collection does not scan either.
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 import datetime
 import itertools
@@ -19,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from support.kube_emulator import patches
+from support.kube_emulator.patches import clone
 
 ResourceKey = tuple[str, str, str]  # group, version, plural
 ObjectKey = tuple[ResourceKey, str | None, str]  # resource, namespace, name
@@ -97,7 +97,7 @@ class Store:
         obj = self._buckets.get((key, namespace), {}).get(name)
         if obj is None:
             raise _not_found(rtype, name)
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def list(
         self,
@@ -110,7 +110,7 @@ class Store:
         self.rtype(key)
         match_labels, match_fields = patches.label_selector(labels), patches.field_selector(fields)
         return [
-            copy.deepcopy(obj)
+            clone(obj)
             for obj in self._objects(key, namespace)
             if match_labels(obj["metadata"].get("labels") or {}) and match_fields(obj)
         ]
@@ -135,7 +135,7 @@ class Store:
         rtype = self.rtype(key)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of a create must be an object")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise ApiError(400, "BadRequest", "metadata must be an object")
@@ -214,7 +214,7 @@ class Store:
         wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
         if wanted_rv is not None and wanted_rv != current["metadata"]["resourceVersion"]:
             raise self._conflict(key, name)
-        return self._update(key, current, copy.deepcopy(body), subresource)
+        return self._update(key, current, clone(body), subresource)
 
     def delete(
         self,
@@ -244,7 +244,11 @@ class Store:
         rtype = self.rtype(key)
         what = f"{rtype.plural}.{rtype.group}" if rtype.group else rtype.plural
         message = f'Operation cannot be fulfilled on {what} "{name}": the object has been modified'
-        return ApiError(409, "Conflict", message + "; please apply your changes to the latest version and try again")
+        return ApiError(
+            409,
+            "Conflict",
+            message + "; please apply your changes to the latest version and try again",
+        )
 
     def _exists(self, key: ResourceKey, namespace: str | None, name: str) -> bool:
         return name in self._buckets.get((key, namespace), {})
@@ -256,7 +260,7 @@ class Store:
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
             raise ApiError(422, "Invalid", "the patched object must keep its metadata")
         if subresource == "status":
-            new = copy.deepcopy(current)
+            new = clone(current)
             if "status" in patched:
                 new["status"] = patched["status"]
             else:
@@ -309,8 +313,8 @@ class Store:
         for ref in meta.get("ownerReferences") or []:
             self._owned[ref.get("uid", "")].add(object_key)
         self._buckets[(rtype.key, namespace)][meta["name"]] = obj
-        self._emit(rtype.key, {"type": kind, "object": copy.deepcopy(obj)})
-        return copy.deepcopy(obj)
+        self._emit(rtype.key, {"type": kind, "object": clone(obj)})
+        return clone(obj)
 
     def _remove(self, rtype: ResourceType, obj: dict[str, Any], *, orphan: bool) -> None:
         meta = obj["metadata"]
@@ -319,7 +323,7 @@ class Store:
         for ref in meta.get("ownerReferences") or []:
             self._owned[ref.get("uid", "")].discard((rtype.key, namespace, meta["name"]))
         self.revision = next(self._revision)
-        gone = copy.deepcopy(obj)
+        gone = clone(obj)
         gone["metadata"]["resourceVersion"] = str(self.revision)
         self._emit(rtype.key, {"type": "DELETED", "object": gone})
         dependents = self._owned.pop(meta["uid"], set())
