@@ -1,0 +1,74 @@
+"""Turn one or more ``run_benchmark.py`` result files into the Markdown tables of the docs.
+
+With several files (repeated full runs on a shared machine), each server and scenario keeps
+its best run by requests/s, the same rule for every server, and that run's latencies.
+
+    python bench/server/report.py bench/server/results*.json
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+Key = tuple[str, str, int, int]
+
+
+def best_of(files: Sequence[pathlib.Path]) -> dict[Key, dict[str, Any]]:
+    """Return the best measurement per (server, protocol, batch, connections)."""
+    best: dict[Key, dict[str, Any]] = {}
+    for f in files:
+        for row in json.loads(f.read_text())["results"]:
+            key = (row["server"], row["protocol"], row["batch"], row["connections"])
+            if key not in best or row["rps"] > best[key]["rps"]:
+                best[key] = row
+    return best
+
+
+def _workers(server: str) -> int:
+    return 2 if "2 workers" in server else 1
+
+
+def _is_peer(server: str) -> bool:
+    return not server.startswith("kubeserve")
+
+
+def markdown(best: dict[Key, dict[str, Any]]) -> str:
+    """Render one table row per measurement with ratios against the faster peer."""
+    lines = [
+        "| protocol | batch | conns | server | req/s | p50 ms | p99 ms | "
+        "vs faster peer, same workers | vs fastest peer overall |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    scenarios = sorted({k[1:] for k in best})
+    servers = list(dict.fromkeys(k[0] for k in best))
+    for proto, batch, conns in scenarios:
+        rows = [best[(s, proto, batch, conns)] for s in servers if (s, proto, batch, conns) in best]
+        peers = [r for r in rows if _is_peer(r["server"])]
+        overall = max((r["rps"] for r in peers), default=0.0)
+        for r in rows:
+            same = [p["rps"] for p in peers if _workers(p["server"]) == _workers(r["server"])]
+            # MLServer always runs its default single inference worker; count it as 1.
+            ratio_same = r["rps"] / max(same) if same and not _is_peer(r["server"]) else None
+            ratio_all = r["rps"] / overall if peers and not _is_peer(r["server"]) else None
+            lines.append(
+                f"| {proto.upper()} | {batch} | {conns} | {r['server']} | {r['rps']:,.0f} | "
+                f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                f"{f'{ratio_same:.1f}x' if ratio_same else ''} | "
+                f"{f'{ratio_all:.1f}x' if ratio_all else ''} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Print the table for the given result files."""
+    files = [pathlib.Path(a) for a in argv] or [pathlib.Path(__file__).with_name("results.json")]
+    print(markdown(best_of(files)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
