@@ -8,6 +8,7 @@ of the model; the supervisor forwards SIGTERM and replaces a worker that dies.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import os
@@ -104,7 +105,7 @@ async def _serve(cfg: config.ServerConfig, *, metrics_dir: str | None, reuse_por
                 m,
                 max_batch_size=cfg.batch_max_size,
                 max_wait=cfg.batch_max_wait_ms / 1000.0,
-                on_batch=lambda rows, v=version: stats.batch(repo.name, v, rows),
+                on_batch=functools.partial(stats.batch, repo.name, version),
             )
     plane = dataplane.DataPlane(repo, batchers=batchers)
     files = metrics.SnapshotFiles(pathlib.Path(metrics_dir)) if metrics_dir else None
