@@ -67,3 +67,8 @@ gives repository@digest when a digest is set, else repository:tag.
 {{- printf "%s:%s" .image.repository (toString (default .defaultTag .image.tag)) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The metrics Service: "<fullname>-metrics", within 63 characters. */}}
+{{- define "kubeserve.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "kubeserve.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
