@@ -246,3 +246,26 @@ def test_http_paths_kopf_uses(tmp_path: Any) -> None:
         missing = requests.get(f"{em.url}/apis/apps/v1/namespaces/web/deployments/nope", timeout=5)
         assert missing.status_code == 404 and missing.json()["kind"] == "Status"
         assert em.emulator.counts[("watch", "deployments")] == 1
+
+
+def test_faults_are_injected_on_matching_requests() -> None:
+    from support.kube_emulator.server import Fault
+
+    with EmulatorThread() as em:
+        kube = Kube(em.url)
+        em.emulator.faults.append(Fault(share=1.0, status=500, plurals=frozenset({"configmaps"})))
+        with pytest.raises(requests.HTTPError) as info:
+            kube.create(("v1", "configmaps"), "default", {"metadata": {"name": "c"}})
+        assert info.value.response.status_code == 500
+        assert kube.list(("v1", "configmaps"), "default") == [], "reads are not faulted by default"
+        kube.create(DEPLOYMENTS, "default", {"metadata": {"name": "d"}, "spec": {}})
+        em.emulator.faults[:] = [Fault(share=0.5, status=409)]
+        codes = [
+            kube.session.post(
+                f"{em.url}/api/v1/namespaces/default/configmaps",
+                json={"metadata": {"name": f"x{i}"}},
+                timeout=5,
+            ).status_code
+            for i in range(40)
+        ]
+        assert 8 < codes.count(409) < 32 and 8 < codes.count(200) < 32

@@ -179,7 +179,7 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         if request.action == kmock.action.WATCH or request.resource is None:
             return
         for fault in self.faults:
-            if str(request.method) not in fault.methods:
+            if request.method is None or request.method.value not in fault.methods:
                 continue
             if fault.plurals is not None and request.resource.plural not in fault.plurals:
                 continue
