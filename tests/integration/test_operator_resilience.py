@@ -34,12 +34,14 @@ def test_restart_mid_reconcile_leaves_exactly_the_desired_children(
     try:
         objs = [
             specs.isvc(specs.variant("v1", 70), specs.variant("v2", 30), name=f"svc{i}")
-            for i in range(30)
+            for i in range(100)
         ]
         for obj in objs:
             create(kube, namespace, obj)
         wait_for(
-            lambda: len(actual_children(kube, namespace)) >= 20, what="some children", interval=0.02
+            lambda: len(actual_children(kube, namespace)) >= 150,
+            what="some children",
+            interval=0.02,
         )
         process.stop(kill=True)
         process.start()

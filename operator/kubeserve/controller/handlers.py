@@ -83,9 +83,9 @@ def register(
         # Only warnings become Kubernetes Events: an Event is a write, and most logs are not news.
         settings.posting.level = logging.WARNING
         settings.execution.max_workers = config.workers
-        # Bound the per-object workers: a burst of thousands of events then waits in the watch
-        # streams instead of holding thousands of event bodies in memory at once.
-        settings.queueing.worker_limit = config.workers * 4
+        # No settings.queueing.worker_limit: a worker waiting for the indexes to fill would hold
+        # its slot while other objects wait for one to be indexed (a deadlock past the limit).
+        # Idle workers exit soon instead, so a burst's memory is given back sooner.
         settings.queueing.idle_timeout = 1.0
         settings.watching.server_timeout = 600
         settings.watching.client_timeout = 660
