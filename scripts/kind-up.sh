@@ -3,7 +3,8 @@
 #   1. check the prerequisites (docker with a running engine, kind, kubectl, helm);
 #   2. create the cluster from kind-config.yaml (or reuse it when it exists);
 #   3. build the operator and server images and `kind load` them into the nodes;
-#   4. `helm upgrade --install` the chart with those images;
+#   4. `helm upgrade --install` the chart with those images, in namespaces that enforce the
+#      restricted Pod Security Standard;
 #   5. apply an InferenceService (examples/canary.yaml) and wait for its Ready condition;
 #   6. call it REQUESTS times through its stable Service from a pod in the cluster and count
 #      the x-kubeserve-variant response header: the split (and the override header at work).
@@ -87,8 +88,16 @@ fi
 step "loading the images into the kind nodes"
 kind load docker-image --name "$CLUSTER" "$OPERATOR_IMAGE" "$SERVER_IMAGE"
 
-# 4. The chart, pointed at the loaded images (IfNotPresent: the nodes have them).
+# 4. The chart, pointed at the loaded images (IfNotPresent: the nodes have them). Both
+#    namespaces enforce the restricted Pod Security Standard, so the API server itself refuses
+#    any pod of the operator, the model servers or the routers that would not meet it.
 step "installing the chart (release $RELEASE in $RELEASE_NAMESPACE)"
+for ns in "$RELEASE_NAMESPACE" "$NAMESPACE"; do
+  kubectl --context "$CONTEXT" create namespace "$ns" --dry-run=client -o yaml \
+    | kubectl --context "$CONTEXT" apply -f - >/dev/null
+  kubectl --context "$CONTEXT" label namespace "$ns" --overwrite \
+    pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted
+done
 helm --kube-context "$CONTEXT" upgrade --install "$RELEASE" charts/kubeserve \
   --namespace "$RELEASE_NAMESPACE" --create-namespace \
   --set image.repository=kubeserve-operator --set-string image.tag="$TAG" \
@@ -114,8 +123,11 @@ url="http://$name.$NAMESPACE.svc.cluster.local/v1/models/$name:predict"
 step "calling $url $REQUESTS times from a pod"
 client="kubeserve-split-check"
 kubectl --context "$CONTEXT" -n "$NAMESPACE" delete pod "$client" --ignore-not-found --wait=true >/dev/null
+# The restricted profile applies to this pod too.
+restricted='{"apiVersion": "v1", "spec": {"securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}, "containers": [{"name": "'"$client"'", "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}}}]}}'
 kubectl --context "$CONTEXT" -n "$NAMESPACE" run "$client" --image="$SERVER_IMAGE" \
   --image-pull-policy=IfNotPresent --restart=Never --labels=app.kubernetes.io/name=kubeserve-split-check \
+  --override-type=strategic --overrides="$restricted" \
   --env=URL="$url" --env=REQUESTS="$REQUESTS" --command -- python -c '
 import collections, json, os, urllib.request
 url, n = os.environ["URL"], int(os.environ["REQUESTS"])

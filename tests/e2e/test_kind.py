@@ -157,6 +157,20 @@ def test_operator_is_running(kind_up: dict[str, Any]) -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
+def test_everything_runs_under_the_restricted_pod_security_standard(
+    kind_up: dict[str, Any],
+) -> None:
+    """kind-up.sh makes both namespaces enforce `restricted`: admission let every pod in."""
+    for ns in ("kubeserve-system", NAMESPACE):
+        labels = get_json("namespace", ns)["metadata"]["labels"]
+        assert labels.get("pod-security.kubernetes.io/enforce") == "restricted", ns
+    pods = get_json("-n", NAMESPACE, "pods", "-l", f"app.kubernetes.io/instance={CANARY}")["items"]
+    assert len(pods) >= 5, "v1 (2, its HPA's minimum), v2 (1) and the router (2)"
+    assert all(p["status"]["phase"] == "Running" for p in pods), [
+        (p["metadata"]["name"], p["status"]["phase"]) for p in pods
+    ]
+
+
 def test_inferenceservice_is_ready_with_its_status(kind_up: dict[str, Any]) -> None:
     isvc = get_json("-n", NAMESPACE, "inferenceservice", CANARY)
     for kind in ("Ready", "VariantsReady", "RoutingReady"):
