@@ -241,7 +241,7 @@ def test_a_dead_shadow_costs_the_client_nothing(tmp_path: Path) -> None:
     )
     print(f"dead shadow at 100% mirror: p50 +{p50:.3f} ms, p99 +{p99:.3f} ms over no mirror")
     # Refused connections cost nginx microseconds; allow for a noisy 2-core machine.
-    assert p50 < 0.2 and p99 < 1.0
+    assert p50 < 0.2 and p99 < 2.0
 
 
 def test_a_hung_shadow_delays_a_keepalive_client_at_most_the_mirror_timeout(tmp_path: Path) -> None:
