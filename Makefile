@@ -3,15 +3,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CRD := crds/serving.kubeserve.dev_inferenceservices.yaml
-EXAMPLE ?= examples/canary.yaml
+EXAMPLE ?= examples/ab-sticky.yaml
 
-.PHONY: help install test lint crd demo render clean
+.PHONY: help install nginx models test lint crd demo up render kind-up kind-down bench clean
 
 help:
-	@echo "make test    set up .venv and run the linters and the whole test suite"
-	@echo "make demo    set up .venv and show what kubeserve makes of an example ($(EXAMPLE))"
-	@echo "make crd     regenerate $(CRD) from the API models"
-	@echo "make clean   remove .venv and caches"
+	@echo "make demo       set up, then run an A/B test locally and show which variant serves whom"
+	@echo "make test       set up, then run the linters and the whole test suite"
+	@echo "make up         run EXAMPLE (default $(EXAMPLE)) locally until Ctrl-C"
+	@echo "make render     print what the operator would create for EXAMPLE"
+	@echo "make kind-up    create a kind cluster, install kubeserve with Helm, call an example"
+	@echo "make kind-down  delete that cluster"
+	@echo "make crd        regenerate $(CRD) from the API models"
+	@echo "make bench      run the benchmarks (results: docs/benchmarks.md)"
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,19 +25,45 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# The router of the local run and of the data-plane tests is Debian's nginx.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; \
+	  else echo "nginx is needed: install it (Debian/Ubuntu: sudo apt-get install nginx)"; exit 1; fi; }
+
+models: install
+	@[ -f models/digits-onnx/v1/model.onnx ] || $(BIN)/python scripts/train_example_models.py --out models
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: install lint
-	$(BIN)/python -m pytest
+test: install nginx lint
+	@if [ -x scripts/install-test-tools.sh ]; then scripts/install-test-tools.sh; fi
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest
+
+demo: install nginx models
+	$(BIN)/python scripts/demo.py
+
+up: install nginx models
+	$(BIN)/kubeserve up -f $(EXAMPLE)
+
+render: install
+	$(BIN)/kubeserve validate -f $(EXAMPLE)
+	$(BIN)/kubeserve render -f $(EXAMPLE)
 
 crd: install
 	$(BIN)/kubeserve crd -o $(CRD)
 
-demo: install
-	$(BIN)/kubeserve validate -f $(EXAMPLE)
-	$(BIN)/kubeserve render -f $(EXAMPLE)
+kind-up:
+	scripts/kind-up.sh
+
+kind-down:
+	scripts/kind-down.sh
+
+bench: install nginx models
+	$(BIN)/python bench/operator/bench_operator.py --json docs/operator-bench.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .tools

@@ -17,6 +17,7 @@ EXIT_INVALID = 1
 EXIT_USAGE = 2
 SERVER_COMMANDS = ("serve", "fetch")
 OPERATOR_COMMAND = "operator"
+UP_COMMAND = "up"
 
 
 def _describe(doc: Any, index: int, source: str) -> str:
@@ -123,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(
             name, help=f"model server: {name} (see `kubeserve {name} --help`)", add_help=False
         )
+    sub.add_parser(
+        OPERATOR_COMMAND, help="run the operator (see `kubeserve operator --help`)", add_help=False
+    )
+    sub.add_parser(
+        UP_COMMAND,
+        help="run an InferenceService on this machine, no cluster (see `kubeserve up --help`)",
+        add_help=False,
+    )
     return parser
 
 
@@ -159,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_server_command(args_list)
     if args_list and args_list[0] == OPERATOR_COMMAND:
         return _run_operator(args_list[1:])
+    if args_list and args_list[0] == UP_COMMAND:
+        from kubeserve.local import up
+
+        return up.main(args_list[1:])
     args = build_parser().parse_args(args_list)
     try:
         return int(args.func(args))

@@ -1,0 +1,307 @@
+"""`kubeserve up -f FILE`: run an InferenceService on this machine, as the operator would.
+
+Each variant's model is fetched by `kubeserve fetch` (the init container's command) and
+served by a `kubeserve serve` process (the pod's command, with the pod's environment); the
+router is Debian's or any nginx, started with the very config the operator puts in the
+router's ConfigMap, its upstreams pointed at the local servers. Ctrl-C (or SIGTERM) stops
+everything, servers draining their requests first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from kubeserve import manifests
+from kubeserve.api import spec, validation
+from kubeserve.api.errors import SpecError
+from kubeserve.build import pod, router
+from kubeserve.build.config import BuildConfig
+from kubeserve.local import router_config
+
+# Examples name paths inside the server image; locally the training script writes them here.
+IMAGE_MODELS = "/models/"
+READY_TIMEOUT = 120.0
+
+
+class UpError(Exception):
+    """Something that stops the local run, said for the user."""
+
+
+@dataclasses.dataclass
+class Process:
+    """A child process of the local run."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the `kubeserve up` argument parser."""
+    parser = argparse.ArgumentParser(prog="kubeserve up", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "-f", "--filename", required=True, help="InferenceService YAML (the first one in the file)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="router port on 127.0.0.1 (default 8080; 0: any free)",
+    )
+    parser.add_argument(
+        "--models-root",
+        default="models",
+        help="where file:///models/... URIs are looked up when /models does not exist (default ./models)",
+    )
+    parser.add_argument(
+        "--workdir",
+        help="keep fetched models, configs and logs here (default: a temporary directory)",
+    )
+    parser.add_argument(
+        "--nginx", default=None, help="nginx binary (default: nginx on PATH or /usr/sbin/nginx)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="stop by itself after this many seconds"
+    )
+    return parser
+
+
+def local_uri(uri: str, models_root: Path) -> str:
+    """Map a file:///models/... URI of the server image to the local models directory."""
+    if not uri.startswith("file://"):
+        return uri
+    path = Path(uri.removeprefix("file://"))
+    if path.exists() or not str(path).startswith(IMAGE_MODELS):
+        return uri
+    return (models_root.resolve() / str(path).removeprefix(IMAGE_MODELS)).as_uri()
+
+
+def find_nginx(explicit: str | None) -> str:
+    """Find the nginx binary, or say how to get one."""
+    for candidate in [explicit, shutil.which("nginx"), "/usr/sbin/nginx"]:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise UpError("nginx is not installed: the router needs it (Debian: apt-get install nginx)")
+
+
+def _kubeserve(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kubeserve.cli", *args]
+
+
+def _wait_ready(url: str, proc: Process, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise UpError(
+                f"{proc.name} exited with code {proc.popen.returncode}; its log:\n{_tail(proc.log)}"
+            )
+        with (
+            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+            urllib.request.urlopen(url, timeout=1) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.1)
+    raise UpError(f"{proc.name} was not ready after {timeout:.0f}s; its log:\n{_tail(proc.log)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _start(name: str, command: list[str], log: Path, env: dict[str, str] | None = None) -> Process:
+    handle = log.open("wb")
+    popen = subprocess.Popen(
+        command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    return Process(name, popen, log)
+
+
+def _fetch(variant: spec.Variant, dest: Path, models_root: Path, logs: Path) -> None:
+    uri = local_uri(variant.model.storage_uri, models_root)
+    if uri.startswith("pvc://"):
+        raise UpError(
+            f"variant {variant.name}: pvc:// models exist only in a cluster; use a file:// or http(s):// URI"
+        )
+    command = _kubeserve("fetch", uri, str(dest), "--force")
+    if variant.model.sha256:
+        command += ["--sha256", variant.model.sha256]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    (logs / f"fetch-{variant.name}.log").write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        hint = ""
+        if uri.startswith("file://") and IMAGE_MODELS in variant.model.storage_uri:
+            hint = " (the example models come from: python scripts/train_example_models.py --out models)"
+        raise UpError(f"variant {variant.name}: cannot fetch {uri}: {result.stderr.strip()}{hint}")
+
+
+def _server_env(
+    isvc: spec.InferenceService, variant: spec.Variant, model_dir: Path, port: int
+) -> dict[str, str]:
+    env = dict(os.environ)
+    # The pod's environment, as the builders write it, with local paths and ports.
+    for item in pod.pod_template(isvc, variant, _config())["spec"]["containers"][0]["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            print(
+                f"note: variant {variant.name}: {item['name']} comes from a Secret or the pod in a cluster; "
+                "not set locally",
+                file=sys.stderr,
+            )
+    env |= {
+        "KUBESERVE_MODEL_DIR": str(model_dir),
+        "KUBESERVE_PORT": str(port),
+        "KUBESERVE_HOST": "127.0.0.1",
+        "HOME": env.get("HOME", str(model_dir)),
+    }
+    return env
+
+
+def _config() -> BuildConfig:
+    return BuildConfig()
+
+
+@contextlib.contextmanager
+def _workdir(explicit: str | None) -> Iterator[Path]:
+    if explicit:
+        path = Path(explicit)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path.resolve()
+    else:
+        with tempfile.TemporaryDirectory(prefix="kubeserve-up-") as tmp:
+            yield Path(tmp)
+
+
+def _stop(processes: Sequence[Process]) -> None:
+    for p in reversed(processes):
+        if p.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for p in processes:
+        try:
+            p.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.popen.kill()
+            p.popen.wait()
+
+
+def load(path: str) -> spec.InferenceService:
+    """Read the first InferenceService of a file."""
+    docs = manifests.load_documents(path)
+    if not docs:
+        raise UpError(f"{path}: no InferenceService in it")
+    try:
+        return validation.parse(docs[0])
+    except SpecError as exc:
+        raise UpError(
+            f"{path}: invalid InferenceService:\n" + "\n".join(f"  {e}" for e in exc.errors)
+        ) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start everything, print the URL, wait for Ctrl-C or --duration, stop everything."""
+    isvc = load(args.filename)
+    nginx = find_nginx(args.nginx)
+    models_root = Path(args.models_root)
+    processes: list[Process] = []
+    stop = {"signal": None}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["signal"] = signum  # type: ignore[assignment]
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _workdir(args.workdir) as work:
+            logs = work / "logs"
+            logs.mkdir(exist_ok=True)
+            ports: dict[str, int] = {}
+            for v in isvc.spec.variants:
+                model_dir = work / "variants" / v.name
+                _fetch(v, model_dir / v.name, models_root, logs)
+                ports[v.name] = router_config.free_port()
+                processes.append(
+                    _start(
+                        f"variant {v.name}",
+                        _kubeserve("serve"),
+                        logs / f"server-{v.name}.log",
+                        _server_env(isvc, v, model_dir, ports[v.name]),
+                    )
+                )
+            for v, p in zip(isvc.spec.variants, processes, strict=True):
+                _wait_ready(f"http://127.0.0.1:{ports[v.name]}/v2/health/ready", p, READY_TIMEOUT)
+            listen = args.port or router_config.free_port()
+            health = router_config.free_port()
+            nginx_dir = work / "router"
+            nginx_dir.mkdir(exist_ok=True)
+            conf = nginx_dir / "nginx.conf"
+            conf.write_text(
+                router_config.loopback_config(
+                    isvc, ports, listen=listen, health=health, workdir=nginx_dir
+                )
+            )
+            router_proc = _start(
+                "router",
+                [nginx, "-c", str(conf), "-p", str(nginx_dir), "-e", "stderr"],
+                logs / "router.log",
+            )
+            processes.append(router_proc)
+            _wait_ready(f"http://127.0.0.1:{health}/healthz", router_proc, 30)
+            _announce(isvc, listen, ports, work)
+            deadline = time.monotonic() + args.duration if args.duration else None
+            while stop["signal"] is None and (deadline is None or time.monotonic() < deadline):
+                for p in processes:
+                    if p.popen.poll() is not None:
+                        raise UpError(
+                            f"{p.name} stopped (exit code {p.popen.returncode}); its log:\n{_tail(p.log)}"
+                        )
+                time.sleep(0.2)
+            print("stopping ...", flush=True)
+            _stop(processes)
+            return 0
+    finally:
+        _stop(processes)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _announce(isvc: spec.InferenceService, listen: int, ports: dict[str, int], work: Path) -> None:
+    url = f"http://127.0.0.1:{listen}"
+    name = isvc.metadata.name
+    print(f"InferenceService {name} is up at {url}  (traffic {router.traffic_summary(isvc)})")
+    for variant, port in ports.items():
+        print(f"  variant {variant}: http://127.0.0.1:{port}")
+    sample = ",".join(["0"] * 64)
+    print(f"try:  curl -s {url}/v1/models/{name}:predict -d '{{\"instances\": [[{sample}]]}}' -i")
+    if isvc.spec.routing.mode == "gateway-api":
+        print(
+            "note: gateway-api mode runs on a Gateway in a cluster; locally the nginx router stands in for it"
+        )
+    print(f"logs: {work / 'logs'}   stop: Ctrl-C", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `kubeserve up`; exit codes: 0 stopped cleanly, 1 a part failed, 2 bad input."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (UpError, manifests.InputError) as exc:
+        print(f"kubeserve up: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, manifests.InputError) else 1
