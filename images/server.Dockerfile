@@ -19,17 +19,14 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install ".[server]"
 
 # 2. The example models, trained on scikit-learn's bundled digits data (no download) with the
-#    same scikit-learn the server loads them with. Only /models leaves this stage: the
+#    same scikit-learn the server loads them with, in the training script's layout:
+#    /models/digits-onnx/{v1,v2}/model.onnx and /models/digits-sklearn/{v1,v2}/model.skops,
+#    which examples/*.yaml name as file:///models/.... Only /models leaves this stage: the
 #    exporters (skl2onnx, onnx) stay behind.
 FROM build AS models
 COPY scripts/train_example_models.py ./scripts/
 RUN /opt/venv/bin/pip install "skl2onnx>=1.16" "onnx>=1.15" \
-    && /opt/venv/bin/python scripts/train_example_models.py --out /tmp/trained --formats onnx,skops \
-    && mkdir -p /models/digits \
-    && cp -r /tmp/trained/digits-onnx/v1 /models/digits/v1 \
-    && cp -r /tmp/trained/digits-onnx/v2 /models/digits/v2 \
-    && cp -r /tmp/trained/digits-sklearn/v1 /models/digits/v1-skops \
-    && cp -r /tmp/trained/digits-sklearn/v2 /models/digits/v2-skops \
+    && /opt/venv/bin/python scripts/train_example_models.py --out /models --formats onnx,skops \
     && chmod -R a+rX /models
 
 # 3. The runtime: the slim Python base, the virtualenv and the models; no pip cache, no
