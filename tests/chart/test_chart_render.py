@@ -294,3 +294,27 @@ def test_values_file_documents_every_value() -> None:
         elif not documented and not (is_section and not following.lstrip().startswith("-")):
             undocumented.append(f"line {index + 1}: {key}")
     assert not undocumented, "values without a documented example: " + ", ".join(undocumented)
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_the_operator_accepts_the_rendered_command_and_environment(
+    name: str, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    """What the container runs parses as the operator's own flags and KUBESERVE_* settings."""
+    from kubeserve.controller import config as operator_config
+    from kubeserve.controller import main as operator_main
+
+    objects = rendered[name]
+    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["kubeserve", "operator"]
+    args = operator_main.build_parser().parse_args(container.get("args", []))
+    env = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("KUBESERVE_")}
+    config = operator_config.OperatorConfig.from_env(env)
+    values = VALUE_SETS[name].get("operator", {})
+    assert config.namespaces == tuple(values.get("watchNamespaces", ()))
+    assert config.gateway_api is values.get("gatewayAPI", False)
+    assert config.log_format == values.get("logFormat", "json")
+    assert args.verbose is values.get("verbose", False)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert config.health_port == ports["health"]
+    assert config.metrics_port == ports.get("metrics", 0)
