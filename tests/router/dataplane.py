@@ -51,19 +51,24 @@ def _replace(text: str, old: str, new: str, count: int) -> str:
 
 def loopback_config(
     isvc: spec.InferenceService,
-    ports: dict[str, int],
+    ports: dict[str, int] | dict[str, int | str],
     *,
     listen: int,
     health: int,
     workdir: Path,
     config: BuildConfig | None = None,
 ) -> str:
-    """Render the router config and point it at loopback ports and a private directory."""
+    """Render the router config and point it at loopback ports and a private directory.
+
+    `ports` maps each variant to a loopback port, or to a `host:port` string.
+    """
     config = config or BuildConfig()
     text = router.render_config(isvc, config)
     for v in isvc.spec.variants:
         address = router.upstream_address(isvc, v.name, config)
-        text = _replace(text, f"server {address};", f"server 127.0.0.1:{ports[v.name]};", 1)
+        target = ports[v.name]
+        target = target if isinstance(target, str) else f"127.0.0.1:{target}"
+        text = _replace(text, f"server {address};", f"server {target};", 1)
     text = _replace(text, f"listen {router.ROUTER_PORT};", f"listen 127.0.0.1:{listen};", 1)
     text = _replace(text, f"listen {router.HEALTH_PORT};", f"listen 127.0.0.1:{health};", 1)
     text = _replace(text, " /tmp/", f" {workdir}/", 6)

@@ -1,0 +1,81 @@
+"""Run an InferenceService's router on this machine: the rendered nginx.conf, on loopback.
+
+    .venv/bin/python tests/router/run_local.py -f examples/ab-sticky.yaml \\
+        --upstream v1=127.0.0.1:9001 --upstream v2=127.0.0.1:9002 --listen 8080
+
+renders the config exactly as the operator does, points each variant at the given address
+(variants not given get a stand-in from upstream.py that answers with its name), listens on
+127.0.0.1:PORT (health on PORT+1) and runs Debian's nginx in the foreground until Ctrl-C.
+`--print` prints the rewritten config instead of running it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kubeserve import manifests
+from kubeserve.api import validation
+from router import dataplane
+
+
+def _interrupt(*_: object) -> None:
+    # SIGTERM stops as cleanly as Ctrl-C: nginx and the stand-ins are stopped too.
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-f", "--filename", required=True, help="InferenceService YAML")
+    parser.add_argument("--name", help="which InferenceService in the file (default: the first)")
+    parser.add_argument(
+        "--upstream", action="append", default=[], help="VARIANT=HOST:PORT (repeatable)"
+    )
+    parser.add_argument("--listen", type=int, default=8080, help="loopback port (health: PORT+1)")
+    parser.add_argument("--print", action="store_true", help="print the config and exit")
+    args = parser.parse_args()
+
+    docs = [validation.parse(d) for d in manifests.load_documents(args.filename)]
+    isvc = next(d for d in docs if args.name in (None, d.metadata.name))
+    given = dict(u.split("=", 1) for u in args.upstream)
+    missing = [v.name for v in isvc.spec.variants if v.name not in given]
+    stand_ins = dataplane.Upstreams(missing) if missing and not args.print else None
+    targets: dict[str, int | str] = {**(stand_ins.ports if stand_ins else {}), **given}
+    for name in missing:
+        targets.setdefault(name, 9)  # --print without stand-ins: a placeholder port
+    work = Path(tempfile.mkdtemp(prefix="kubeserve-router-"))
+    text = dataplane.loopback_config(
+        isvc, targets, listen=args.listen, health=args.listen + 1, workdir=work
+    )
+    if args.print:
+        sys.stdout.write(text)
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    nginx = dataplane.Nginx(work, text, health=args.listen + 1)
+    print(
+        f"router for {isvc.metadata.name} on http://127.0.0.1:{args.listen} (config {work}/nginx.conf)"
+    )
+    for name, port in (stand_ins.ports if stand_ins else {}).items():
+        print(f"  {name}: stand-in on 127.0.0.1:{port}")
+    try:
+        while nginx.proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        nginx.stop()
+        if stand_ins:
+            stand_ins.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
