@@ -17,6 +17,7 @@
 #   NAMESPACE          where to apply it               (default: default)
 #   REQUESTS           requests for the split          (default: 200)
 #   SKIP_BUILD=1       use images already built with KUBESERVE_TAG
+#   ROUTER_IMAGE       the routers' nginx, preloaded into the nodes (default: the chart's)
 #
 # The last line it prints is machine-readable (tests/e2e reads it):
 #   kubeserve-split: {"live": {"v1": 181, "v2": 19}, "forced": {"v2": 20}, "requests": 200}
@@ -36,6 +37,8 @@ RELEASE=kubeserve
 RELEASE_NAMESPACE=kubeserve-system
 OPERATOR_IMAGE="kubeserve-operator:$TAG"
 SERVER_IMAGE="kubeserve-server:$TAG"
+# The chart's default router image (charts/kubeserve/values.yaml routerImage).
+ROUTER_IMAGE="${ROUTER_IMAGE:-nginxinc/nginx-unprivileged:1.27-alpine}"
 CONTEXT="kind-$CLUSTER"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -87,6 +90,13 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 step "loading the images into the kind nodes"
 kind load docker-image --name "$CLUSTER" "$OPERATOR_IMAGE" "$SERVER_IMAGE"
+# The routers' nginx comes from Docker Hub. Loading it once spares every node a pull (and
+# Docker Hub's rate limit); when that fails, the nodes pull it themselves.
+if docker pull --quiet "$ROUTER_IMAGE" >/dev/null && kind load docker-image --name "$CLUSTER" "$ROUTER_IMAGE"; then
+  echo "loaded $ROUTER_IMAGE"
+else
+  echo "kind-up: warning: could not preload $ROUTER_IMAGE; the nodes will pull it" >&2
+fi
 
 # 4. The chart, pointed at the loaded images (IfNotPresent: the nodes have them). Both
 #    namespaces enforce the restricted Pod Security Standard, so the API server itself refuses
@@ -104,6 +114,7 @@ helm --kube-context "$CONTEXT" upgrade --install "$RELEASE" charts/kubeserve \
   --set image.pullPolicy=IfNotPresent \
   --set serverImage.repository=kubeserve-server --set-string serverImage.tag="$TAG" \
   --set operator.logFormat=plain \
+  --set routerImage.repository="${ROUTER_IMAGE%:*}" --set-string routerImage.tag="${ROUTER_IMAGE##*:}" \
   --wait --timeout 5m
 kubectl --context "$CONTEXT" -n "$RELEASE_NAMESPACE" rollout status deploy/"$RELEASE" --timeout=120s
 

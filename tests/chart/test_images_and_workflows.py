@@ -154,3 +154,10 @@ def test_kind_up_names_what_is_missing(tmp_path: Path) -> None:
         if not (ROOT / ".tools" / "bin" / name).exists():
             assert f"  - {name}:" in proc.stderr, proc.stderr
     assert "docker" in proc.stderr and "kind" in proc.stderr
+
+
+def test_kind_up_preloads_the_charts_router_image() -> None:
+    values = yaml.safe_load((ROOT / "charts" / "kubeserve" / "values.yaml").read_text())
+    router = f"{values['routerImage']['repository']}:{values['routerImage']['tag']}"
+    script = (ROOT / "scripts" / "kind-up.sh").read_text()
+    assert f'ROUTER_IMAGE="${{ROUTER_IMAGE:-{router}}}"' in script
