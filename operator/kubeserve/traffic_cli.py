@@ -10,6 +10,7 @@ and sends nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -19,12 +20,15 @@ import kubeserve
 from kubeserve import manifests, traffic
 
 PLURAL = "inferenceservices"
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 ATTEMPTS = 3
 EXIT_FAILED = 1
 
 
 class Api(Protocol):
     """The two calls the commands need; `KubernetesApi` makes them, tests fake them."""
+
+    default_namespace: str
 
     def get(self, namespace: str, name: str) -> dict[str, Any]: ...
 
@@ -48,14 +52,24 @@ class KubernetesApi:
 
         client: Any = kubernetes.client
         config: Any = kubernetes.config
+        # Like kubectl: the context's namespace, or the pod's own in a cluster, else default.
+        self.default_namespace = "default"
         try:
             config.load_incluster_config()
+            with contextlib.suppress(OSError), open(SERVICE_ACCOUNT_NAMESPACE) as f:
+                self.default_namespace = f.read().strip() or "default"
         except config.ConfigException:
+            # The client reads KUBECONFIG once, at import; read it now instead.
+            kubeconfig = os.environ.get("KUBECONFIG")
             try:
-                # The client reads KUBECONFIG once, at import; read it now instead.
-                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), context=context)
+                config.load_kube_config(config_file=kubeconfig, context=context)
+                contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
             except (config.ConfigException, OSError) as exc:
                 raise ApiUnavailableError(f"no cluster configured: {exc}") from None
+            chosen = (
+                next((c for c in contexts if c["name"] == context), active) if context else active
+            )
+            self.default_namespace = (chosen or {}).get("context", {}).get("namespace") or "default"
         self._api = client.CustomObjectsApi()
         self._errors = client.exceptions.ApiException
 
@@ -128,7 +142,7 @@ def _run_on_file(args: argparse.Namespace) -> int:
 
 
 def _run_on_cluster(args: argparse.Namespace, api: Api) -> int:
-    namespace = args.namespace or "default"
+    namespace = args.namespace or api.default_namespace
     for _ in range(ATTEMPTS):
         obj = api.get(namespace, args.name)
         change = plan(args, obj)
@@ -164,7 +178,9 @@ def run(args: argparse.Namespace, api: Api | None = None) -> int:
 def add_commands(sub: Any) -> None:
     """Register the three commands on the main parser's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-n", "--namespace", help="namespace (default: default)")
+    common.add_argument(
+        "-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)"
+    )
     common.add_argument("--context", help="kubeconfig context (default: the current one)")
     common.add_argument(
         "-f",

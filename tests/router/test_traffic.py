@@ -194,6 +194,8 @@ def test_annotation_key_is_escaped_in_the_patch_path() -> None:
 class FakeApi:
     """An API server holding one InferenceService; `conflicts` patches fail first."""
 
+    default_namespace = "default"
+
     def __init__(self, obj: dict[str, Any], conflicts: int = 0) -> None:
         self.obj, self.conflicts, self.patches = obj, conflicts, 0
 

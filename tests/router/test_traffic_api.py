@@ -78,7 +78,10 @@ def api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[type
             {"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
         ],
         "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+        "contexts": [
+            {"name": "ctx", "context": {"cluster": "c", "user": "u"}},
+            {"name": "ml", "context": {"cluster": "c", "user": "u", "namespace": "ml"}},
+        ],
         "current-context": "ctx",
     }
     (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
@@ -113,3 +116,13 @@ def test_a_missing_object_says_not_found(
 ) -> None:
     assert cli.main(["promote", "nope", "v2"]) == 1
     assert "kubeserve promote: nope: not found in namespace 'default'" in capsys.readouterr().err
+
+
+def test_the_namespace_defaults_to_the_contexts(
+    api_server: type[StandIn], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert traffic_cli.KubernetesApi().default_namespace == "default"
+    assert traffic_cli.KubernetesApi(context="ml").default_namespace == "ml"
+    # The stand-in only has default/digits, so the context's namespace shows in the error.
+    assert cli.main(["promote", "digits", "v2", "--context", "ml"]) == 1
+    assert "not found in namespace 'ml'" in capsys.readouterr().err
