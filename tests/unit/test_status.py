@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from support import specs
-
 from kubeserve.api import validation
 from kubeserve.controller import status
+from support import specs
 
 NOW = "2026-01-01T00:00:00Z"
 
