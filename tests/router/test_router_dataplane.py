@@ -176,6 +176,22 @@ def test_override_header_wins_for_every_variant_even_dark_ones(tmp_path: Path) -
         assert got["v1"] > got["v2"]
 
 
+def test_a_request_on_a_kept_alive_connection_the_server_closed_is_sent_again(
+    tmp_path: Path,
+) -> None:
+    # The race every keep-alive proxy has: the server closes an idle upstream connection as
+    # nginx reuses it. Inference has no side effects, so nginx sends the request again on a
+    # new connection instead of answering 502.
+    isvc = parse(specs.isvc(specs.variant("v1")))
+    with dataplane.running_router(isvc, tmp_path, modes={"v1": "drop-on-reuse"}) as (_, ups, port):
+        client = dataplane.Client(port)
+        assert [client.get() for _ in range(20)] == [(200, "v1", "v1")] * 20
+        client.close()
+        counts = ups.counts()
+    assert counts["v1"] == 20
+    assert counts["v1/dropped"] >= 10
+
+
 def _latencies(port: int, n: int) -> tuple[list[float], Counter[tuple[int, str, str]]]:
     client = dataplane.Client(port)
     results: Counter[tuple[int, str, str]] = Counter()

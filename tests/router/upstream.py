@@ -3,8 +3,10 @@
 Run as `python upstream.py NAME[:MODE] ...`; it binds one loopback port per name, prints
 `{"name": port, ...}` as one JSON line, and serves until killed. MODE `echo` (the default)
 answers 200 with the variant's name in the body and the x-kubeserve-variant header; `hang`
-accepts connections and never answers (a hung shadow). `GET /_counts` on any port gives
-how many requests each variant saw, and how many of them were mirror copies.
+accepts connections and never answers (a hung shadow); `drop-on-reuse` answers the first
+request of each connection and drops the connection at the second (a kept-alive connection
+being closed). `GET /_counts` on any port gives how many requests each variant saw, how many
+of them were mirror copies (`NAME/mirror`) and how many were dropped (`NAME/dropped`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ STICKY: dict[str, set[str]] = {}
 async def _serve(
     name: str, mode: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
+    served_here = 0
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -36,6 +39,12 @@ async def _serve(
             length = int(headers.get("content-length", "0"))
             if length:
                 await reader.readexactly(length)
+            served_here += 1
+            if mode == "drop-on-reuse" and served_here > 1:
+                # A kept-alive connection that the server closes as the next request arrives
+                # (its idle timeout, or a pod going away): read it, close without an answer.
+                COUNTS[f"{name}/dropped"] += 1
+                break
             if target == "/_counts":
                 body = json.dumps(dict(COUNTS)).encode()
             else:
