@@ -361,3 +361,34 @@ def test_any_valid_gateway_spec_renders_a_valid_httproute(obj: dict[str, Any]) -
     routing = {k: v for k, v in obj["spec"].get("routing", {}).items() if k in kept}
     route = httproute.http_route(parse(gateway(obj, **routing)))
     gateway_schema.assert_valid(route)
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@dataplane.requires_nginx
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_nginx_accepts_every_example(path: Path, tmp_path: Path) -> None:
+    for doc in manifests.load_documents(str(path)):
+        isvc = parse(doc)
+        ports = {v.name: 9 for v in isvc.spec.variants}
+        os.chmod(tmp_path, 0o755)
+        text = dataplane.loopback_config(isvc, ports, listen=1, health=2, workdir=tmp_path)
+        (tmp_path / "nginx.conf").write_text(text)
+        assert dataplane.NGINX is not None
+        result = subprocess.run(
+            [
+                dataplane.NGINX,
+                "-t",
+                "-q",
+                "-e",
+                str(tmp_path / "e.log"),
+                "-p",
+                str(tmp_path),
+                "-c",
+                str(tmp_path / "nginx.conf"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr + (tmp_path / "e.log").read_text()
