@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import DATATYPES
 from server_testlib import request
+
+from conftest import DATATYPES
 
 
 def test_health(onnx_port: int) -> None:
