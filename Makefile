@@ -36,7 +36,7 @@ models: install
 	@[ -f models/digits-onnx/v1/model.onnx ] || $(BIN)/python scripts/train_example_models.py --out models
 
 lint: install
-	$(BIN)/ruff check .
+	$(BIN)/ruff check --no-cache .
 	$(BIN)/mypy
 
 test: install nginx lint
