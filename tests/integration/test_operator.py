@@ -388,3 +388,21 @@ def test_pod_problems_reach_the_status(
         what="ModelFetchFailed",
     )
     assert "404 Not Found" in cond["message"]
+
+
+def test_gateway_mode_without_gateway_api_reports_it(
+    kube: Kube, operator: OperatorProcess, namespace: str
+) -> None:
+    obj = specs.isvc(
+        routing={"mode": "gateway-api", "parentRefs": [{"name": "gw", "namespace": "infra"}]}
+    )
+    create(kube, namespace, obj)
+    cond = wait_for(
+        lambda: (c := condition(kube, namespace, "digits", "RoutingReady")) and c,
+        what="RoutingReady",
+    )
+    assert cond["reason"] == "GatewayAPIDisabled" and cond["status"] == "False"
+    assert set(actual_children(kube, namespace, "digits")) == {
+        ("Deployment", "digits-v1"),
+        ("Service", "digits-v1"),
+    }

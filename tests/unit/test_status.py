@@ -289,3 +289,17 @@ def test_invalid_keeps_the_rest_of_the_status() -> None:
     c = conditions(st)
     assert c["Ready"]["reason"] == "InvalidSpec" and "spec.x: bad" in c["Ready"]["message"]
     assert st["url"] == previous["url"] and st["observedGeneration"] == 2
+
+
+def test_gateway_mode_without_gateway_api_support_says_so() -> None:
+    obj = specs.isvc(routing={"mode": "gateway-api", "parentRefs": [{"name": "gw"}]})
+    st = status.compute(
+        validation.parse(obj),
+        ready_children(obj),
+        {},
+        {},
+        now=NOW,
+        unmanaged_kinds=frozenset({"HTTPRoute"}),
+    )
+    c = conditions(st)["RoutingReady"]
+    assert c["reason"] == "GatewayAPIDisabled" and "--gateway-api" in c["message"]

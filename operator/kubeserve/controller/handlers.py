@@ -71,7 +71,7 @@ def register(
 ) -> None:
     """Register every handler of the operator in `registry`."""
     children = CHILD_RESOURCES + (GATEWAY_RESOURCES if config.gateway_api else [])
-    uncached = frozenset() if config.gateway_api else frozenset({"HTTPRoute"})
+    unmanaged = frozenset() if config.gateway_api else frozenset({"HTTPRoute"})
 
     @kopf.on.startup(id="configure", registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -83,6 +83,8 @@ def register(
         # Only warnings become Kubernetes Events: an Event is a write, and most logs are not news.
         settings.posting.level = logging.WARNING
         settings.execution.max_workers = config.workers
+        # Watching given namespaces needs no namespace list (and no RBAC to list them).
+        settings.scanning.disabled = bool(config.namespaces)
         # No settings.queueing.worker_limit: a worker waiting for the indexes to fill would hold
         # its slot while other objects wait for one to be indexed (a deadlock past the limit).
         # Idle workers exit soon instead, so a burst's memory is given back sooner.
@@ -141,7 +143,7 @@ def register(
         pods = reconcile.pods_by_variant(
             [json.loads(t) for t in indexes["pods_by_owner"].get((namespace, name), [])]
         )
-        return reconcile.Observed(children=seen, pods=pods, uncached_kinds=uncached)
+        return reconcile.Observed(children=seen, pods=pods, unmanaged_kinds=unmanaged)
 
     def run(
         body: Mapping[str, Any],

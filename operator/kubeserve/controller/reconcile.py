@@ -37,8 +37,9 @@ class Observed:
 
     children: dict[ChildKey, dict[str, Any]] = dataclasses.field(default_factory=dict)
     pods: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
-    # Kinds with no watch cache (e.g. HTTPRoute where Gateway API is not installed) are read.
-    uncached_kinds: frozenset[str] = frozenset()
+    # Kinds the operator was not set up to manage (HTTPRoute unless --gateway-api): children
+    # of these kinds are not applied, and the status says why.
+    unmanaged_kinds: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass
@@ -194,10 +195,9 @@ class Reconciler:
         current: dict[ChildKey, dict[str, Any]] = {}
         for obj in desired:
             key = (obj["kind"], obj["metadata"]["name"])
-            if obj["kind"] in observed.uncached_kinds:
-                cached = self._api.get(cluster.kind_of(obj), namespace, key[1])
-            else:
-                cached = observed.children.get(key)
+            if obj["kind"] in observed.unmanaged_kinds:
+                continue
+            cached = observed.children.get(key)
             actual = self._current(key[0], namespace, key[1], cached)
             if only is not None and key not in only:
                 if actual is not None:
@@ -237,6 +237,7 @@ class Reconciler:
                 previous,
                 now=_now(),
                 cluster_domain=self._config.cluster_domain,
+                unmanaged_kinds=observed.unmanaged_kinds,
             )
         outcome.ready = any(
             c["type"] == status.READY and c["status"] == "True"

@@ -159,9 +159,18 @@ def variant_verdict(
 
 
 def routing_verdict(
-    isvc: spec.InferenceService, children: Mapping[tuple[str, str], Mapping[str, Any]]
+    isvc: spec.InferenceService,
+    children: Mapping[tuple[str, str], Mapping[str, Any]],
+    unmanaged_kinds: frozenset[str] = frozenset(),
 ) -> Verdict:
     """Judge the endpoint: the router Deployment, or the HTTPRoute's acceptance by its Gateways."""
+    if isvc.spec.routing.mode == "gateway-api" and "HTTPRoute" in unmanaged_kinds:
+        return Verdict(
+            "False",
+            "GatewayAPIDisabled",
+            "routing mode gateway-api needs the operator started with --gateway-api "
+            "(Helm value operator.gatewayAPI=true) in a cluster with the Gateway API CRDs",
+        )
     if isvc.spec.routing.mode == "gateway-api":
         route = children.get(("HTTPRoute", isvc.metadata.name))
         if route is None:
@@ -232,6 +241,7 @@ def compute(
     *,
     now: str,
     cluster_domain: str = "cluster.local",
+    unmanaged_kinds: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Give the whole status for an InferenceService whose spec is valid."""
     weights = isvc.spec.live_weights()
@@ -259,7 +269,7 @@ def compute(
         variants_ok = Verdict(
             "True", "AllVariantsReady", f"{len(variants)} of {len(variants)} variants ready"
         )
-    routing_ok = routing_verdict(isvc, children)
+    routing_ok = routing_verdict(isvc, children, unmanaged_kinds)
     generation = isvc.metadata.generation
     verdicts = [(VARIANTS_READY, variants_ok), (ROUTING_READY, routing_ok)]
     conditions = [_stamp(_roll_up(verdicts), READY, previous, now, generation)]
