@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CRD := crds/serving.kubeserve.dev_inferenceservices.yaml
 EXAMPLE ?= examples/ab-sticky.yaml
 
-.PHONY: help install nginx models test lint crd demo up render kind-up kind-down bench clean
+.PHONY: help install nginx models test lint crd images demo up render kind-up kind-down bench clean
 
 help:
 	@echo "make demo       set up, then run an A/B test locally and show which variant serves whom"
@@ -14,7 +14,8 @@ help:
 	@echo "make render     print what the operator would create for EXAMPLE"
 	@echo "make kind-up    create a kind cluster, install kubeserve with Helm, call an example"
 	@echo "make kind-down  delete that cluster"
-	@echo "make crd        regenerate $(CRD) from the API models"
+	@echo "make crd        regenerate $(CRD) (and the chart's copy) from the API models"
+	@echo "make images     build the operator and server images (needs Docker)"
 	@echo "make bench      run the benchmarks (results: docs/benchmarks.md)"
 
 $(BIN)/.installed: pyproject.toml
@@ -55,6 +56,11 @@ render: install
 
 crd: install
 	$(BIN)/kubeserve crd -o $(CRD)
+	cp $(CRD) charts/kubeserve/files/crds/
+
+images:
+	docker build -f images/operator.Dockerfile -t kubeserve-operator:dev .
+	docker build -f images/server.Dockerfile -t kubeserve-server:dev .
 
 kind-up:
 	scripts/kind-up.sh
