@@ -1,8 +1,8 @@
 """Benchmark kubeserve against KServe 0.21 and MLServer 1.7.1 on the digits model, in one run.
 
-Each server runs alone (one after the other, so none steals the other's CPU), is checked for
-correct answers first, then driven by ``wrk`` at 1, 8 and 64 connections with V1 and V2
-requests of batch 1 and batch 32. Results: a JSON file, a Markdown table on stdout and a
+All servers start together and are checked for correct answers; then, scenario by scenario
+(V1 and V2, batch 1 and 32, 1, 8 and 64 connections), each server in turn is driven by
+``wrk`` while the others sit idle. Results: a JSON file, a Markdown table on stdout and a
 PNG plot.
 
 The peers live in their own virtual environments (see docs/benchmarks.md)::
@@ -90,24 +90,27 @@ def targets(args: argparse.Namespace, models: pathlib.Path, work: pathlib.Path) 
                  "--model-name", "digits", "--variant", "v1"]
     quiet = {"KUBESERVE_LOG_LEVEL": "WARNING"}
     v1, v2 = "/v1/models/digits:predict", "/v2/models/digits/infer"
-    for workers in (int(w) for w in args.workers.split(",")):
+    for i, workers in enumerate(int(w) for w in args.workers.split(",")):
         suffix = "" if workers == 1 else f", {workers} workers"
+        base = 9110 + 10 * i  # every server gets its own port: they all run at once
         if "kubeserve" in args.servers:
             found.append(Target(
                 f"kubeserve (onnx{suffix})",
-                [*kubeserve, "--port", "9101", "--workers", str(workers),
-                 "--model-dir", str(models / "digits-onnx" / "v1")], 9101, v1, v2, env=quiet))
+                [*kubeserve, "--port", str(base + 1), "--workers", str(workers),
+                 "--model-dir", str(models / "digits-onnx" / "v1")], base + 1, v1, v2,
+                env=quiet))
         if "kubeserve-sklearn" in args.servers:
             found.append(Target(
                 f"kubeserve (sklearn{suffix})",
-                [*kubeserve, "--port", "9102", "--workers", str(workers),
-                 "--model-dir", str(models / "digits-sklearn" / "v1")], 9102, v1, v2, env=quiet))
+                [*kubeserve, "--port", str(base + 2), "--workers", str(workers),
+                 "--model-dir", str(models / "digits-sklearn" / "v1")], base + 2, v1, v2,
+                env=quiet))
         if "kserve" in args.servers and args.kserve_python:
             found.append(Target(
                 f"KServe 0.21{' (' + str(workers) + ' workers)' if workers > 1 else ''}",
                 [args.kserve_python, str(HERE / "kserve_peer.py"), "--model_name", "digits",
                  "--model_path", str(models / "digits-joblib" / "v1" / "model.joblib"),
-                 "--http_port", "9103", "--workers", str(workers)], 9103, v1, v2))
+                 "--http_port", str(base + 3), "--workers", str(workers)], base + 3, v1, v2))
     if "mlserver" in args.servers and args.mlserver:
         repo = work / "mlserver"
         (repo / "digits").mkdir(parents=True, exist_ok=True)
@@ -117,7 +120,7 @@ def targets(args: argparse.Namespace, models: pathlib.Path, work: pathlib.Path) 
             "parameters": {"uri": "./model.joblib"}}))
         (repo / "settings.json").write_text(json.dumps({
             "http_port": 9104, "grpc_port": 9105, "metrics_port": 9106}))
-        # MLServer speaks only V2.
+        # MLServer speaks only V2; it runs its default of one inference worker process.
         found.append(Target("MLServer 1.7.1", [args.mlserver, "start", str(repo)], 9104, None,
                             "/v2/models/digits/infer", cwd=repo))
     return found
@@ -334,17 +337,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths, labels = bodies(args.work)
     conns = [int(c) for c in args.connections.split(",")]
     results: list[dict[str, Any]] = []
-    for target in targets(args, models, args.work):
-        log = args.work / f"{target.name.split()[0].lower()}-{target.port}.log"
-        print(f"== {target.name}", file=sys.stderr)
-        with started(target, log):
+    servers = targets(args, models, args.work)
+    with contextlib.ExitStack() as stack:
+        # All servers run at once, idle but for the one being measured; the scenarios are
+        # the outer loop, so every server meets a scenario within the same minute or two.
+        # On a machine shared with other work that keeps the comparison fair.
+        for target in servers:
+            log = args.work / f"{target.name.split()[0].lower()}-{target.port}.log"
+            stack.enter_context(started(target, log))
             check(target, paths, labels)
-            for (proto, batch), body in sorted(paths.items()):
-                route = target.v1_path if proto == "v1" else target.v2_path
-                if route is None:
-                    continue
-                url = f"http://127.0.0.1:{target.port}{route}"
-                for c in conns:
+        for (proto, batch), body in sorted(paths.items()):
+            for c in conns:
+                for target in servers:
+                    route = target.v1_path if proto == "v1" else target.v2_path
+                    if route is None:
+                        continue
+                    url = f"http://127.0.0.1:{target.port}{route}"
                     idle = wait_for_quiet(args.quiet, args.patience)
                     if args.warmup:
                         wrk(url, body, lua, connections=c, seconds=args.warmup)
@@ -352,9 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row = {"server": target.name, "protocol": proto, "batch": batch,
                            "connections": c, "idle_before": round(idle, 3), **r}
                     results.append(row)
-                    print(f"   {proto} b{batch} c{c}: {r['rps']:,.0f} req/s "
+                    print(f"{target.name:28} {proto} b{batch} c{c}: {r['rps']:,.0f} req/s "
                           f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
-                          f"errors {r['errors']}", file=sys.stderr)
+                          f"errors {r['errors']} (idle before {idle:.0%})", file=sys.stderr)
                     # Written after every measurement: a crash later keeps what was measured.
                     report = {"machine": machine(), "duration_s": args.duration,
                               "results": results}
