@@ -99,7 +99,7 @@ def targets(args: argparse.Namespace, models: pathlib.Path, work: pathlib.Path) 
                 [*kubeserve, "--port", str(base + 1), "--workers", str(workers),
                  "--model-dir", str(models / "digits-onnx" / "v1")], base + 1, v1, v2,
                 env=quiet))
-        if "kubeserve-sklearn" in args.servers:
+        if "kubeserve-sklearn" in args.servers and workers == 1:  # a reference row, once
             found.append(Target(
                 f"kubeserve (sklearn{suffix})",
                 [*kubeserve, "--port", str(base + 2), "--workers", str(workers),
