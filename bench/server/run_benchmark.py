@@ -87,7 +87,8 @@ def targets(args: argparse.Namespace, models: pathlib.Path, work: pathlib.Path) 
     """Describe the servers: kubeserve (ONNX and sklearn runtimes), KServe, MLServer."""
     found = []
     kubeserve = [sys.executable, "-m", "kubeserve.server", "serve", "--host", "127.0.0.1",
-                 "--model-name", "digits", "--variant", "v1"]
+                 "--model-name", "digits", "--variant", "v1", *args.kubeserve_args.split()]
+    tag = f" {args.kubeserve_args}" if args.kubeserve_args else ""
     quiet = {"KUBESERVE_LOG_LEVEL": "WARNING"}
     v1, v2 = "/v1/models/digits:predict", "/v2/models/digits/infer"
     for i, workers in enumerate(int(w) for w in args.workers.split(",")):
@@ -95,7 +96,7 @@ def targets(args: argparse.Namespace, models: pathlib.Path, work: pathlib.Path) 
         base = 9110 + 10 * i  # every server gets its own port: they all run at once
         if "kubeserve" in args.servers:
             found.append(Target(
-                f"kubeserve (onnx{suffix})",
+                f"kubeserve (onnx{suffix}){tag}",
                 [*kubeserve, "--port", str(base + 1), "--workers", str(workers),
                  "--model-dir", str(models / "digits-onnx" / "v1")], base + 1, v1, v2,
                 env=quiet))
@@ -320,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per scenario")
     parser.add_argument("--workers", default="1",
                         help="worker counts to run kubeserve and KServe with, e.g. 1,2")
+    parser.add_argument("--kubeserve-args", default="",
+                        help="extra flags for kubeserve, e.g. '--batch-max-size 32'")
     parser.add_argument("--quiet", type=float, default=0.9,
                         help="idle CPU share to wait for before each measurement")
     parser.add_argument("--patience", type=float, default=60.0,
