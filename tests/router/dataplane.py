@@ -152,10 +152,34 @@ class Nginx:
             time.sleep(0.02)
         raise AssertionError(f"nginx did not become healthy: {self.log()}")
 
-    def reload(self, conf: str) -> None:
-        """Swap the config and tell the master to reload it (SIGHUP), as `nginx -s reload` does."""
+    def workers(self) -> set[int]:
+        """Give the pids of the master's workers that take new connections (not shutting down)."""
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                title = (entry / "cmdline").read_bytes()
+                if ppid == self.proc.pid and b"shutting down" not in title:
+                    found.add(int(entry.name))
+        return found
+
+    def reload(self, conf: str, *, wait: bool = False) -> None:
+        """Swap the config and tell the master to reload it (SIGHUP), as `nginx -s reload` does.
+
+        With `wait`, return only once new workers have replaced the old ones.
+        """
+        old = self.workers()
         self.conf_path.write_text(conf)
         os.kill(self.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while wait:
+            now = self.workers()
+            if now and not now & old:
+                return
+            assert time.monotonic() < deadline, f"nginx did not reload: {self.log()}"
+            time.sleep(0.02)
 
     def stop(self) -> None:
         # SIGQUIT: graceful shutdown, as in the pod.

@@ -400,7 +400,7 @@ def test_reload_with_a_new_split_under_steady_load_fails_no_request(
         load = Load(port, threads=4, keepalive=keepalive)
         for i in range(reloads):
             time.sleep(0.4)
-            nginx.reload(configs[i % 2])
+            nginx.reload(configs[i % 2], wait=i == reloads - 1)
         time.sleep(0.4)
         load.finish()
         total = sum(load.ok.values())
