@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import pytest
 
 from kubeserve.api import spec
 from kubeserve.build import router
-from kubeserve.build.config import BuildConfig
+from kubeserve.local import router_config
 
 NGINX = shutil.which("nginx") or (
     "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
@@ -36,43 +35,9 @@ requires_nginx = pytest.mark.skipif(
 UPSTREAM_SCRIPT = Path(__file__).with_name("upstream.py")
 
 
-def free_port() -> int:
-    """Give a loopback port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _replace(text: str, old: str, new: str, count: int) -> str:
-    found = text.count(old)
-    assert found == count, f"expected {count} x {old!r} in the rendered config, found {found}"
-    return text.replace(old, new)
-
-
-def loopback_config(
-    isvc: spec.InferenceService,
-    ports: dict[str, int] | dict[str, int | str],
-    *,
-    listen: int,
-    health: int,
-    workdir: Path,
-    config: BuildConfig | None = None,
-) -> str:
-    """Render the router config and point it at loopback ports and a private directory.
-
-    `ports` maps each variant to a loopback port, or to a `host:port` string.
-    """
-    config = config or BuildConfig()
-    text = router.render_config(isvc, config)
-    for v in isvc.spec.variants:
-        address = router.upstream_address(isvc, v.name, config)
-        target = ports[v.name]
-        target = target if isinstance(target, str) else f"127.0.0.1:{target}"
-        text = _replace(text, f"server {address};", f"server {target};", 1)
-    text = _replace(text, f"listen {router.ROUTER_PORT};", f"listen 127.0.0.1:{listen};", 1)
-    text = _replace(text, f"listen {router.HEALTH_PORT};", f"listen 127.0.0.1:{health};", 1)
-    text = _replace(text, " /tmp/", f" {workdir}/", 6)
-    return text
+# The local run's own rewrite: what `kubeserve up` runs is what these tests run.
+free_port = router_config.free_port
+loopback_config = router_config.loopback_config
 
 
 class Upstreams:

@@ -32,22 +32,9 @@ PATH = "/v2/models/digits/infer"
 
 
 @pytest.fixture(scope="module")
-def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def onnx_models(example_models: Path) -> Path:
     pytest.importorskip("onnxruntime", reason="the model server's runtime is not installed")
-    out = tmp_path_factory.mktemp("models")
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "train_example_models.py"),
-            "--out",
-            str(out),
-            "--formats",
-            "onnx",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return out / "digits-onnx"
+    return example_models / "digits-onnx"
 
 
 @contextlib.contextmanager
