@@ -216,7 +216,7 @@ def inference_services(draw: st.DrawFn) -> dict[str, Any]:
             routing["overrideHeader"] = override
     if mirror:
         routing["mirror"] = {"variant": mirror, "percent": draw(st.integers(1, 100))}
-    if draw(st.booleans()):
+    if "sticky" not in routing and draw(st.booleans()):
         routing["mode"] = "gateway-api"
         routing["parentRefs"] = [{"name": "gw", "namespace": "infra", "sectionName": "http"}]
     obj: dict[str, Any] = {

@@ -139,6 +139,16 @@ def test_examples_pass_openapi_and_cel(path: Path, schema: dict[str, Any]) -> No
             "exactly one of header and cookie",
         ),
         (specs.isvc(routing={"sticky": {}}), "exactly one of header and cookie"),
+        (
+            specs.isvc(
+                routing={
+                    "mode": "gateway-api",
+                    "parentRefs": [{"name": "gw"}],
+                    "sticky": {"header": "x"},
+                }
+            ),
+            "sticky is not supported in routing mode gateway-api",
+        ),
         (specs.isvc(specs.variant("v1", replicas=1, autoscaling={"maxReplicas": 2})), "not both"),
         (
             specs.isvc(specs.variant("v1", autoscaling={"minReplicas": 3, "maxReplicas": 2})),

@@ -290,6 +290,13 @@ def test_gateway_api_mode_needs_parent_refs() -> None:
     )
 
 
+def test_sticky_is_refused_in_gateway_mode() -> None:
+    obj = specs.isvc(
+        routing={"mode": "gateway-api", "parentRefs": [{"name": "gw"}], "sticky": {"header": "x-u"}}
+    )
+    assert_error(obj, "spec.routing.sticky", "no session persistence")
+
+
 def test_disruption_budget_needs_exactly_one() -> None:
     obj = specs.isvc(specs.variant("v1", disruptionBudget={}))
     assert_error(obj, "spec.variants[0].disruptionBudget", "exactly one")

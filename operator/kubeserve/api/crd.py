@@ -49,6 +49,12 @@ SPEC_RULES = [
 ]
 ROUTING_RULES = [
     {
+        "rule": "!has(self.sticky) || !has(self.mode) || self.mode != 'gateway-api'",
+        "message": "sticky is not supported in routing mode gateway-api "
+        "(Gateway API's standard channel has no session persistence)",
+        "fieldPath": ".sticky",
+    },
+    {
         "rule": "!has(self.mode) || self.mode != 'gateway-api'"
         " || (has(self.parentRefs) && self.parentRefs.size() > 0)",
         "message": "routing mode gateway-api needs parentRefs naming at least one Gateway",

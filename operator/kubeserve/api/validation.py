@@ -234,6 +234,12 @@ def _check_routing(s: spec.InferenceServiceSpec) -> Iterator[FieldError]:
             "spec.routing.parentRefs",
             "routing mode gateway-api needs at least one Gateway in parentRefs",
         )
+    if r.mode == "gateway-api" and r.sticky:
+        yield FieldError(
+            "spec.routing.sticky",
+            "not supported in routing mode gateway-api: the standard channel of Gateway API "
+            "v1.6.1 has no session persistence (use mode nginx for sticky users)",
+        )
     if r.mode != "gateway-api" and r.parent_refs:
         yield FieldError("spec.routing.parentRefs", "only used with routing mode gateway-api")
     if (
