@@ -50,10 +50,10 @@ def _owner_key(namespace: str | None, labels: Mapping[str, str]) -> tuple[str | 
 
 
 def _pack(body: Mapping[str, Any]) -> str:
-    """Keep a cached object as compact JSON: a tenth of the memory of nested dicts."""
+    """Keep a cached object as compact JSON (managedFields are never read: not kept)."""
     raw = dict(body)
     raw["metadata"] = {k: v for k, v in raw.get("metadata", {}).items() if k != "managedFields"}
-    return json.dumps(raw, separators=(",", ":"))
+    return reconcile.pack(raw)
 
 
 def _first(index: Any, key: Any) -> dict[str, Any] | None:
@@ -109,7 +109,7 @@ def register(
             namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
         ) -> dict[Any, Any]:
             key = _owner_key(namespace, labels)
-            return {key: _pack(body)} if key else {}
+            return {key: (body.get("kind"), body["metadata"]["name"], _pack(body))} if key else {}
 
         kopf.index(
             group, version, plural, labels=MANAGED, id=_index_name(plural), registry=registry
@@ -135,15 +135,16 @@ def register(
     def observed(
         namespace: str | None, name: str, indexes: Mapping[str, Any]
     ) -> reconcile.Observed:
-        seen: dict[reconcile.ChildKey, dict[str, Any]] = {}
+        seen: dict[reconcile.ChildKey, str | dict[str, Any]] = {}
         for _, _, plural in children:
-            for text in indexes[_index_name(plural)].get((namespace, name), []):
-                obj = json.loads(text)
-                seen[(obj["kind"], obj["metadata"]["name"])] = obj
+            for kind, child, text in indexes[_index_name(plural)].get((namespace, name), []):
+                seen[(kind, child)] = text
         pods = reconcile.pods_by_variant(
             [json.loads(t) for t in indexes["pods_by_owner"].get((namespace, name), [])]
         )
-        return reconcile.Observed(children=seen, pods=pods, unmanaged_kinds=unmanaged)
+        return reconcile.Observed(
+            children=reconcile.JsonObjects(seen), pods=pods, unmanaged_kinds=unmanaged
+        )
 
     def run(
         body: Mapping[str, Any],
