@@ -225,8 +225,9 @@ def register(
     def stop_resync(**_: Any) -> None:
         stop.set()
 
+    # Async: it only updates in-memory state, so it needs no trip through the thread pool.
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, id="inferenceservice_seen", registry=registry)
-    def inferenceservice_seen(
+    async def inferenceservice_seen(
         type: str | None,
         body: kopf.Body,
         namespace: str | None,
