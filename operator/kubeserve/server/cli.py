@@ -92,8 +92,8 @@ def _serve_parser(sub: Any) -> None:
                    "(KUBESERVE_DEVICE, default auto)")
     p.add_argument("--intra-op-threads", type=int,
                    default=_env("KUBESERVE_INTRA_OP_THREADS", 1, int),
-                   help="ONNX Runtime threads per model call; 0 lets it choose "
-                   "(KUBESERVE_INTRA_OP_THREADS, default 1)")
+                   help="threads per model call (ONNX Runtime intra-op, BLAS for sklearn); "
+                   "0 lets the library choose (KUBESERVE_INTRA_OP_THREADS, default 1)")
     p.add_argument("--workers", type=int, default=_env("KUBESERVE_WORKERS", 1, int),
                    help="worker processes sharing the port (KUBESERVE_WORKERS, default 1)")
     p.add_argument("--idle-timeout", type=float,

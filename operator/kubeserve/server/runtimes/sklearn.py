@@ -31,6 +31,12 @@ class SklearnModel(model.Model):
         self.options = options
 
     def _load(self) -> None:
+        if self.options.intra_op_threads > 0:
+            # The same knob as ONNX Runtime's: BLAS pools that spin between tiny calls
+            # steal the CPU the event loop and the clients need (seen as p99 tails).
+            import threadpoolctl
+
+            threadpoolctl.threadpool_limits(limits=self.options.intra_op_threads)
         estimator = self._read()
         if not hasattr(estimator, "predict"):
             raise errors.ModelLoadError(f"{self.path}: {type(estimator).__name__} has no predict()")
