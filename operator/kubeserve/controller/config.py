@@ -20,6 +20,8 @@ class OperatorConfig:
     router_image: str = DEFAULT_ROUTER_IMAGE
     cluster_domain: str = "cluster.local"
     resync_seconds: float = 300.0
+    # Status changes closer together than this are written once (0: every change at once).
+    status_settle_seconds: float = 0.5
     metrics_port: int = 8081  # 0: no metrics endpoint
     health_port: int = 8080  # 0: no liveness endpoint
     gateway_api: bool = False  # watch HTTPRoutes (needs the Gateway API CRDs in the cluster)
@@ -43,6 +45,7 @@ class OperatorConfig:
             ("router_image", "ROUTER_IMAGE", str),
             ("cluster_domain", "CLUSTER_DOMAIN", str),
             ("resync_seconds", "RESYNC_SECONDS", float),
+            ("status_settle_seconds", "STATUS_SETTLE_SECONDS", float),
             ("metrics_port", "METRICS_PORT", int),
             ("health_port", "HEALTH_PORT", int),
             ("workers", "WORKERS", int),

@@ -152,10 +152,11 @@ def register(
         trigger: str,
         logger: Any,
         only: set[reconcile.ChildKey] | None = None,
+        settle: bool = True,
     ) -> reconcile.Outcome:
         with metrics.timed(trigger):
             try:
-                outcome = reconciler.reconcile(body, observe, only=only)
+                outcome = reconciler.reconcile(body, observe, only=only, settle=settle)
             except cluster.ApiError as exc:
                 if exc.retriable:
                     raise kopf.TemporaryError(
@@ -215,6 +216,30 @@ def register(
                         )
                     except Exception as exc:  # one failing resource must not stop the others
                         resync_logger.warning(f"resync of {namespace}/{name} failed: {exc}")
+
+    def settled_status(namespace: str | None, name: str) -> None:
+        indexes = captured.get("indexes")
+        body = _first(indexes["inferenceservices"], (namespace, name)) if indexes else None
+        if body is None or indexes is None:
+            return
+        try:
+            run(
+                body,
+                functools.partial(observed, namespace, name, indexes),
+                "settled-status",
+                resync_logger,
+                only=set(),
+                settle=False,
+            )
+        except Exception as exc:  # the resync writes it later
+            resync_logger.warning(f"status of {namespace}/{name} not written: {exc}")
+
+    def defer(namespace: str | None, name: str, delay: float) -> None:
+        timer = threading.Timer(delay, settled_status, args=(namespace, name))
+        timer.daemon = True
+        timer.start()
+
+    reconciler.settle_status(config.status_settle_seconds, defer)
 
     @kopf.on.startup(id="start_resync", registry=registry)
     def start_resync(**_: Any) -> None:

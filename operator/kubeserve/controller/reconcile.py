@@ -13,6 +13,7 @@ import datetime
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -88,6 +89,7 @@ class Outcome:
     conflicts: list[str] = dataclasses.field(default_factory=list)
     invalid: list[str] = dataclasses.field(default_factory=list)
     status_written: bool = False
+    status_deferred: bool = False
     ready: bool = False
 
 
@@ -116,10 +118,25 @@ class Reconciler:
     def __init__(self, api: cluster.Cluster, config: BuildConfig) -> None:
         self._api = api
         self._config = config
+        self._settle = 0.0
+        self._defer: Callable[[str | None, str, float], None] | None = None
+        self._last_status: dict[tuple[str | None, str], float] = {}
+        self._deferred: set[tuple[str | None, str]] = set()
         self._written: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         self._locks: dict[tuple[str | None, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self._desired: dict[tuple[str, int], tuple[spec.InferenceService, dict[ChildKey, str]]] = {}
+
+    def settle_status(
+        self, seconds: float, defer: Callable[[str | None, str, float], None]
+    ) -> None:
+        """Write status changes that follow one another within `seconds` once.
+
+        Three Deployments becoming available one after the other would otherwise be three
+        status writes (and three events for every watcher). `defer(namespace, name, delay)`
+        must reconcile that InferenceService's status again, with `settle=False`, after `delay`.
+        """
+        self._settle, self._defer = seconds, defer
 
     # The overlay: answers to our own writes, until the watch cache has caught up with them.
 
@@ -154,6 +171,8 @@ class Reconciler:
         """Drop what is kept for a deleted InferenceService."""
         with self._guard:
             self._locks.pop((namespace, name), None)
+            self._last_status.pop((namespace, name), None)
+            self._deferred.discard((namespace, name))
             for key in [k for k in self._desired if k[0] == uid]:
                 del self._desired[key]
 
@@ -194,6 +213,7 @@ class Reconciler:
         observe: Callable[[], Observed],
         *,
         only: Iterable[ChildKey] | None = None,
+        settle: bool = True,
     ) -> Outcome:
         """Bring the children of one InferenceService to their desired state, then its status.
 
@@ -206,10 +226,17 @@ class Reconciler:
             latest = self._current(
                 ISVC_KIND.kind, meta.get("namespace"), meta.get("name", ""), body
             )
-            return self._reconcile(latest or body, observe(), None if only is None else set(only))
+            return self._reconcile(
+                latest or body, observe(), None if only is None else set(only), settle=settle
+            )
 
     def _reconcile(
-        self, body: Mapping[str, Any], observed: Observed, only: set[ChildKey] | None
+        self,
+        body: Mapping[str, Any],
+        observed: Observed,
+        only: set[ChildKey] | None,
+        *,
+        settle: bool,
     ) -> Outcome:
         outcome = Outcome()
         meta = body.get("metadata", {})
@@ -275,8 +302,28 @@ class Reconciler:
             c["type"] == status.READY and c["status"] == "True"
             for c in new_status.get("conditions", [])
         )
+        if settle and only is not None and self._defer_status(meta, previous, new_status):
+            outcome.status_deferred = True
+            return outcome
         outcome.status_written = self._write_status(body, previous, new_status)
         return outcome
+
+    def _defer_status(
+        self, meta: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any]
+    ) -> bool:
+        """Put off a status write that follows the last one closely; True when put off."""
+        if self._defer is None or self._settle <= 0 or status.same_status(previous, new):
+            return False
+        key = (meta.get("namespace"), meta.get("name", ""))
+        since = time.monotonic() - self._last_status.get(key, -self._settle)
+        if since >= self._settle:
+            return False
+        with self._guard:
+            first = key not in self._deferred
+            self._deferred.add(key)
+        if first:
+            self._defer(key[0], key[1], self._settle - since)
+        return True
 
     def _apply(
         self,
@@ -348,6 +395,10 @@ class Reconciler:
         )
         if written is not None:
             self._remember(written)
+        key = (meta.get("namespace"), meta["name"])
+        with self._guard:
+            self._last_status[key] = time.monotonic()
+            self._deferred.discard(key)
         return True
 
 
