@@ -122,7 +122,8 @@ class Reconciler:
         self._defer: Callable[[str | None, str, float], None] | None = None
         self._last_status: dict[tuple[str | None, str], float] = {}
         self._deferred: set[tuple[str | None, str]] = set()
-        self._written: dict[tuple[str, str | None, str], dict[str, Any]] = {}
+        # (revision, JSON text): a burst of creates would otherwise hold thousands of dicts.
+        self._written: dict[tuple[str, str | None, str], tuple[int, str]] = {}
         self._locks: dict[tuple[str | None, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self._desired: dict[tuple[str, int], tuple[spec.InferenceService, dict[ChildKey, str]]] = {}
@@ -147,21 +148,23 @@ class Reconciler:
         key = (kind, namespace, name)
         with self._guard:
             written = self._written.get(key)
-            if written is not None and (obj is None or _revision(obj) >= _revision(written)):
+            if written is not None and (obj is None or _revision(obj) >= written[0]):
                 del self._written[key]
 
     def _current(
         self, kind: str, namespace: str | None, name: str, cached: Mapping[str, Any] | None
     ) -> Mapping[str, Any] | None:
         written = self._written.get((kind, namespace, name))
-        if written is not None and _revision(written) > _revision(cached):
-            return written
+        if written is not None and written[0] > _revision(cached):
+            decoded: Mapping[str, Any] = json.loads(written[1])
+            return decoded
         return cached
 
     def _remember(self, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata", {})
+        entry = (_revision(obj), pack(obj))
         with self._guard:
-            self._written[(obj["kind"], meta.get("namespace"), meta["name"])] = obj
+            self._written[(obj["kind"], meta.get("namespace"), meta["name"])] = entry
 
     def _lock(self, namespace: str | None, name: str) -> threading.Lock:
         with self._guard:
