@@ -195,6 +195,9 @@ def main() -> int:
             f"{v} {p}": n for (v, p), n in sorted(em.emulator.counts.items()) if n
         }
         results["restart_writes"] = writes(em.emulator.counts)
+        if op.process is not None:
+            # What watching the 1,000 and their 7,000 children costs once settled.
+            results["operator_rss_after_restart_mb"] = round(proc_stats(op.process.pid)[0], 1)
         op.stop()
     print(json.dumps(results, indent=2))
     if args.json:
