@@ -64,9 +64,21 @@ def markdown(best: dict[Key, dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Print the table for the given result files."""
-    files = [pathlib.Path(a) for a in argv] or [pathlib.Path(__file__).with_name("results.json")]
-    print(markdown(best_of(files)))
+    """Print the table for the given result files; ``--png PATH`` also draws the plot."""
+    args = list(argv)
+    png = None
+    if "--png" in args:
+        i = args.index("--png")
+        png = pathlib.Path(args[i + 1])
+        del args[i : i + 2]
+    files = [pathlib.Path(a) for a in args] or [pathlib.Path(__file__).with_name("results.json")]
+    best = best_of(files)
+    print(markdown(best))
+    if png is not None:
+        sys.path.insert(0, str(pathlib.Path(__file__).parent))
+        import run_benchmark
+
+        run_benchmark.plot(list(best.values()), png)
     return 0
 
 

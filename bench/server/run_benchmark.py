@@ -233,8 +233,11 @@ def wrk(url: str, body: pathlib.Path, lua: pathlib.Path, *, connections: int,
     """Run wrk and return req/s, p50/p99 latency (ms) and error counts."""
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
-        env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True, text=True, check=True)
+        env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True, text=True)
     out = done.stdout
+    if done.returncode != 0:  # e.g. cannot connect: record it instead of losing the run
+        print(f"wrk failed: {done.stderr.strip() or out.strip()}", file=sys.stderr)
+        return {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": -1}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     # The "Latency Distribution" lines; anchored, as the thread stats also print percents.
     # No line at all means no request completed: report NaN rather than crash the run.
@@ -303,7 +306,7 @@ def plot(results: list[dict[str, Any]], path: pathlib.Path) -> None:
     ax.set_ylabel("requests/s (log scale)")
     ax.set_title("digits classifier: kubeserve vs KServe 0.21 vs MLServer 1.7.1 (same machine, "
                  "same run, wrk)")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -371,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "results": results}
                     args.json.write_text(json.dumps(report, indent=1))
     print(table(results))
-    if args.png:
+    if args.png and str(args.png) not in ("", "."):  # --png "" skips the plot
         plot(results, args.png)
     return 0
 
