@@ -53,3 +53,30 @@ def test_batches_really_form(servers: dict[str, Server]) -> None:
     assert counts, text
     # More rows than model calls: some calls carried several requests.
     assert counts["sum"] / counts["count"] > 1.5
+
+
+def test_adaptive_batching_without_a_wait_window(models_dir, digits_rows) -> None:
+    # --batch-max-wait-ms 0: no waiting when the model is idle; batches form while it runs.
+    from server_testlib import running
+
+    x, _ = digits_rows
+    args = ["--model-name", "digits", "--model-dir", str(models_dir / "digits-onnx"),
+            "--batch-max-size", "64", "--batch-max-wait-ms", "0"]
+    jobs = [x[i : i + 1 + i % 3].tolist() for i in range(120)]
+    with running(args) as server:
+        def v1(rows: list[list[int]]) -> list[int]:
+            status, _, body = request(server.port, "POST", "/v1/models/digits:predict",
+                                      {"instances": rows})
+            assert status == 200, body
+            return body["predictions"]
+
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            got = list(pool.map(v1, jobs))
+        # Each caller got its own rows: compare with one-by-one answers from the same server.
+        assert got == [v1(rows) for rows in jobs]
+        text = request(server.port, "GET", "/metrics")[2]
+    count = re.search(r'kubeserve_batch_size_count\{model="digits",version="v2"\} (\S+)', text)
+    total = re.search(r'kubeserve_batch_size_sum\{model="digits",version="v2"\} (\S+)', text)
+    assert count and total
+    assert float(total.group(1)) == 2 * sum(len(rows) for rows in jobs)
+    assert float(count.group(1)) < 2 * len(jobs)  # fewer model calls than requests

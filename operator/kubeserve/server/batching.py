@@ -1,7 +1,10 @@
 """Dynamic batching: concurrent requests to one model version share a model call.
 
-Requests queue for at most ``max_wait`` seconds or until ``max_batch_size`` rows wait;
-then their inputs are concatenated along the batch dim, the model runs once in a worker
+Requests queue until ``max_batch_size`` rows wait, or for at most ``max_wait`` seconds; with
+``max_wait`` 0 the batcher never waits on purpose: an idle model takes what arrived in the
+same event-loop turn at once, and requests that arrive while it computes form the next
+batch (no latency cost with few clients, full batches under load). Then their inputs are
+concatenated along the batch dim, the model runs once in a worker
 thread (so the event loop keeps accepting the next batch meanwhile), and each caller gets
 back exactly its own rows. Requests whose inputs cannot be concatenated (other dtypes or
 trailing dims) go in separate groups.
@@ -44,6 +47,8 @@ class Batcher:
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+        self._running = 0  # batches being computed
+        self._soon = False  # a flush is scheduled for the end of this loop turn
 
     async def predict(self, inputs: Arrays) -> Arrays:
         """Return the model's outputs for ``inputs`` (rows along the first dim)."""
@@ -55,9 +60,18 @@ class Batcher:
         self._rows += rows
         if self._rows >= self.max_batch_size:
             self._flush()
+        elif self.max_wait <= 0:
+            if self._running == 0 and not self._soon:
+                self._soon = True
+                loop.call_soon(self._flush_if_idle)
         elif self._timer is None:
             self._timer = loop.call_later(self.max_wait, self._flush)
         return await future
+
+    def _flush_if_idle(self) -> None:
+        self._soon = False
+        if self._pending and self._running == 0:
+            self._flush()
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -83,6 +97,7 @@ class Batcher:
             else {n: np.concatenate([m[0][n] for m in members]) for n in names}
         )
         total = sum(m[1] for m in members)
+        self._running += 1
         try:
             outputs = await loop.run_in_executor(self._executor, self.model.predict, merged)
         except Exception as exc:  # every caller learns of the failure
@@ -90,6 +105,10 @@ class Batcher:
                 if not future.done():
                     future.set_exception(exc)
             return
+        finally:
+            self._running -= 1
+            if self.max_wait <= 0 and self._running == 0 and self._pending:
+                self._flush()  # what queued while the model was busy is the next batch
         self.on_batch(total)
         start = 0
         for _, rows, future in members:
