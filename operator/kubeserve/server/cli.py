@@ -75,7 +75,8 @@ def _serve_parser(sub: Any) -> None:
                    "(KUBESERVE_BATCH_MAX_SIZE, default 0)")
     p.add_argument("--batch-max-wait-ms", type=float,
                    default=_env("KUBESERVE_BATCH_MAX_WAIT_MS", 2.0, float),
-                   help="dynamic batching: longest a request waits for others "
+                   help="dynamic batching: longest a request waits for others; 0 never waits "
+                   "on purpose (batches form while the model is busy) "
                    "(KUBESERVE_BATCH_MAX_WAIT_MS, default 2)")
     p.add_argument("--allow-pickle", action="store_true",
                    default=_env("KUBESERVE_ALLOW_PICKLE", False, _bool),
