@@ -37,11 +37,19 @@ def test_two_workers_share_the_port_and_the_metrics(models_dir: pathlib.Path) ->
     args = ["--model-name", "digits", "--model-dir", str(models_dir / "digits-onnx"),
             "--workers", "2"]
     with running(args) as server:
+        # One ready worker is enough for `running`; the kernel spreads new connections over
+        # both, so wait until ready answers come from every connection for a while.
+        deadline, streak = time.monotonic() + 30, 0
+        while streak < 30 and time.monotonic() < deadline:
+            ok = request(server.port, "GET", "/v2/health/ready")[0] == 200
+            streak = streak + 1 if ok else 0
+            if not ok:
+                time.sleep(0.1)
         for _ in range(40):
             assert request(server.port, "POST", "/v1/models/digits:predict",
                            {"instances": [[0] * 64]})[0] == 200
         # Workers publish their numbers once a second; a busy machine may take longer.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while True:
             text = request(server.port, "GET", "/metrics")[2]
             found = re.search(r'kubeserve_requests_total\{model="digits",version="v2",'
