@@ -66,6 +66,15 @@ def condition(kube: Kube, namespace: str, name: str, type_: str = "Ready") -> di
     return None
 
 
+def wait_reason(kube: Kube, namespace: str, name: str, type_: str, reason: str) -> dict[str, Any]:
+    """Wait until a condition of an InferenceService has this reason; give the condition."""
+    found: dict[str, Any] = wait_for(
+        lambda: (c := condition(kube, namespace, name, type_)) and c["reason"] == reason and c,
+        what=f"{type_} reason {reason}",
+    )
+    return found
+
+
 def mark_ready(kube: Kube, namespace: str, name: str | None = None) -> None:
     for (kind, child), _ in actual_children(kube, namespace, name).items():
         if kind == "Deployment":
@@ -337,14 +346,7 @@ def test_pod_problems_reach_the_status(
         },
         sub="status",
     )
-    cond = wait_for(
-        lambda: (
-            (c := condition(kube, namespace, "digits", "VariantsReady"))
-            and c["reason"] == "GPUUnavailable"
-            and c
-        ),
-        what="GPUUnavailable",
-    )
+    cond = wait_reason(kube, namespace, "digits", "VariantsReady", "GPUUnavailable")
     assert (
         "no node offers 1 free nvidia.com/gpu of product NVIDIA-A100-SXM4-40GB" in cond["message"]
     )
@@ -379,14 +381,7 @@ def test_pod_problems_reach_the_status(
         },
         sub="status",
     )
-    cond = wait_for(
-        lambda: (
-            (c := condition(kube, namespace, "digits", "VariantsReady"))
-            and c["reason"] == "ModelFetchFailed"
-            and c
-        ),
-        what="ModelFetchFailed",
-    )
+    cond = wait_reason(kube, namespace, "digits", "VariantsReady", "ModelFetchFailed")
     assert "404 Not Found" in cond["message"]
 
 
