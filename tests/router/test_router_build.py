@@ -217,30 +217,30 @@ def test_quote_escapes_quotes_and_backslashes_and_refuses_variables() -> None:
 @PROFILE
 @given(strategies.inference_services())
 def test_nginx_accepts_the_config_of_any_valid_spec(obj: dict[str, Any]) -> None:
-    isvc = parse(obj)
-    ports = {v.name: 9 for v in isvc.spec.variants}
     with tempfile.TemporaryDirectory() as d:
-        work = Path(d)
-        os.chmod(work, 0o755)
-        text = dataplane.loopback_config(isvc, ports, listen=1, health=2, workdir=work)
-        (work / "nginx.conf").write_text(text)
-        assert dataplane.NGINX is not None
-        result = subprocess.run(
-            [
-                dataplane.NGINX,
-                "-t",
-                "-q",
-                "-e",
-                str(work / "e.log"),
-                "-p",
-                d,
-                "-c",
-                str(work / "nginx.conf"),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        assert result.returncode == 0, result.stderr + (work / "e.log").read_text()
+        assert_nginx_accepts(parse(obj), Path(d))
+
+
+def assert_nginx_accepts(isvc: spec.InferenceService, work: Path) -> None:
+    """Run `nginx -t` on the router config of `isvc`, pointed at loopback ports in `work`."""
+    ports = {v.name: 9 for v in isvc.spec.variants}
+    os.chmod(work, 0o755)
+    text = dataplane.loopback_config(isvc, ports, listen=1, health=2, workdir=work)
+    (work / "nginx.conf").write_text(text)
+    assert dataplane.NGINX is not None
+    command = [
+        dataplane.NGINX,
+        "-t",
+        "-q",
+        "-e",
+        str(work / "e.log"),
+        "-p",
+        str(work),
+        "-c",
+        str(work / "nginx.conf"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + (work / "e.log").read_text()
 
 
 # --- endpoint and status -------------------------------------------------------------------
@@ -370,25 +370,4 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_nginx_accepts_every_example(path: Path, tmp_path: Path) -> None:
     for doc in manifests.load_documents(str(path)):
-        isvc = parse(doc)
-        ports = {v.name: 9 for v in isvc.spec.variants}
-        os.chmod(tmp_path, 0o755)
-        text = dataplane.loopback_config(isvc, ports, listen=1, health=2, workdir=tmp_path)
-        (tmp_path / "nginx.conf").write_text(text)
-        assert dataplane.NGINX is not None
-        result = subprocess.run(
-            [
-                dataplane.NGINX,
-                "-t",
-                "-q",
-                "-e",
-                str(tmp_path / "e.log"),
-                "-p",
-                str(tmp_path),
-                "-c",
-                str(tmp_path / "nginx.conf"),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        assert result.returncode == 0, result.stderr + (tmp_path / "e.log").read_text()
+        assert_nginx_accepts(parse(doc), tmp_path)
