@@ -6,7 +6,6 @@ No module-wide operator runs here, so each test's operator is the only one in th
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
@@ -20,6 +19,7 @@ from test_operator import (
     wait_children,
 )
 
+from kubeserve.local import router_config
 from support import specs
 from support.kube_client import Kube, wait_for
 from support.kube_emulator import EmulatorThread
@@ -111,16 +111,10 @@ def test_namespace_scoping(
         process.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_liveness_metrics_and_json_logs(
     kube: Kube, emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    health, metrics = _free_port(), _free_port()
+    health, metrics = router_config.free_port(), router_config.free_port()
     process = OperatorProcess(
         emulator, tmp_path_factory.mktemp("observability"), "--log-format", "json"
     )

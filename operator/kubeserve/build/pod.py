@@ -73,7 +73,8 @@ def _resources(variant: spec.Variant, config: BuildConfig) -> dict[str, Any]:
     return {k: dict(sorted(v.items())) for k, v in sorted(resources.items()) if v}
 
 
-def _server_env(isvc: spec.InferenceService, variant: spec.Variant) -> list[dict[str, Any]]:
+def server_env(isvc: spec.InferenceService, variant: spec.Variant) -> list[dict[str, Any]]:
+    """Give the model server container's environment (the local run starts servers with it too)."""
     ours = [
         {"name": "KUBESERVE_MODEL_NAME", "value": isvc.metadata.name},
         {"name": "KUBESERVE_MODEL_DIR", "value": MODEL_ROOT},
@@ -113,7 +114,7 @@ def _server_container(
         "image": variant.image or config.server_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["kubeserve", "serve"],
-        "env": _server_env(isvc, variant),
+        "env": server_env(isvc, variant),
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
         # Startup allows up to 5 minutes to load a large model before liveness counts.
         "startupProbe": _http_probe(LIVE_PATH, period=2, failures=150),

@@ -28,7 +28,6 @@ from kubeserve import manifests
 from kubeserve.api import spec, validation
 from kubeserve.api.errors import SpecError
 from kubeserve.build import pod, router
-from kubeserve.build.config import BuildConfig
 from kubeserve.local import router_config
 
 # Examples name paths inside the server image; locally the training script writes them here.
@@ -156,7 +155,7 @@ def _server_env(
 ) -> dict[str, str]:
     env = dict(os.environ)
     # The pod's environment, as the builders write it, with local paths and ports.
-    for item in pod.pod_template(isvc, variant, _config())["spec"]["containers"][0]["env"]:
+    for item in pod.server_env(isvc, variant):
         if "value" in item:
             env[item["name"]] = item["value"]
         else:
@@ -172,10 +171,6 @@ def _server_env(
         "HOME": env.get("HOME", str(model_dir)),
     }
     return env
-
-
-def _config() -> BuildConfig:
-    return BuildConfig()
 
 
 @contextlib.contextmanager
