@@ -180,6 +180,14 @@ def _ignore_body(fn: Callable[[], Reply]) -> Thunk:
     return lambda body: fn()
 
 
+def _error_reply(exc: Exception) -> tuple[int, bytes]:
+    """Map a failed request to its status and `{"error": ...}` body."""
+    if isinstance(exc, errors.ServerError):
+        return exc.status, dataplane.dumps({"error": str(exc)})
+    log.exception("unhandled error")
+    return 500, _internal_error(exc)
+
+
 def _internal_error(exc: Exception) -> bytes:
     return dataplane.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"})
 
@@ -347,11 +355,9 @@ class HttpProtocol(asyncio.Protocol):
                 self._await(reply, protocol, model, version, keep_alive, started)
                 return
             status, content, served = 200, reply[0], reply[1]
-        except errors.ServerError as exc:
-            status, content, served = exc.status, dataplane.dumps({"error": str(exc)}), version
         except Exception as exc:  # never let one request take the connection or process down
-            log.exception("unhandled error")
-            status, content, served = 500, _internal_error(exc), version
+            status, content = _error_reply(exc)
+            served = version
         self._finish(status, content, served, protocol, model, keep_alive, started)
 
     def _await(
@@ -385,11 +391,9 @@ class HttpProtocol(asyncio.Protocol):
         try:
             content, served = await pending
             status = 200
-        except errors.ServerError as exc:
-            status, content, served = exc.status, dataplane.dumps({"error": str(exc)}), version
-        except Exception as exc:
-            log.exception("unhandled error")
-            status, content, served = 500, _internal_error(exc), version
+        except Exception as exc:  # never let one request take the connection or process down
+            status, content = _error_reply(exc)
+            served = version
         self.busy = False
         self._finish(status, content, served, protocol, model, keep_alive, started)
         while self.queue and not self.busy and self.transport is not None:
