@@ -55,11 +55,63 @@ def test_nginx_mode_renders_configmap_deployment_and_the_named_service() -> None
         ("ConfigMap", "digits-router"),
         ("Deployment", "digits-router"),
         ("Service", "digits"),
+        ("PodDisruptionBudget", "digits-router"),
     ]
     for o in objects:
         k8s_schema.assert_valid(o)
         assert o["metadata"]["namespace"] == "default"
         assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kubeserve-operator"
+
+
+def test_router_defaults_without_a_router_block() -> None:
+    objects = children.build_children(parse(specs.canary()))
+    dep = by_name(objects, "Deployment", "digits-router")
+    assert dep["spec"]["replicas"] == 2
+    [container] = dep["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == router.ROUTER_RESOURCES
+    assert (
+        "worker_processes 2;"
+        in by_name(objects, "ConfigMap", "digits-router")["data"][router.CONFIG_KEY]
+    )
+
+
+def test_router_replicas_workers_and_resources_come_from_the_spec() -> None:
+    resources = {"requests": {"cpu": "500m", "memory": "64Mi"}, "limits": {"cpu": 1}}
+    obj = specs.isvc(routing={"router": {"replicas": 3, "workers": 4, "resources": resources}})
+    objects = children.build_children(parse(obj))
+    dep = by_name(objects, "Deployment", "digits-router")
+    assert dep["spec"]["replicas"] == 3
+    [container] = dep["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {
+        "limits": {"cpu": 1},
+        "requests": {"cpu": "500m", "memory": "64Mi"},
+    }
+    text = by_name(objects, "ConfigMap", "digits-router")["data"][router.CONFIG_KEY]
+    assert "worker_processes 4;" in text
+    for o in objects:
+        k8s_schema.assert_valid(o)
+
+
+def test_router_pdb_keeps_all_but_one_router_through_a_drain() -> None:
+    obj = specs.isvc(routing={"router": {"replicas": 5}})
+    objects = children.build_children(parse(obj))
+    pdb = by_name(objects, "PodDisruptionBudget", "digits-router")
+    dep = by_name(objects, "Deployment", "digits-router")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
+    # It selects the router's pods and nothing else: the variants have their own budgets.
+    assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+    assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
+    assert pdb["metadata"]["labels"] == dep["metadata"]["labels"]
+    assert pdb["metadata"].get("ownerReferences") == dep["metadata"].get("ownerReferences")
+    k8s_schema.assert_valid(pdb)
+
+
+def test_a_single_router_replica_gets_no_pdb() -> None:
+    # A budget on one pod could only block a drain (minAvailable 1) or do nothing.
+    objects = children.build_children(parse(specs.isvc(routing={"router": {"replicas": 1}})))
+    assert by_name(objects, "Deployment", "digits-router")["spec"]["replicas"] == 1
+    assert [o for o in objects if o["kind"] == "PodDisruptionBudget"] == []
 
 
 def test_router_service_selects_router_pods_and_targets_nginx() -> None:

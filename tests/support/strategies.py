@@ -180,6 +180,19 @@ def variant_body(draw: st.DrawFn, name: str, *, live: bool) -> dict[str, Any]:
 
 
 @st.composite
+def router(draw: st.DrawFn) -> dict[str, Any]:
+    """Draw the nginx router's settings: any subset of replicas, workers and resources."""
+    out: dict[str, Any] = {}
+    if draw(st.booleans()):
+        out["replicas"] = draw(st.integers(1, 100))
+    if draw(st.booleans()):
+        out["workers"] = draw(st.integers(1, 32))
+    if draw(st.booleans()):
+        out["resources"] = draw(resources())
+    return out
+
+
+@st.composite
 def inference_services(draw: st.DrawFn) -> dict[str, Any]:
     """Draw valid InferenceServices that exercise every field of the spec."""
     name = draw(dns1035(40))
@@ -219,6 +232,8 @@ def inference_services(draw: st.DrawFn) -> dict[str, Any]:
     if "sticky" not in routing and draw(st.booleans()):
         routing["mode"] = "gateway-api"
         routing["parentRefs"] = [{"name": "gw", "namespace": "infra", "sectionName": "http"}]
+    elif draw(st.booleans()):
+        routing["router"] = draw(router())
     obj: dict[str, Any] = {
         "apiVersion": "serving.kubeserve.dev/v1alpha1",
         "kind": "InferenceService",

@@ -48,6 +48,7 @@ def test_one_variant_gives_a_deployment_and_a_service() -> None:
         ("ConfigMap", "digits-router"),
         ("Deployment", "digits-router"),
         ("Service", "digits"),
+        ("PodDisruptionBudget", "digits-router"),
     ]
     for o in objects:
         assert o["metadata"]["namespace"] == "default"

@@ -39,6 +39,7 @@ def test_entry_point_renders_an_example() -> None:
         "ConfigMap",
         "Deployment",
         "Service",
+        "PodDisruptionBudget",
     ]
 
 

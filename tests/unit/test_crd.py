@@ -149,6 +149,16 @@ def test_examples_pass_openapi_and_cel(path: Path, schema: dict[str, Any]) -> No
             ),
             "sticky is not supported in routing mode gateway-api",
         ),
+        (
+            specs.isvc(
+                routing={
+                    "mode": "gateway-api",
+                    "parentRefs": [{"name": "gw"}],
+                    "router": {"replicas": 3},
+                }
+            ),
+            "router is only used with routing mode nginx",
+        ),
         (specs.isvc(specs.variant("v1", replicas=1, autoscaling={"maxReplicas": 2})), "not both"),
         (
             specs.isvc(specs.variant("v1", autoscaling={"minReplicas": 3, "maxReplicas": 2})),

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubeserve import manifests
-from kubeserve.api import crd, names, validation
+from kubeserve.api import crd, names, spec, validation
 from kubeserve.api.errors import FieldError
 from kubeserve.build import children
 from support import cel, k8s_schema, strategies
@@ -38,6 +38,10 @@ def test_valid_specs_render_schema_valid_manifests(obj: dict[str, Any]) -> None:
     # One Deployment and Service per variant, plus the nginx router's (not in gateway-api mode).
     router = int(isvc.spec.routing.mode == "nginx")
     assert kinds.count("Deployment") == kinds.count("Service") == len(isvc.spec.variants) + router
+    # A budget per variant that asks for one, and the router's when it has replicas to spare.
+    settings = isvc.spec.routing.router or spec.Router()
+    budgets = sum(v.disruption_budget is not None for v in isvc.spec.variants)
+    assert kinds.count("PodDisruptionBudget") == budgets + router * (settings.replicas > 1)
     assert manifests.dump_documents(objects) == manifests.dump_documents(
         children.build_children(validation.parse(copy.deepcopy(obj)))
     )

@@ -297,6 +297,32 @@ def test_sticky_is_refused_in_gateway_mode() -> None:
     assert_error(obj, "spec.routing.sticky", "no session persistence")
 
 
+def test_router_settings_are_refused_in_gateway_mode() -> None:
+    obj = specs.isvc(
+        routing={"mode": "gateway-api", "parentRefs": [{"name": "gw"}], "router": {"replicas": 3}}
+    )
+    assert_error(obj, "spec.routing.router", "only used with routing mode nginx")
+
+
+def test_router_settings_are_checked_like_a_variant() -> None:
+    assert errors_of(specs.isvc(routing={"router": {}})) == []
+    assert_error(
+        specs.isvc(routing={"router": {"replicas": 0}}), "spec.routing.router.replicas", ""
+    )
+    assert_error(specs.isvc(routing={"router": {"workers": 0}}), "spec.routing.router.workers", "")
+    too_much = {"requests": {"memory": "256Mi"}, "limits": {"memory": "128Mi"}}
+    assert_error(
+        specs.isvc(routing={"router": {"resources": too_much}}),
+        "spec.routing.router.resources.requests.memory",
+        "more than the limit 128Mi",
+    )
+    assert_error(
+        specs.isvc(routing={"router": {"resources": {"requests": {"cpu": "-1"}}}}),
+        "spec.routing.router.resources.requests.cpu",
+        "",
+    )
+
+
 def test_disruption_budget_needs_exactly_one() -> None:
     obj = specs.isvc(specs.variant("v1", disruptionBudget={}))
     assert_error(obj, "spec.variants[0].disruptionBudget", "exactly one")

@@ -65,6 +65,11 @@ ROUTING_RULES = [
         "message": "parentRefs is only used with routing mode gateway-api",
         "fieldPath": ".parentRefs",
     },
+    {
+        "rule": "!has(self.router) || !has(self.mode) || self.mode == 'nginx'",
+        "message": "router is only used with routing mode nginx",
+        "fieldPath": ".router",
+    },
 ]
 VARIANT_RULES = [
     {

@@ -199,6 +199,30 @@ class ParentReference(ApiModel):
     port: int | None = pydantic.Field(default=None, ge=1, le=65535)
 
 
+class Router(ApiModel):
+    """The built-in nginx router's pods (routing mode nginx only)."""
+
+    replicas: int = pydantic.Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Router pods. With more than one, a PodDisruptionBudget lets a node drain "
+        "evict only one at a time, so the endpoint never loses every router.",
+    )
+    workers: int = pydantic.Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="nginx worker processes per pod. More than the pod's CPUs only adds "
+        "context switches.",
+    )
+    resources: core.ResourceRequirements | None = pydantic.Field(
+        default=None,
+        description="Compute resources of the nginx container; default requests cpu 50m, "
+        "memory 32Mi and limits memory 128Mi.",
+    )
+
+
 class Routing(ApiModel):
     """How the stable endpoint splits traffic between variants."""
 
@@ -217,6 +241,11 @@ class Routing(ApiModel):
     mirror: Mirror | None = None
     parent_refs: list[ParentReference] | None = pydantic.Field(
         default=None, max_length=16, description="Gateways for routing mode gateway-api."
+    )
+    router: Router | None = pydantic.Field(
+        default=None,
+        description="Replicas, workers and resources of the nginx router (routing mode nginx "
+        "only); defaults when left out.",
     )
 
 

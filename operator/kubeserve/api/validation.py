@@ -165,17 +165,24 @@ def _check_resources(v: spec.Variant, path: str) -> Iterator[FieldError]:
                     f"{name}: use the variant's gpu field instead, so that pods are also "
                     "scheduled onto GPU nodes",
                 )
+    yield from _check_requests_within_limits(res, path)
+    if v.autoscaling and v.resources is not None and "cpu" not in requests:
+        yield FieldError(
+            extend_path(path, "requests", "cpu"),
+            "autoscaling on CPU utilization needs a cpu request to measure against",
+        )
+
+
+def _check_requests_within_limits(
+    res: core.ResourceRequirements, path: str
+) -> Iterator[FieldError]:
+    requests, limits = res.requests or {}, res.limits or {}
     for name in sorted(set(requests) & set(limits)):
         if quantity.parse_quantity(requests[name]) > quantity.parse_quantity(limits[name]):
             yield FieldError(
                 extend_path(path, "requests", name),
                 f"request {requests[name]} is more than the limit {limits[name]}",
             )
-    if v.autoscaling and v.resources is not None and "cpu" not in requests:
-        yield FieldError(
-            extend_path(path, "requests", "cpu"),
-            "autoscaling on CPU utilization needs a cpu request to measure against",
-        )
 
 
 def _check_storage_uri(uri: str, path: str) -> Iterator[FieldError]:
@@ -242,6 +249,19 @@ def _check_routing(s: spec.InferenceServiceSpec) -> Iterator[FieldError]:
         )
     if r.mode != "gateway-api" and r.parent_refs:
         yield FieldError("spec.routing.parentRefs", "only used with routing mode gateway-api")
+    if r.router is not None:
+        if r.mode != "nginx":
+            # Refused rather than ignored: a user who sized a router would otherwise believe
+            # one runs, while the Gateway's own data plane serves the traffic.
+            yield FieldError(
+                "spec.routing.router",
+                f"only used with routing mode nginx (mode {r.mode} has no kubeserve router: "
+                "the Gateway's controller runs the data plane)",
+            )
+        if r.router.resources is not None:
+            yield from _check_requests_within_limits(
+                r.router.resources, "spec.routing.router.resources"
+            )
     if (
         r.sticky
         and r.sticky.header

@@ -1,7 +1,8 @@
 """All the children of an InferenceService: what the operator applies and `render` prints.
 
-Variants come first, then the endpoint: in nginx mode the router's ConfigMap, Deployment and
-the Service named after the InferenceService; in gateway-api mode an HTTPRoute of that name.
+Variants come first, then the endpoint: in nginx mode the router's ConfigMap, Deployment,
+the Service named after the InferenceService and, with more than one router replica, its
+PodDisruptionBudget; in gateway-api mode an HTTPRoute of that name.
 """
 
 from __future__ import annotations

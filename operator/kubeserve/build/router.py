@@ -31,10 +31,9 @@ HEALTH_PORT = 8081
 SERVICE_PORT = 80
 # The uid/gid of the nginx-unprivileged image's `nginx` user.
 ROUTER_UID = 101
-# Two replicas so that a node drain or a rollout never leaves the endpoint without a router.
-ROUTER_REPLICAS = 2
-# nginx's `worker_processes auto` counts the node's CPUs, not the pod's share of them.
-ROUTER_WORKERS = 2
+# Defaults for `spec.routing.router`, kept in its model (api/spec.py, `Router`): two replicas
+# so that a node drain or a rollout never leaves the endpoint without a router; two workers
+# because nginx's `worker_processes auto` counts the node's CPUs, not the pod's share of them.
 ROUTER_RESOURCES: dict[str, Any] = {
     "limits": {"memory": "128Mi"},
     "requests": {"cpu": "50m", "memory": "32Mi"},
@@ -112,6 +111,11 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def router_settings(isvc: spec.InferenceService) -> spec.Router:
+    """Give the router's replicas, workers and resources: the spec's, or the defaults."""
+    return isvc.spec.routing.router or spec.Router()
+
+
 def render_config(isvc: spec.InferenceService, config: BuildConfig | None = None) -> str:
     """Render the router's nginx.conf; the same spec always gives the same text."""
     config = config or BuildConfig()
@@ -149,7 +153,7 @@ def render_config(isvc: spec.InferenceService, config: BuildConfig | None = None
     template = _environment().get_template("nginx.conf.j2")
     return template.render(
         service=service,
-        workers=ROUTER_WORKERS,
+        workers=int(router_settings(isvc).workers),
         port=ROUTER_PORT,
         health_port=HEALTH_PORT,
         upstreams=upstreams,
@@ -191,6 +195,15 @@ def _probe(*, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def _resources(settings: spec.Router) -> dict[str, Any]:
+    chosen = (
+        settings.resources.to_wire()
+        if settings.resources is not None
+        else {k: dict(v) for k, v in ROUTER_RESOURCES.items()}
+    )
+    return {k: dict(sorted(v.items())) for k, v in sorted(chosen.items()) if v}
+
+
 def deployment(
     isvc: spec.InferenceService, config: BuildConfig, *, nginx_conf: str
 ) -> dict[str, Any]:
@@ -211,7 +224,7 @@ def deployment(
         # nginx finishes in-flight requests on SIGQUIT (the image's stop signal); the sleep
         # first lets the Service stop sending new ones.
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SLEEP_SECONDS)]}}},
-        "resources": {k: dict(v) for k, v in ROUTER_RESOURCES.items()},
+        "resources": _resources(router_settings(isvc)),
         "securityContext": pod.container_security_context(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -246,7 +259,7 @@ def deployment(
         "kind": "Deployment",
         "metadata": meta.object_meta(isvc, name, component=COMPONENT),
         "spec": {
-            "replicas": ROUTER_REPLICAS,
+            "replicas": router_settings(isvc).replicas,
             "revisionHistoryLimit": 5,
             "progressDeadlineSeconds": 300,
             "selector": {"matchLabels": meta.selector_labels(isvc, component=COMPONENT)},
@@ -282,10 +295,40 @@ def service(isvc: spec.InferenceService) -> dict[str, Any]:
     }
 
 
+def disruption_budget(isvc: spec.InferenceService) -> dict[str, Any] | None:
+    """Build the router's PodDisruptionBudget, or None when it runs a single replica.
+
+    maxUnavailable 1 rather than minAvailable 1: both keep a router serving through a drain
+    at two replicas, but with more replicas minAvailable 1 would let a drain evict all but one
+    at once, and that one would take the whole endpoint's load. With one replica there is
+    nothing to keep: a budget could only block the drain or do nothing, so there is none.
+    """
+    if router_settings(isvc).replicas < 2:
+        return None
+    name = names.router_object_name(isvc.metadata.name)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta.object_meta(isvc, name, component=COMPONENT),
+        "spec": {
+            "selector": {"matchLabels": meta.selector_labels(isvc, component=COMPONENT)},
+            "maxUnavailable": 1,
+            # A router that never gets ready (a bad image, a crash loop) must not block node
+            # drains: it serves nothing, so evicting it costs nothing.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
 def router_objects(isvc: spec.InferenceService, config: BuildConfig) -> list[dict[str, Any]]:
-    """Build the router's objects in the order they are applied: ConfigMap, Deployment, Service."""
+    """Build the router's objects in the order they are applied.
+
+    ConfigMap, Deployment, Service, then the PodDisruptionBudget when there is one.
+    """
     cm = config_map(isvc, config)
-    return [cm, deployment(isvc, config, nginx_conf=cm["data"][CONFIG_KEY]), service(isvc)]
+    objects = [cm, deployment(isvc, config, nginx_conf=cm["data"][CONFIG_KEY]), service(isvc)]
+    pdb = disruption_budget(isvc)
+    return objects if pdb is None else [*objects, pdb]
 
 
 def endpoint_url(isvc: spec.InferenceService, config: BuildConfig | None = None) -> str:
