@@ -157,6 +157,15 @@ def test_nginx_writes_only_under_tmp() -> None:
     assert "access_log /dev/stdout" in text
 
 
+def test_upstream_connections_are_kept_and_access_log_lines_stay_whole() -> None:
+    text = router.render_config(parse(sticky_ab()))
+    # One idle pool per variant and worker, large enough for the benchmark's 64 connections.
+    assert text.count(f"keepalive {router.UPSTREAM_KEEPALIVE};") == 4
+    assert router.UPSTREAM_KEEPALIVE >= 64
+    # Buffered writes no larger than PIPE_BUF are atomic on the container's stdout pipe.
+    assert "access_log /dev/stdout kubeserve buffer=4k flush=1s;" in text
+
+
 def test_rollout_surges_and_never_drops_below_the_replicas() -> None:
     dep = by_name(children.build_children(parse(specs.canary())), "Deployment", "digits-router")
     assert dep["spec"]["strategy"] == {

@@ -38,6 +38,9 @@ ROUTER_RESOURCES: dict[str, Any] = {
     "limits": {"memory": "128Mi"},
     "requests": {"cpu": "50m", "memory": "32Mi"},
 }
+# Idle keep-alive connections to each variant per nginx worker (see the template): above the
+# 64 concurrent requests of the router benchmark on one worker, so none is closed under load.
+UPSTREAM_KEEPALIVE = 128
 # Every response carries the variant that served it (the model server sets the same header;
 # the router replaces it with its own choice, so errors of an unreachable variant carry it too).
 SERVED_BY_HEADER = "x-kubeserve-variant"
@@ -157,6 +160,7 @@ def render_config(isvc: spec.InferenceService, config: BuildConfig | None = None
         port=ROUTER_PORT,
         health_port=HEALTH_PORT,
         upstreams=upstreams,
+        upstream_keepalive=UPSTREAM_KEEPALIVE,
         split=split,
         # The salt is a DNS label and the rest is ours: safe inside the quotes as it is.
         split_key=f"{service}/{key_variable}",
