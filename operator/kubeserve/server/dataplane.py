@@ -53,17 +53,17 @@ def _check_shape(spec: model.TensorSpec, array: np.ndarray) -> None:
         )
 
 
-def _v1_array(spec: model.TensorSpec, rows: Any) -> np.ndarray:
+def _v1_array(spec: model.TensorSpec, rows: list[Any], literals: bool) -> np.ndarray:
+    if not literals:
+        fast = tensors.fast_floats(rows, tensors.DATATYPES[spec.datatype])
+        if fast is not None:
+            _check_shape(spec, fast)
+            return fast
     try:
         raw = np.asarray(rows)
     except ValueError as exc:
         raise errors.BadRequest(f"instances are ragged: {exc}") from None
-    if (raw.dtype.kind not in "biuf" and spec.datatype != "BYTES") or raw.dtype.kind == "O":
-        raise errors.BadRequest(
-            f"instances must be {spec.datatype} numbers; got {raw.dtype.name} values"
-        )
-    dtype = tensors.DATATYPES[spec.datatype]
-    array = raw if spec.datatype == "BYTES" else raw.astype(dtype, copy=False)
+    array = tensors.convert("instances", spec.datatype, raw, rows, literals=literals)
     _check_shape(spec, array)
     return array
 
@@ -173,7 +173,7 @@ class DataPlane:
             raise errors.BadRequest("expected 'instances' (or 'inputs') in the request body")
         if not isinstance(rows, list) or not rows:
             raise errors.BadRequest("'instances' must be a non-empty JSON array")
-        inputs = self._v1_inputs(m, rows)
+        inputs = self._v1_inputs(m, rows, tensors.has_literals(body))
         outputs = self._compute(m, inputs, [m.outputs[0].name])
         if isinstance(outputs, dict):
             return self._v1_reply(m, outputs)
@@ -182,10 +182,12 @@ class DataPlane:
     async def _v1_later(self, m: model.Model, pending: Awaitable[dict[str, np.ndarray]]) -> Reply:
         return self._v1_reply(m, await self._await(pending))
 
-    def _v1_inputs(self, m: model.Model, rows: list[Any]) -> dict[str, np.ndarray]:
+    def _v1_inputs(
+        self, m: model.Model, rows: list[Any], literals: bool
+    ) -> dict[str, np.ndarray]:
         if len(m.inputs) == 1:
             spec = m.inputs[0]
-            return {spec.name: _v1_array(spec, rows)}
+            return {spec.name: _v1_array(spec, rows, literals)}
         # Several inputs: each instance is an object keyed by input name.
         if not all(isinstance(r, dict) for r in rows):
             names = ", ".join(s.name for s in m.inputs)
@@ -197,7 +199,7 @@ class DataPlane:
                 column = [r[spec.name] for r in rows]
             except KeyError:
                 raise errors.BadRequest(f"an instance lacks input '{spec.name}'") from None
-            out[spec.name] = _v1_array(spec, column)
+            out[spec.name] = _v1_array(spec, column, literals)
         return out
 
     def _v1_reply(self, m: model.Model, outputs: dict[str, np.ndarray]) -> Reply:
@@ -214,7 +216,7 @@ class DataPlane:
         request_id = payload.get("id")
         if request_id is not None and not isinstance(request_id, str):
             raise errors.BadRequest("'id' must be a string")
-        inputs = self._v2_inputs(m, payload.get("inputs"))
+        inputs = self._v2_inputs(m, payload.get("inputs"), tensors.has_literals(body))
         wanted = self._v2_outputs(m, payload.get("outputs"))
         outputs = self._compute(m, inputs, wanted)
         if isinstance(outputs, dict):
@@ -230,7 +232,7 @@ class DataPlane:
     ) -> Reply:
         return self._v2_reply(m, await self._await(pending), wanted, request_id)
 
-    def _v2_inputs(self, m: model.Model, raw: Any) -> dict[str, np.ndarray]:
+    def _v2_inputs(self, m: model.Model, raw: Any, literals: bool) -> dict[str, np.ndarray]:
         if not isinstance(raw, list) or not raw:
             raise errors.BadRequest("'inputs' must be a non-empty array of tensors")
         specs = {s.name: s for s in m.inputs}
@@ -267,7 +269,7 @@ class DataPlane:
                     f"input '{name}': datatype {datatype} does not match the model's "
                     f"{spec.datatype}"
                 )
-            array = tensors.decode(name, datatype, item["shape"], item["data"])
+            array = tensors.decode(name, datatype, item["shape"], item["data"], literals=literals)
             _check_shape(spec, array)
             out[name] = array
         absent = [n for n in specs if n not in out]

@@ -7,7 +7,10 @@ turns a hostile ``data`` field into a clear 400 instead of a silently wrong arra
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -56,8 +59,80 @@ def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def decode(name: str, datatype: Any, shape: Any, data: Any) -> np.ndarray:
-    """Build the numpy array a V2 input tensor describes, or raise BadRequest naming why."""
+def has_literals(text: bytes) -> bool:
+    """Tell whether JSON ``text`` may hold a ``true`` or ``false`` value.
+
+    JSON spells booleans only as these literals, so their absence from the text proves that
+    no parsed value is a bool. A match inside a string only costs the slower, exact path.
+    """
+    return b"true" in text or b"false" in text
+
+
+# Float targets the fast path fills directly, by their struct code.
+_FAST_FLOATS = {np.dtype(np.float32): "f", np.dtype(np.float64): "d"}
+_EMPTY = bytearray()
+
+
+@functools.lru_cache(maxsize=256)
+def _packer(code: str, count: int) -> struct.Struct:
+    return struct.Struct(f"={count}{code}")
+
+
+def fast_floats(data: list[Any], dtype: np.dtype[Any]) -> np.ndarray | None:
+    """Convert JSON numbers to a float array in one C pass, or return None to decline.
+
+    ``np.asarray`` on nested lists first walks every element to discover the shape and the
+    dtype, then walks them again to convert: about 25 ns an element, most of a batch-32
+    request. ``struct`` packs the numbers straight into a buffer. It declines (None), and
+    the caller takes the exact path with its error messages, whenever the input is not a
+    flat list or a list of equally long flat rows of plain numbers: struct refuses strings,
+    nulls, lists and objects, rows of another length, ``float32`` overflow
+    (``OverflowError``, where numpy's cast would give inf) and integers beyond 64 bits.
+    struct does take ``True`` as 1: call this only where ``has_literals`` proved there are
+    no booleans. The result is bit-identical to ``np.asarray(data).astype(dtype)``:
+    integers go through int64 and floats through the same IEEE rounding.
+    """
+    code = _FAST_FLOATS.get(dtype)
+    if code is None or not data:
+        return None
+    first = data[0]
+    nested = type(first) is list
+    if nested:
+        if not first:
+            return None
+        width, first = len(first), first[0]
+    else:
+        width = len(data)
+    # Packing ints as doubles converts each through a temporary float object; as int64
+    # it is about twice as fast, and numpy's int64 -> float cast rounds the same way.
+    codes = ("q", code) if type(first) is int else (code,)
+    for c in codes:
+        packer = _packer(c, width)
+        try:
+            # One row struct per row also refuses ragged rows (a wrong count is an error).
+            # A bytearray, not bytes: runtimes may write to their inputs.
+            packed = (
+                _EMPTY.join(itertools.starmap(packer.pack, data))
+                if nested
+                else bytearray(packer.pack(*data))
+            )
+        except (struct.error, OverflowError, TypeError):
+            continue
+        array = np.frombuffer(packed, np.int64 if c == "q" else dtype)
+        if c == "q":
+            array = array.astype(dtype)
+        return array.reshape((len(data), width) if nested else (width,))
+    return None
+
+
+def decode(
+    name: str, datatype: Any, shape: Any, data: Any, *, literals: bool = True
+) -> np.ndarray:
+    """Build the numpy array a V2 input tensor describes, or raise BadRequest naming why.
+
+    ``literals`` False promises that the request text holds no ``true``/``false`` (see
+    ``has_literals``), which lets numbers take the fast path.
+    """
     if datatype not in DATATYPES:
         raise errors.BadRequest(
             f"input '{name}': unknown datatype {datatype!r}; expected one of "
@@ -66,49 +141,71 @@ def decode(name: str, datatype: Any, shape: Any, data: Any) -> np.ndarray:
     dims = _check_shape(name, shape)
     if not isinstance(data, list):
         raise errors.BadRequest(f"input '{name}': 'data' must be a JSON array")
+    expected = math.prod(dims)
+    if not literals:
+        fast = fast_floats(data, DATATYPES[datatype])
+        if fast is not None:
+            if fast.size != expected:
+                raise errors.BadRequest(
+                    f"input '{name}': shape {list(dims)} needs {expected} elements, "
+                    f"'data' has {fast.size}"
+                )
+            return fast.reshape(dims)
     try:
         # Let numpy infer first so that we can tell 1.5 from 1 and "a" from 1: converting
         # straight to the target dtype would truncate or wrap without a word.
         raw = np.asarray(data)
     except ValueError as exc:
         raise errors.BadRequest(f"input '{name}': 'data' is ragged or mixed: {exc}") from None
-    expected = math.prod(dims)
     if raw.size != expected:
         raise errors.BadRequest(
             f"input '{name}': shape {list(dims)} needs {expected} elements, 'data' has {raw.size}"
         )
-    return _convert(name, datatype, raw, data).reshape(dims)
+    return convert(f"input '{name}'", datatype, raw, data, literals=literals).reshape(dims)
 
 
-def _convert(name: str, datatype: str, raw: np.ndarray, data: list[Any]) -> np.ndarray:
+def convert(
+    where: str, datatype: str, raw: np.ndarray, data: list[Any], *, literals: bool = True
+) -> np.ndarray:
+    """Check what ``np.asarray(data)`` inferred against ``datatype`` and cast it, or raise.
+
+    ``where`` names the tensor in messages ("input 'x'", "instances"). numpy's inference
+    alone lets hostile mixes through: ``[1, "a"]`` becomes strings, ``[true, 2.5]`` floats;
+    those are caught here from the original ``data``.
+    """
     kind = raw.dtype.kind
     if raw.size == 0:
-        return np.empty(0, dtype=np.str_ if datatype == "BYTES" else DATATYPES[datatype])
+        return np.empty(raw.shape, dtype=np.str_ if datatype == "BYTES" else DATATYPES[datatype])
     if datatype == "BYTES":
-        if kind != "U":
-            raise errors.BadRequest(f"input '{name}': BYTES data must be strings")
+        if kind != "U" or not all(type(v) is str for v in _flatten(data)):
+            raise errors.BadRequest(f"{where}: BYTES data must be strings")
         return raw
     if datatype == "BOOL":
-        if kind != "b":
-            raise errors.BadRequest(f"input '{name}': BOOL data must be true/false")
+        if kind != "b":  # numpy infers bool only when every value is one
+            raise errors.BadRequest(f"{where}: BOOL data must be true/false")
         return raw
+    if kind == "b" or (literals and any(type(v) is bool for v in _flatten(data))):
+        raise errors.BadRequest(f"{where}: {datatype} data must be numbers, not true/false")
     target = DATATYPES[datatype]
     if target.kind in "iu" and kind in "fO":
         # Either real fractions, or big integers numpy could only mix as float64/object.
-        return _exact_integers(name, datatype, data)
-    if kind not in "biuf":
-        raise errors.BadRequest(f"input '{name}': {datatype} data must be numbers")
+        return _exact_integers(where, datatype, data).reshape(raw.shape)
+    if kind not in "iuf":
+        raise errors.BadRequest(f"{where}: {datatype} data must be numbers")
     if target.kind in "iu":
         info = np.iinfo(target)
         lo, hi = raw.min(), raw.max()
         if lo < info.min or hi > info.max:
             raise errors.BadRequest(
-                f"input '{name}': value out of range for {datatype} [{info.min}, {info.max}]"
+                f"{where}: value out of range for {datatype} [{info.min}, {info.max}]"
             )
-    elif target == np.float16 and kind == "f" and np.abs(raw).max() > np.finfo(np.float16).max:
-        # float16 overflows to inf quietly; a client sending 1e6 as FP16 has made a mistake.
-        raise errors.BadRequest(f"input '{name}': value out of range for FP16")
-    return raw.astype(target, copy=False)
+        return raw.astype(target, copy=False)
+    out = raw.astype(target, copy=False)
+    if target.itemsize < raw.dtype.itemsize and not np.isfinite(out).all():
+        # JSON cannot carry inf, so an inf here is a narrowing cast that overflowed
+        # (1e6 as FP16, 1e39 as FP32): a client mistake, not a value to compute on.
+        raise errors.BadRequest(f"{where}: value out of range for {datatype}")
+    return out
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -125,15 +222,15 @@ def _flatten(data: list[Any]) -> list[Any]:
     return out
 
 
-def _exact_integers(name: str, datatype: str, data: list[Any]) -> np.ndarray:
+def _exact_integers(where: str, datatype: str, data: list[Any]) -> np.ndarray:
     """Convert integers numpy could only hold together as float64 (e.g. 1 and 2**64-1)."""
     info = np.iinfo(DATATYPES[datatype])
     flat = _flatten(data)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
-        raise errors.BadRequest(f"input '{name}': {datatype} data must be integers")
+        raise errors.BadRequest(f"{where}: {datatype} data must be integers")
     if any(v < info.min or v > info.max for v in flat):
         raise errors.BadRequest(
-            f"input '{name}': value out of range for {datatype} [{info.min}, {info.max}]"
+            f"{where}: value out of range for {datatype} [{info.min}, {info.max}]"
         )
     return np.array(flat, dtype=DATATYPES[datatype])
 
