@@ -200,7 +200,8 @@ def convert(
                 f"{where}: value out of range for {datatype} [{info.min}, {info.max}]"
             )
         return raw.astype(target, copy=False)
-    out = raw.astype(target, copy=False)
+    with np.errstate(over="ignore"):  # overflow is reported below, not warned about
+        out = raw.astype(target, copy=False)
     if target.itemsize < raw.dtype.itemsize and not np.isfinite(out).all():
         # JSON cannot carry inf, so an inf here is a narrowing cast that overflowed
         # (1e6 as FP16, 1e39 as FP32): a client mistake, not a value to compute on.
