@@ -33,7 +33,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from kubeserve.api import validation  # noqa: E402
+from kubeserve.api import spec, validation  # noqa: E402
+from kubeserve.build import router  # noqa: E402
 from router import dataplane  # noqa: E402
 
 LUA = """
@@ -163,6 +164,13 @@ def wait_quiet(limit: float = 120) -> bool:
     return False
 
 
+def tcp_active_opens() -> int:
+    """Count the TCP connections this machine has opened so far (all processes)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("ActiveOpens")])
+
+
 def wrk(
     url: str,
     *,
@@ -172,7 +180,12 @@ def wrk(
     lua: pathlib.Path,
     body_path: pathlib.Path,
 ) -> dict[str, Any]:
-    """Run wrk once; give requests/s, p50 and p99 in ms, and errors."""
+    """Run wrk once; give requests/s, p50 and p99 in ms, errors and new TCP connections.
+
+    Through nginx, connections beyond wrk's own are ones nginx opened to the server because
+    its keep-alive pool was too small (other processes on the machine add to the count too).
+    """
+    opens = tcp_active_opens()
     out = subprocess.run(
         [
             "wrk",
@@ -189,6 +202,7 @@ def wrk(
         check=True,
         env={**os.environ, "BENCH_BODY": str(body_path)},
     ).stdout
+    opens = tcp_active_opens() - opens
 
     def ms(label: str) -> float:
         m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -204,6 +218,7 @@ def wrk(
         "p99_ms": ms("99"),
         "non_2xx": int(errors.group(1)) if errors else 0,
         "socket_errors": socket_errors.group(1) if socket_errors else "",
+        "tcp_opens": opens,
     }
 
 
@@ -219,6 +234,22 @@ def main() -> int:
     parser.add_argument("--connections", default="8,64")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--server-workers", type=int, default=1)
+    parser.add_argument(
+        "--upstream-keepalive",
+        type=int,
+        help="replace the rendered upstream `keepalive` (idle connections per worker), to compare",
+    )
+    parser.add_argument(
+        "--router-workers",
+        type=int,
+        help="spec.routing.router.workers (nginx worker processes); default: the spec's default",
+    )
+    parser.add_argument(
+        "--quiet-limit",
+        type=float,
+        default=120,
+        help="seconds to wait for a quiet machine before each run (then it measures anyway)",
+    )
     parser.add_argument("--out", type=pathlib.Path, help="write the raw results here as JSON")
     parser.add_argument(
         "--pin", action="store_true", help="server on CPU 0; wrk and nginx on the other CPUs"
@@ -246,13 +277,18 @@ def main() -> int:
             else fixed_server()
         )
         with server as port:
-            isvc = validation.parse(specs.isvc(specs.variant("v1")))
+            routing = {"router": {"workers": args.router_workers}} if args.router_workers else None
+            isvc = validation.parse(specs.isvc(specs.variant("v1"), routing=routing))
             listen, health = dataplane.free_port(), dataplane.free_port()
             nginx_dir = work / "nginx"
             nginx_dir.mkdir()
             conf = dataplane.loopback_config(
                 isvc, {"v1": port}, listen=listen, health=health, workdir=nginx_dir
             )
+            if args.upstream_keepalive:
+                rendered = f"keepalive {router.UPSTREAM_KEEPALIVE};"
+                assert conf.count(rendered) == 1, "the template's keepalive line changed"
+                conf = conf.replace(rendered, f"keepalive {args.upstream_keepalive};")
             nginx = dataplane.Nginx(nginx_dir, conf, health=health)
             try:
                 results: list[dict[str, Any]] = []
@@ -269,7 +305,7 @@ def main() -> int:
                         )
                     for r in range(args.rounds):
                         for p, target in ((port, "direct"), (listen, "nginx")):
-                            quiet = wait_quiet()
+                            quiet = wait_quiet(args.quiet_limit)
                             res = wrk(
                                 f"http://127.0.0.1:{p}{PATH}",
                                 connections=c,
@@ -301,7 +337,10 @@ def main() -> int:
         "rounds": args.rounds,
         "wrk_threads": args.threads,
         "server_workers": args.server_workers,
+        "router_workers": int((isvc.spec.routing.router or spec.Router()).workers),
+        "upstream_keepalive": args.upstream_keepalive or router.UPSTREAM_KEEPALIVE,
         "pinned": bool(args.pin),
+        "runs_on_a_quiet_machine": f"{sum(r['quiet'] for r in results)} of {len(results)}",
     }
     if args.out:
         args.out.write_text(
@@ -330,6 +369,28 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["added_p50_ms"] = row["nginx_p50_ms"] - row["direct_p50_ms"]
         row["added_p99_ms"] = row["nginx_p99_ms"] - row["direct_p99_ms"]
         row["throughput_ratio"] = row["nginx_rps"] / row["direct_rps"]
+        # Each round's direct and nginx runs follow one another, so the difference within a
+        # pair cancels part of the machine's drift; the spread of those says how noisy it was.
+        pairs = [
+            (d, n)
+            for d in results
+            for n in results
+            if d["connections"] == n["connections"] == c
+            and d["round"] == n["round"]
+            and (d["target"], n["target"]) == ("direct", "nginx")
+        ]
+        added = [n["p50_ms"] - d["p50_ms"] for d, n in pairs]
+        ratios = [n["rps"] / d["rps"] for d, n in pairs]
+        row["pair_added_p50_ms"] = {
+            "median": statistics.median(added),
+            "min": min(added),
+            "max": max(added),
+        }
+        row["pair_ratio"] = {
+            "median": statistics.median(ratios),
+            "min": min(ratios),
+            "max": max(ratios),
+        }
         rows.append(row)
     return rows
 
@@ -337,19 +398,24 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"upstream: {meta['upstream']}; {meta['machine']}; {meta['nginx']}; "
+        f"nginx {meta['router_workers']} workers, upstream keepalive {meta['upstream_keepalive']}; "
         f"wrk {meta['wrk_threads']} threads, {meta['duration_s']} s x {meta['rounds']} rounds (median)"
-        + ("; server pinned to CPU 0, wrk and nginx to the rest" if meta["pinned"] else ""),
+        + ("; server pinned to CPU 0, wrk and nginx to the rest" if meta["pinned"] else "")
+        + f"; runs on a quiet machine: {meta['runs_on_a_quiet_machine']}",
         "",
         "| connections | p50 direct | p50 nginx | added p50 | p99 direct | p99 nginx | added p99 "
-        "| req/s direct | req/s nginx | ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| req/s direct | req/s nginx | ratio | added p50 per pair | ratio per pair |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['connections']} | {r['direct_p50_ms']:.3f} ms | {r['nginx_p50_ms']:.3f} ms | "
             f"{r['added_p50_ms']:+.3f} ms | {r['direct_p99_ms']:.3f} ms | {r['nginx_p99_ms']:.3f} ms | "
             f"{r['added_p99_ms']:+.3f} ms | {r['direct_rps']:.0f} | {r['nginx_rps']:.0f} | "
-            f"{r['throughput_ratio']:.3f} |"
+            f"{r['throughput_ratio']:.3f} | "
+            f"{r['pair_added_p50_ms']['median']:+.3f} ({r['pair_added_p50_ms']['min']:+.3f} to "
+            f"{r['pair_added_p50_ms']['max']:+.3f}) ms | {r['pair_ratio']['median']:.2f} "
+            f"({r['pair_ratio']['min']:.2f} to {r['pair_ratio']['max']:.2f}) |"
         )
     return "\n".join(lines)
 
