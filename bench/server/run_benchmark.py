@@ -320,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mlserver", help="mlserver executable of a venv with mlserver==1.7.1")
     parser.add_argument("--servers", default="kubeserve,kubeserve-sklearn,kserve,mlserver")
     parser.add_argument("--connections", default="1,8,64")
+    parser.add_argument("--protocols", default="v1,v2", help="e.g. v2 for V2 scenarios only")
+    parser.add_argument("--batches", default="1,32", help="e.g. 32 for batch-32 scenarios only")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per scenario")
     parser.add_argument("--workers", default="1",
@@ -342,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = train(args.work)
     paths, labels = bodies(args.work)
     conns = [int(c) for c in args.connections.split(",")]
+    wanted = {(p, int(b)) for p in args.protocols.split(",") for b in args.batches.split(",")}
     results: list[dict[str, Any]] = []
     servers = targets(args, models, args.work)
     with contextlib.ExitStack() as stack:
@@ -353,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.enter_context(started(target, log))
             check(target, paths, labels)
         for (proto, batch), body in sorted(paths.items()):
+            if (proto, batch) not in wanted:
+                continue
             for c in conns:
                 for target in servers:
                     route = target.v1_path if proto == "v1" else target.v2_path

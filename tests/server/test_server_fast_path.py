@@ -213,3 +213,9 @@ def test_batch_32_answers_match_on_both_paths(onnx_port: int, digits_rows) -> No
     assert all(a == answers[0] for a in answers)
     labels = answers[0][0]["data"]
     assert sum(a == b for a, b in zip(labels, y[:32], strict=True)) >= 29  # the model's accuracy
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40) | st.text(alphabet="truefals r[]0,1\"", max_size=40).map(str.encode))
+def test_has_literals_agrees_with_substring_search(text: bytes) -> None:
+    assert tensors.has_literals(text) is (b"true" in text or b"false" in text)
