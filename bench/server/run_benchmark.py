@@ -100,6 +100,14 @@ def targets(args: argparse.Namespace, models: pathlib.Path, work: pathlib.Path) 
                 [*kubeserve, "--port", str(base + 1), "--workers", str(workers),
                  "--model-dir", str(models / "digits-onnx" / "v1")], base + 1, v1, v2,
                 env=quiet))
+        if args.baseline and workers == 1:
+            # The same server from an older revision, for before/after figures in one run.
+            source = export_revision(args.baseline, work / "baseline")
+            found.append(Target(
+                f"kubeserve (onnx) @{args.baseline}",
+                [*kubeserve, "--port", str(base + 4), "--workers", str(workers),
+                 "--model-dir", str(models / "digits-onnx" / "v1")], base + 4, v1, v2,
+                env={**quiet, "PYTHONPATH": str(source)}))
         if "kubeserve-sklearn" in args.servers and workers == 1:  # a reference row, once
             found.append(Target(
                 f"kubeserve (sklearn{suffix})",
@@ -125,6 +133,19 @@ def targets(args: argparse.Namespace, models: pathlib.Path, work: pathlib.Path) 
         found.append(Target("MLServer 1.7.1", [args.mlserver, "start", str(repo)], 9104, None,
                             "/v2/models/digits/infer", cwd=repo))
     return found
+
+
+def export_revision(rev: str, into: pathlib.Path) -> pathlib.Path:
+    """Write the ``kubeserve`` package of git revision ``rev`` under ``into``; return its root.
+
+    Put first on PYTHONPATH, it shadows the installed (editable) package.
+    """
+    shutil.rmtree(into, ignore_errors=True)
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "operator/kubeserve"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "operator"
 
 
 def post(port: int, path: str, body: bytes) -> tuple[int, Any]:
@@ -328,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="worker counts to run kubeserve and KServe with, e.g. 1,2")
     parser.add_argument("--kubeserve-args", default="",
                         help="extra flags for kubeserve, e.g. '--batch-max-size 32'")
+    parser.add_argument("--baseline", help="also serve kubeserve from this git revision")
     parser.add_argument("--quiet", type=float, default=0.9,
                         help="idle CPU share to wait for before each measurement")
     parser.add_argument("--patience", type=float, default=60.0,

@@ -116,26 +116,30 @@ def fast_floats(data: list[Any], dtype: np.dtype[Any]) -> np.ndarray | None:
         width, first = len(first), first[0]
     else:
         width = len(data)
-    # Packing ints as doubles converts each through a temporary float object; as int64
-    # it is about twice as fast, and numpy's int64 -> float cast rounds the same way.
-    codes = ("q", code) if type(first) is int else (code,)
-    for c in codes:
-        packer = _packer(c, width)
-        try:
-            # One row struct per row also refuses ragged rows (a wrong count is an error).
-            # A bytearray, not bytes: runtimes may write to their inputs.
-            packed = (
-                _EMPTY.join(itertools.starmap(packer.pack, data))
-                if nested
-                else bytearray(packer.pack(*data))
-            )
-        except (struct.error, OverflowError, TypeError):
-            continue
-        array = np.frombuffer(packed, np.int64 if c == "q" else dtype)
-        if c == "q":
-            array = array.astype(dtype)
-        return array.reshape((len(data), width) if nested else (width,))
-    return None
+    shape = (len(data), width) if nested else (width,)
+    if type(first) is int:
+        # Packing ints as doubles converts each through a temporary float object; as int64
+        # it is about twice as fast, and numpy's int64 -> float cast rounds the same way.
+        ints = _pack(_packer("q", width), data, nested)
+        if ints is not None:
+            return np.frombuffer(ints, np.int64).astype(dtype).reshape(shape)
+        if _pack(_packer("Q", width), data, nested) is not None:
+            # Only integers, some beyond int64: numpy casts those from uint64, rounding
+            # once, where a double in between could round twice. Leave them to numpy.
+            return None
+    packed = _pack(_packer(code, width), data, nested)
+    return None if packed is None else np.frombuffer(packed, dtype).reshape(shape)
+
+
+def _pack(packer: struct.Struct, data: list[Any], nested: bool) -> bytearray | None:
+    try:
+        # One row struct per row also refuses ragged rows (a wrong count is an error).
+        # A bytearray, not bytes: runtimes may write to their inputs.
+        if nested:
+            return _EMPTY.join(itertools.starmap(packer.pack, data))
+        return bytearray(packer.pack(*data))
+    except (struct.error, OverflowError, TypeError):
+        return None
 
 
 def decode(
