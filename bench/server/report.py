@@ -2,8 +2,12 @@
 
 With several files (repeated full runs on a shared machine), each server and scenario keeps
 its best run by requests/s, the same rule for every server, and that run's latencies.
+``--override FILE`` (repeatable) takes every scenario FILE measured from the override files
+only, so that rows of a newer partial run are never mixed with older runs' rows.
 
     python bench/server/report.py bench/server/results*.json
+    python bench/server/report.py results-run1.json results-run2.json \
+        --override results-b32-run1.json --png docs/benchmarks-server.png
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ def best_of(files: Sequence[pathlib.Path]) -> dict[Key, dict[str, Any]]:
     return best
 
 
+def overridden(
+    best: dict[Key, dict[str, Any]], newer: dict[Key, dict[str, Any]]
+) -> dict[Key, dict[str, Any]]:
+    """Return ``best`` with every scenario that ``newer`` covers taken from ``newer`` alone."""
+    covered = {k[1:] for k in newer}
+    kept = {k: v for k, v in best.items() if k[1:] not in covered}
+    return {**kept, **newer}
+
+
 def _workers(server: str) -> int:
     return 2 if "2 workers" in server else 1
 
@@ -40,8 +53,9 @@ def markdown(best: dict[Key, dict[str, Any]]) -> str:
     """Render one table row per measurement with ratios against the faster peer."""
     lines = [
         "| protocol | batch | conns | server | req/s | p50 ms | p99 ms | "
-        "vs faster peer, same workers | vs fastest peer overall |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        "vs faster peer, same workers | vs fastest peer overall | "
+        "faster same-workers peer's p99 ms |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     scenarios = sorted({k[1:] for k in best})
     servers = list(dict.fromkeys(k[0] for k in best))
@@ -50,15 +64,18 @@ def markdown(best: dict[Key, dict[str, Any]]) -> str:
         peers = [r for r in rows if _is_peer(r["server"])]
         overall = max((r["rps"] for r in peers), default=0.0)
         for r in rows:
-            same = [p["rps"] for p in peers if _workers(p["server"]) == _workers(r["server"])]
+            same = [p for p in peers if _workers(p["server"]) == _workers(r["server"])]
             # MLServer always runs its default single inference worker; count it as 1.
-            ratio_same = r["rps"] / max(same) if same and not _is_peer(r["server"]) else None
+            rival = max(same, key=lambda p: p["rps"]) if same else None
+            mine = rival is not None and not _is_peer(r["server"])
+            ratio_same = r["rps"] / rival["rps"] if mine and rival else None
+            rival_p99 = f"{rival['p99_ms']:.2f}" if mine and rival else ""
             ratio_all = r["rps"] / overall if peers and not _is_peer(r["server"]) else None
             lines.append(
                 f"| {proto.upper()} | {batch} | {conns} | {r['server']} | {r['rps']:,.0f} | "
                 f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                 f"{f'{ratio_same:.1f}x' if ratio_same else ''} | "
-                f"{f'{ratio_all:.1f}x' if ratio_all else ''} |"
+                f"{f'{ratio_all:.1f}x' if ratio_all else ''} | {rival_p99} |"
             )
     return "\n".join(lines)
 
@@ -71,8 +88,15 @@ def main(argv: Sequence[str]) -> int:
         i = args.index("--png")
         png = pathlib.Path(args[i + 1])
         del args[i : i + 2]
+    overrides = []
+    while "--override" in args:
+        i = args.index("--override")
+        overrides.append(pathlib.Path(args[i + 1]))
+        del args[i : i + 2]
     files = [pathlib.Path(a) for a in args] or [pathlib.Path(__file__).with_name("results.json")]
     best = best_of(files)
+    if overrides:
+        best = overridden(best, best_of(overrides))
     print(markdown(best))
     if png is not None:
         sys.path.insert(0, str(pathlib.Path(__file__).parent))
