@@ -325,8 +325,10 @@ def plot(results: list[dict[str, Any]], path: pathlib.Path) -> None:
     ax.set_xticklabels([f"{p.upper()} b{b}\n{c} conn" for p, b, c in scenarios], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("requests/s (log scale)")
+    # Every scenario's bars come from one run; report.py --override may take different
+    # scenarios from different runs.
     ax.set_title("digits classifier: kubeserve vs KServe 0.21 vs MLServer 1.7.1 (same machine, "
-                 "same run, wrk)")
+                 "wrk; each scenario's servers measured in the same run)", fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -167,6 +167,7 @@ def test_v2_fast_path_still_counts_elements() -> None:
     ("BYTES", ["a", True], "strings"),
     ("INT32", [1, True], "not true/false"),
     ("FP16", [70000], "out of range for FP16"),
+    ("FP16", [-(2**63), 1], "out of range for FP16"),
     ("FP64", [True, 2.5], "not true/false"),
 ])
 def test_mixes_numpy_would_have_let_through(datatype: str, data: list[Any], needle: str) -> None:
@@ -226,3 +227,16 @@ def test_batch_32_answers_match_on_both_paths(onnx_port: int, digits_rows) -> No
 @given(st.binary(max_size=40) | st.text(alphabet="truefals r[]0,1\"", max_size=40).map(str.encode))
 def test_has_literals_agrees_with_substring_search(text: bytes) -> None:
     assert tensors.has_literals(text) is (b"true" in text or b"false" in text)
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32"])
+@pytest.mark.parametrize("literals", [False, True])
+def test_overflow_boundary_is_where_the_cast_gives_inf(datatype: str, literals: bool) -> None:
+    dtype = tensors.DATATYPES[datatype]
+    limit = tensors._OVERFLOW[dtype]
+    below = float(np.nextafter(limit, 0))
+    got = tensors.decode("x", datatype, [2], [below, -below], literals=literals)
+    assert np.isfinite(got).all() and got[0] == np.finfo(dtype).max
+    for value in (limit, -limit, limit * 2):
+        with pytest.raises(errors.BadRequest, match=f"out of range for {datatype}"):
+            tensors.decode("x", datatype, [2], [1.0, value], literals=literals)

@@ -181,6 +181,17 @@ def decode(
     return convert(f"input '{name}'", datatype, raw, data, literals=literals).reshape(dims)
 
 
+def _overflow_limit(dtype: np.dtype[Any]) -> float:
+    # The smallest magnitude that rounds to inf: halfway between the largest finite value
+    # and the next power of two (the tie goes to the even significand, which is inf).
+    info = np.finfo(dtype)
+    return float(2.0 ** (info.maxexp) - 2.0 ** (info.maxexp - info.nmant - 2))
+
+
+# Narrow float targets and the magnitude at which a cast to them overflows.
+_OVERFLOW = {dt: _overflow_limit(dt) for dt in (np.dtype(np.float16), np.dtype(np.float32))}
+
+
 def convert(
     where: str, datatype: str, raw: np.ndarray, data: list[Any], *, literals: bool = True
 ) -> np.ndarray:
@@ -217,13 +228,16 @@ def convert(
                 f"{where}: value out of range for {datatype} [{info.min}, {info.max}]"
             )
         return raw.astype(target, copy=False)
-    with np.errstate(over="ignore"):  # overflow is reported below, not warned about
-        out = raw.astype(target, copy=False)
-    if target.itemsize < raw.dtype.itemsize and not np.isfinite(out).all():
-        # JSON cannot carry inf, so an inf here is a narrowing cast that overflowed
-        # (1e6 as FP16, 1e39 as FP32): a client mistake, not a value to compute on.
+    limit = _OVERFLOW.get(target)
+    # int64 reaches 9.2e18, beyond float16's range but not float32's: check only what can.
+    # (No np.abs: it leaves the int64 minimum negative.)
+    if limit is not None and (kind == "f" or limit < 2**63) and max(
+        float(raw.max()), -float(raw.min())
+    ) >= limit:
+        # The cast would turn these into inf without a word (1e6 as FP16, 1e39 as FP32):
+        # a client mistake, not a value to compute on. JSON itself cannot carry inf.
         raise errors.BadRequest(f"{where}: value out of range for {datatype}")
-    return out
+    return raw.astype(target, copy=False)
 
 
 def _flatten(data: list[Any]) -> list[Any]:
