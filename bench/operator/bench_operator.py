@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,31 @@ def proc_stats(pid: int) -> tuple[float, float]:
     return peak, (int(fields[11]) + int(fields[12])) / ticks
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class RssSampler(threading.Thread):
+    """Sample the operator's resident size, to show when in the burst the peak comes."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.samples: list[tuple[float, float]] = []
+        self.done = threading.Event()
+        self.started_at = time.perf_counter()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            with contextlib.suppress(OSError):
+                self.samples.append(
+                    (round(time.perf_counter() - self.started_at, 1), round(rss_mb(self.pid), 1))
+                )
+
+
 def writes(counts: collections.Counter[tuple[str, str]]) -> int:
     return sum(
         n for (verb, _), n in counts.items() if verb in {"create", "patch", "update", "delete"}
@@ -156,6 +182,9 @@ def main() -> int:
         pid = op.process.pid if op.process else 0
         em.emulator.counts.clear()
         _, cpu0 = proc_stats(pid)
+        results["operator_rss_idle_mb"] = round(rss_mb(pid), 1)
+        sampler = RssSampler(pid)
+        sampler.start()
         started = time.perf_counter()
         for i in range(args.count):
             kube.create(ISVC, ns, isvc(i, ns))
@@ -169,6 +198,10 @@ def main() -> int:
         results["seconds_to_all_ready"] = time.perf_counter() - started
         results["seconds_to_create_all"] = created
         peak, cpu1 = proc_stats(pid)
+        sampler.done.set()
+        # Every 5th sample keeps the timeline readable (seconds since the first create, MB).
+        results["operator_rss_timeline"] = sampler.samples[::5]
+        results["operator_rss_at_all_ready_mb"] = round(rss_mb(pid), 1)
         time.sleep(2)  # let trailing events settle before the quiet window
         first = collections.Counter(em.emulator.counts)
         first[("create", "inferenceservices")] -= args.count  # the benchmark's own creates

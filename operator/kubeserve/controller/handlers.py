@@ -3,12 +3,16 @@
 Why watch the children instead of polling them: a child deleted or edited by hand is put
 back within one watch event, and the watch caches (kopf indexes) are what make a reconcile
 free of reads. A slow timer resyncs everything anyway, as a safety net for missed events.
+
+Every handler is async and quick: kopf runs it at once, without a trip through its thread
+pool. Those of InferenceService changes and of child and pod events only note work (see
+`pending`); the reconciles they call for run on threads of their own.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -18,7 +22,7 @@ import kopf
 
 from kubeserve import API_GROUP, API_VERSION, cluster
 from kubeserve.build import meta
-from kubeserve.controller import memory, reconcile
+from kubeserve.controller import memory, pending, reconcile
 from kubeserve.controller.config import OperatorConfig
 from kubeserve.controller.metrics import OperatorMetrics
 
@@ -36,7 +40,7 @@ CHILD_RESOURCES = [
 GATEWAY_RESOURCES = [("gateway.networking.k8s.io", "v1", "httproutes")]
 RETRY_DELAY = 5.0
 TRIM_SECONDS = 5.0
-resync_logger = logging.getLogger("kubeserve.resync")
+logger = logging.getLogger("kubeserve.reconcile")
 changes_logger = logging.getLogger("kubeserve.changes")
 
 
@@ -49,8 +53,8 @@ def _owner_key(namespace: str | None, labels: Mapping[str, str]) -> tuple[str | 
     return (namespace, owner) if owner else None
 
 
-def _pack(body: Mapping[str, Any]) -> str:
-    """Keep a cached object as compact JSON (managedFields are never read: not kept)."""
+def _pack(body: Mapping[str, Any]) -> bytes:
+    """Keep a cached object packed (managedFields are never read: not kept)."""
     raw = dict(body)
     raw["metadata"] = {k: v for k, v in raw.get("metadata", {}).items() if k != "managedFields"}
     return reconcile.pack(raw)
@@ -58,8 +62,7 @@ def _pack(body: Mapping[str, Any]) -> str:
 
 def _first(index: Any, key: Any) -> dict[str, Any] | None:
     for value in index.get(key, []) if index is not None else []:
-        unpacked: dict[str, Any] = json.loads(value)
-        return unpacked
+        return reconcile.unpack(value)
     return None
 
 
@@ -82,7 +85,8 @@ def register(
         settings.persistence.finalizer = f"{KOPF_PREFIX}/finalizer"
         # Only warnings become Kubernetes Events: an Event is a write, and most logs are not news.
         settings.posting.level = logging.WARNING
-        settings.execution.max_workers = config.workers
+        # Handlers are async and only note work (see `pending`): kopf's pool has little to do.
+        settings.execution.max_workers = 2
         # Watching given namespaces needs no namespace list (and no RBAC to list them).
         settings.scanning.disabled = bool(config.namespaces)
         # No settings.queueing.worker_limit: a worker waiting for the indexes to fill would hold
@@ -98,14 +102,14 @@ def register(
         return kopf.login_via_client(**kwargs)
 
     @kopf.index(API_GROUP, API_VERSION, PLURAL, id="inferenceservices", registry=registry)
-    def inferenceservices(
+    async def inferenceservices(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
         return {(namespace, name): _pack(body)}
 
     for group, version, plural in children:
 
-        def index_child(
+        async def index_child(
             namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
         ) -> dict[Any, Any]:
             key = _owner_key(namespace, labels)
@@ -116,7 +120,7 @@ def register(
         )(index_child)
 
     @kopf.index("", "v1", "pods", labels=MANAGED, id="pods_by_owner", registry=registry)
-    def pods_by_owner(
+    async def pods_by_owner(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
         key = _owner_key(namespace, labels)
@@ -135,42 +139,53 @@ def register(
     def observed(
         namespace: str | None, name: str, indexes: Mapping[str, Any]
     ) -> reconcile.Observed:
-        seen: dict[reconcile.ChildKey, str | dict[str, Any]] = {}
+        seen: dict[reconcile.ChildKey, bytes | dict[str, Any]] = {}
         for _, _, plural in children:
             for kind, child, text in indexes[_index_name(plural)].get((namespace, name), []):
                 seen[(kind, child)] = text
         pods = reconcile.pods_by_variant(
-            [json.loads(t) for t in indexes["pods_by_owner"].get((namespace, name), [])]
+            [reconcile.unpack(t) for t in indexes["pods_by_owner"].get((namespace, name), [])]
         )
         return reconcile.Observed(
             children=reconcile.JsonObjects(seen), pods=pods, unmanaged_kinds=unmanaged
         )
 
+    # What kopf's handlers hand over to threads: the indexes (the same objects for every
+    # handler), and a context in which kopf.warn can post Events from any thread.
+    captured: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def remember(indexes: Mapping[str, Any]) -> None:
+        if "indexes" not in captured:
+            captured["context"] = contextvars.copy_context()
+            captured["indexes"] = indexes
+
+    def warn(body: Mapping[str, Any], reason: str, message: str) -> None:
+        context: contextvars.Context | None = captured.get("context")
+        post = functools.partial(
+            kopf.warn,
+            kopf.Body(dict(body)),  # type: ignore[arg-type]
+            reason=reason,
+            message=message,
+        )
+        try:
+            context.copy().run(post) if context is not None else post()
+        except LookupError:  # no handler has run yet: nowhere to post to
+            changes_logger.warning(f"event not posted: {reason}: {message}")
+
     def run(
         body: Mapping[str, Any],
         observe: Callable[[], reconcile.Observed],
         trigger: str,
-        logger: Any,
         only: set[reconcile.ChildKey] | None = None,
         settle: bool = True,
     ) -> reconcile.Outcome:
         with metrics.timed(trigger):
-            try:
-                outcome = reconciler.reconcile(body, observe, only=only, settle=settle)
-            except cluster.ApiError as exc:
-                if exc.retriable:
-                    raise kopf.TemporaryError(
-                        f"the API refused a call, will retry: {exc}", delay=RETRY_DELAY
-                    ) from exc
-                raise kopf.PermanentError(f"the API refused a call: {exc}") from exc
+            outcome = reconciler.reconcile(body, observe, only=only, settle=settle)
         metrics.record(outcome)
         if outcome.status_written and (outcome.invalid or outcome.conflicts):
             reason = "InvalidSpec" if outcome.invalid else "NameConflict"
-            kopf.warn(
-                kopf.Body(dict(body)),  # type: ignore[arg-type]
-                reason=reason,
-                message="; ".join(outcome.invalid or outcome.conflicts)[:1024],
-            )
+            warn(body, reason, "; ".join(outcome.invalid or outcome.conflicts)[:1024])
         if outcome.created or outcome.patched or outcome.deleted:
             meta = body.get("metadata", {})
             changes_logger.info(
@@ -178,44 +193,43 @@ def register(
             )
         return outcome
 
+    def work_off(owner: Any, only: set[reconcile.ChildKey] | None, reason: str) -> None:
+        namespace, name = owner
+        indexes = captured.get("indexes")
+        body = _first(indexes["inferenceservices"], owner) if indexes else None
+        if body is None or indexes is None:
+            return  # gone (or not seen yet): garbage collection deals with its children
+        try:
+            run(body, functools.partial(observed, namespace, name, indexes), reason, only=only)
+        except cluster.ApiError as exc:
+            if exc.retriable:
+                logger.warning(
+                    f"{namespace}/{name}: the API refused a call, retrying in {RETRY_DELAY}s: {exc}"
+                )
+                raise pending.Retry from exc
+            logger.error(f"{namespace}/{name}: the API refused a call: {exc}")
+
+    work = pending.PendingWork(work_off, threads=config.workers, retry_delay=RETRY_DELAY)
+
+    # create, update and resume only note the work: the reconcile reads the InferenceService
+    # from the index, which kopf fills before it calls any handler, so it sees this change.
     @kopf.on.resume(API_GROUP, API_VERSION, PLURAL, id="reconcile", registry=registry)
     @kopf.on.create(API_GROUP, API_VERSION, PLURAL, id="reconcile", registry=registry)
     @kopf.on.update(API_GROUP, API_VERSION, PLURAL, id="reconcile", registry=registry)
-    def reconcile_inferenceservice(
-        body: kopf.Body,
-        namespace: str | None,
-        name: str,
-        logger: Any,
-        reason: str | None = None,
-        **indexes: Any,
+    async def reconcile_inferenceservice(
+        namespace: str | None, name: str, reason: str | None = None, **indexes: Any
     ) -> None:
         remember(indexes)
-        run(dict(body), lambda: observed(namespace, name, indexes), reason or "resume", logger)
+        work.reconcile((namespace, name), reason or "resume")
 
     # kopf's timers would put a finalizer on every InferenceService, and a finalizer outlives
     # an uninstalled operator: deletions would hang. This thread resyncs from the caches.
-    captured: dict[str, Any] = {}
-    stop = threading.Event()
-
-    def remember(indexes: Mapping[str, Any]) -> None:
-        captured.setdefault("indexes", indexes)
-
     def resync_forever() -> None:
         while not stop.wait(config.resync_seconds):
             indexes = captured.get("indexes")
-            if indexes is None:
-                continue
-            for (namespace, name), bodies in list(indexes["inferenceservices"].items()):
-                for text in list(bodies):
-                    try:
-                        run(
-                            json.loads(text),
-                            functools.partial(observed, namespace, name, indexes),
-                            "resync",
-                            resync_logger,
-                        )
-                    except Exception as exc:  # one failing resource must not stop the others
-                        resync_logger.warning(f"resync of {namespace}/{name} failed: {exc}")
+            if indexes is not None:
+                for owner in list(indexes["inferenceservices"]):
+                    work.reconcile(owner, "resync")
 
     def settled_status(namespace: str | None, name: str) -> None:
         indexes = captured.get("indexes")
@@ -227,12 +241,11 @@ def register(
                 body,
                 functools.partial(observed, namespace, name, indexes),
                 "settled-status",
-                resync_logger,
                 only=set(),
                 settle=False,
             )
         except Exception as exc:  # the resync writes it later
-            resync_logger.warning(f"status of {namespace}/{name} not written: {exc}")
+            logger.warning(f"status of {namespace}/{name} not written: {exc}")
 
     def defer(namespace: str | None, name: str, delay: float) -> None:
         timer = threading.Timer(delay, settled_status, args=(namespace, name))
@@ -241,14 +254,16 @@ def register(
 
     reconciler.settle_status(config.status_settle_seconds, defer)
 
-    @kopf.on.startup(id="start_resync", registry=registry)
-    def start_resync(**_: Any) -> None:
+    @kopf.on.startup(id="start_threads", registry=registry)
+    def start_threads(**_: Any) -> None:
+        work.start()
         threading.Thread(target=resync_forever, name="kubeserve-resync", daemon=True).start()
         memory.start_trimming(TRIM_SECONDS, stop)
 
-    @kopf.on.cleanup(id="stop_resync", registry=registry)
-    def stop_resync(**_: Any) -> None:
+    @kopf.on.cleanup(id="stop_threads", registry=registry)
+    def stop_threads(**_: Any) -> None:
         stop.set()
+        work.stop()
 
     # Async: it only updates in-memory state, so it needs no trip through the thread pool.
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, id="inferenceservice_seen", registry=registry)
@@ -264,41 +279,27 @@ def register(
             body.get("kind", "InferenceService"),
             namespace,
             name,
-            None if type == "DELETED" else dict(body),
+            None if type == "DELETED" else body,
         )
         if type == "DELETED":
             reconciler.forget(namespace, name, uid)
 
-    def child_changed(
+    async def child_changed(
         type: str | None,
         body: kopf.Body,
         namespace: str | None,
         labels: kopf.Labels,
-        logger: Any,
         **indexes: Any,
     ) -> None:
         remember(indexes)
-        key = _owner_key(namespace, labels)
-        owner = _first(indexes["inferenceservices"], key) if key else None
-        if owner is None or key is None:
-            return  # no owner (yet, or any more): garbage collection deals with orphans
         kind, child = body["kind"], body["metadata"]["name"]
-        event_body = None if type == "DELETED" else dict(body)
-        reconciler.observe(kind, namespace, child, event_body)
-
-        def observe() -> reconcile.Observed:
-            # The event is newer than the index may be: it wins for this one child.
-            obs = observed(namespace, key[1], indexes)
-            obs.children.pop((kind, child), None)
-            if event_body is not None:
-                obs.children[(kind, child)] = event_body
-            return obs
-
-        try:
-            run(owner, observe, f"{kind.lower()}-event", logger, only={(kind, child)})
-        except (kopf.TemporaryError, kopf.PermanentError) as exc:
-            # Event handlers are not retried; the InferenceService's own handlers and the resync are.
-            logger.warning(f"could not repair {kind} {child}: {exc}")
+        ours = reconciler.observe(kind, namespace, child, None if type == "DELETED" else body)
+        key = _owner_key(namespace, labels)
+        # Our own write coming back needs nothing. Objects found by the initial listing are
+        # compared by their owner's resume, which kopf runs once every index is filled.
+        if key is None or ours or type is None:
+            return
+        work.compare(key, (kind, child), f"{kind.lower()}-event")
 
     for group, version, plural in children:
         kopf.on.event(
@@ -306,16 +307,10 @@ def register(
         )(child_changed)
 
     @kopf.on.event("", "v1", "pods", labels=MANAGED, id="pod_changed", registry=registry)
-    def pod_changed(
-        namespace: str | None, labels: kopf.Labels, logger: Any, **indexes: Any
+    async def pod_changed(
+        type: str | None, namespace: str | None, labels: kopf.Labels, **indexes: Any
     ) -> None:
+        remember(indexes)
         key = _owner_key(namespace, labels)
-        owner = _first(indexes["inferenceservices"], key) if key else None
-        if owner is None or key is None:
-            return
-        try:
-            run(
-                owner, lambda: observed(namespace, key[1], indexes), "pod-event", logger, only=set()
-            )
-        except (kopf.TemporaryError, kopf.PermanentError) as exc:
-            logger.warning(f"could not update the status of {key[1]}: {exc}")
+        if key is not None and type is not None:
+            work.refresh_status(key, "pod-event")

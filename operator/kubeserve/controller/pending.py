@@ -1,0 +1,130 @@
+"""Reconciles asked for by events, coalesced per InferenceService and worked off by threads.
+
+Why not a reconcile inside each kopf handler: a burst (1,000 creations, or a restart that
+resumes them all) brings a dozen events per InferenceService, and each event waiting for a
+thread holds its parsed body and kopf's machinery for it. The backlog, not the live data, made
+the operator's peak memory. Here an event costs a set entry; the events of one
+InferenceService that arrive while it waits become one reconcile, which reads the latest
+state from the watch caches; and a reconcile the API refused is tried again after a delay.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Hashable
+
+logger = logging.getLogger(__name__)
+
+ChildKey = tuple[str, str]
+# What to do for one owner: `children` None for a full reconcile, else the children (kind,
+# name) its events named, empty for a status refresh; `reason` says what asked for it.
+Work = Callable[[Hashable, "set[ChildKey] | None", str], None]
+
+
+class Retry(Exception):
+    """Raised by the work function when the owner must be worked on again later."""
+
+
+@dataclasses.dataclass
+class _Entry:
+    children: set[ChildKey] | None = dataclasses.field(default_factory=set)
+    reason: str = ""
+
+    def merge(self, children: set[ChildKey] | None, reason: str) -> None:
+        # A full reconcile covers any child; its reason is the one that says more.
+        if children is None or self.children is None:
+            if self.children is not None or not self.reason:
+                self.reason = reason
+            self.children = None
+        else:
+            self.children |= children
+            self.reason = self.reason or reason
+
+
+class PendingWork:
+    """A set of owners with work pending; an owner is worked on by one thread at a time."""
+
+    def __init__(self, work: Work, *, threads: int, retry_delay: float) -> None:
+        self._work = work
+        self._threads = threads
+        self._retry_delay = retry_delay
+        self._pending: dict[Hashable, _Entry] = {}
+        self._order: collections.deque[Hashable] = collections.deque()
+        self._busy: set[Hashable] = set()
+        self._cond = threading.Condition()
+        self._stopped = False
+
+    def reconcile(self, owner: Hashable, reason: str) -> None:
+        """Note a full reconcile of `owner`."""
+        self._add(owner, None, reason)
+
+    def compare(self, owner: Hashable, child: ChildKey, reason: str) -> None:
+        """Note that one child of `owner` must be compared with its desired state."""
+        self._add(owner, {child}, reason)
+
+    def refresh_status(self, owner: Hashable, reason: str) -> None:
+        """Note that the status of `owner` must be computed again."""
+        self._add(owner, set(), reason)
+
+    def _add(self, owner: Hashable, children: set[ChildKey] | None, reason: str) -> None:
+        with self._cond:
+            entry = self._pending.get(owner)
+            if entry is None:
+                entry = self._pending[owner] = _Entry(children, reason)
+                # An owner being worked on is queued again when its worker is done.
+                if owner not in self._busy:
+                    self._order.append(owner)
+                    self._cond.notify()
+            else:
+                entry.merge(children, reason)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def start(self) -> None:
+        """Start the worker threads (daemons: they never hold the process up)."""
+        for i in range(self._threads):
+            threading.Thread(target=self._loop, name=f"kubeserve-pending-{i}", daemon=True).start()
+
+    def stop(self) -> None:
+        """Let the workers finish what they hold and exit."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def _take(self) -> tuple[Hashable, _Entry] | None:
+        with self._cond:
+            while not self._order and not self._stopped:
+                self._cond.wait()
+            if self._stopped:
+                return None
+            owner = self._order.popleft()
+            self._busy.add(owner)
+            return owner, self._pending.pop(owner)
+
+    def _done(self, owner: Hashable) -> None:
+        with self._cond:
+            self._busy.discard(owner)
+            if owner in self._pending:
+                self._order.append(owner)
+                self._cond.notify()
+
+    def _loop(self) -> None:
+        while (taken := self._take()) is not None:
+            owner, entry = taken
+            try:
+                self._work(owner, entry.children, entry.reason)
+            except Retry:
+                timer = threading.Timer(
+                    self._retry_delay, self._add, args=(owner, entry.children, entry.reason)
+                )
+                timer.daemon = True
+                timer.start()
+            except Exception:  # one failing owner must not stop the others
+                logger.exception(f"work for {owner} failed")
+            finally:
+                self._done(owner)
