@@ -223,7 +223,11 @@ def main() -> int:
         op.stop()
         em.emulator.counts.clear()
         op.start()
+        restart_sampler = RssSampler(op.process.pid if op.process else 0, interval=0.25)
+        restart_sampler.start()
         time.sleep(15)
+        restart_sampler.done.set()
+        results["operator_rss_restart_timeline"] = restart_sampler.samples[::4]
         results["restart_requests"] = {
             f"{v} {p}": n for (v, p), n in sorted(em.emulator.counts.items()) if n
         }

@@ -269,3 +269,37 @@ def test_faults_are_injected_on_matching_requests() -> None:
             for i in range(40)
         ]
         assert 8 < codes.count(409) < 32 and 8 < codes.count(200) < 32
+
+
+def test_lists_come_in_pages_from_one_snapshot() -> None:
+    with EmulatorThread() as em:
+        kube = Kube(em.url)
+        kube.create_namespace("paged")
+        for i in range(5):
+            kube.create(("v1", "configmaps"), "paged", {"metadata": {"name": f"c{i}"}})
+        url = f"{em.url}/api/v1/namespaces/paged/configmaps"
+        first = requests.get(url, params={"limit": "2"}, timeout=5).json()
+        assert [o["metadata"]["name"] for o in first["items"]] == ["c0", "c1"]
+        assert first["metadata"]["remainingItemCount"] == 3
+        # Changes after the first page do not show in the later ones: one snapshot.
+        kube.patch(("v1", "configmaps"), "paged", "c3", {"data": {"late": "yes"}})
+        kube.create(("v1", "configmaps"), "paged", {"metadata": {"name": "c9"}})
+        pages, token = [first], first["metadata"]["continue"]
+        while token:
+            page = requests.get(url, params={"limit": "2", "continue": token}, timeout=5).json()
+            pages.append(page)
+            token = page["metadata"].get("continue")
+        names = [o["metadata"]["name"] for p in pages for o in p["items"]]
+        assert names == ["c0", "c1", "c2", "c3", "c4"]
+        assert {p["metadata"]["resourceVersion"] for p in pages} == {
+            first["metadata"]["resourceVersion"]
+        }
+        assert all("data" not in o for p in pages for o in p["items"])
+        again = requests.get(url, params={"limit": "2", "continue": first["metadata"]["continue"]}, timeout=5)
+        assert again.json()["items"] == pages[1]["items"], "a token can be used again"
+        unknown = requests.get(url, params={"continue": "not-a-token"}, timeout=5)
+        assert unknown.status_code == 410 and unknown.json()["reason"] == "Expired"
+        bad = requests.get(url, params={"limit": "many"}, timeout=5)
+        assert bad.status_code == 400 and "limit" in bad.json()["message"]
+        everything = requests.get(url, timeout=5).json()
+        assert len(everything["items"]) == 6 and "continue" not in everything["metadata"]

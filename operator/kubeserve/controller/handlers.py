@@ -39,6 +39,7 @@ CHILD_RESOURCES = [
 ]
 GATEWAY_RESOURCES = [("gateway.networking.k8s.io", "v1", "httproutes")]
 RETRY_DELAY = 5.0
+LIST_PAGE = 200
 TRIM_SECONDS = 5.0
 logger = logging.getLogger("kubeserve.reconcile")
 changes_logger = logging.getLogger("kubeserve.changes")
@@ -91,8 +92,13 @@ def register(
         settings.scanning.disabled = bool(config.namespaces)
         # No settings.queueing.worker_limit: a worker waiting for the indexes to fill would hold
         # its slot while other objects wait for one to be indexed (a deadlock past the limit).
-        # Idle workers exit soon instead, so a burst's memory is given back sooner.
-        settings.queueing.idle_timeout = 1.0
+        # An idle worker holds the last body it handled: after a listing of thousands, workers
+        # that linger are the operator's peak memory. Handlers are quick and level-based
+        # (events of one object are coalesced later anyway), so workers need not linger.
+        settings.queueing.idle_timeout = 0.1
+        # Listed in pages, as kubectl does: one response of thousands of children, read and
+        # parsed whole, was most of a restart's peak memory (269 MB -> 206 MB at 1,000).
+        settings.watching.chunk_size = LIST_PAGE
         settings.watching.server_timeout = 600
         settings.watching.client_timeout = 660
 

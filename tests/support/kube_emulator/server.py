@@ -10,6 +10,8 @@ import dataclasses
 import json
 import random
 import threading
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,6 +64,9 @@ RESOURCE_TYPES = [
     ),
 ]
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+# How long the rest of a paginated list is kept for its continue token (the API server's
+# tokens last until etcd compacts the revision, five minutes by default).
+CONTINUE_SECONDS = 300.0
 WATCH_POLL_SECONDS = 1.0
 
 
@@ -85,6 +90,8 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
     faults: list[Fault] = attrs.field(factory=list)
     seed: int = 0
     _random: random.Random = attrs.field(init=False)
+    # continue token -> (list revision, items not served yet, when the token expires)
+    _continues: dict[str, tuple[int, list[dict[str, Any]], float]] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -201,18 +208,42 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
     # Serving
 
     async def _serve_list(self, request: kmock.Request) -> dict[str, Any]:
+        """A list, in pages of `limit` when asked, all pages from one snapshot (one revision)."""
         key = _key(request)
-        items = self.store.list(
-            key,
-            request.namespace,
-            labels=request.params.get("labelSelector"),
-            fields=request.params.get("fieldSelector"),
-        )
+        limit = _limit(request.params.get("limit"))
+        token = request.params.get("continue")
+        now = time.monotonic()
+        for stale in [t for t, (_, _, until) in self._continues.items() if until < now]:
+            del self._continues[stale]
+        if token:
+            if token not in self._continues:
+                raise ApiError(
+                    410, "Expired", "the provided continue parameter is too old, list again"
+                )
+            revision, items, _ = self._continues[token]  # reusable, as the API server's are
+        else:
+            revision = self.store.revision
+            items = sorted(
+                self.store.list(
+                    key,
+                    request.namespace,
+                    labels=request.params.get("labelSelector"),
+                    fields=request.params.get("fieldSelector"),
+                ),
+                key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]),
+            )
+        metadata: dict[str, Any] = {"resourceVersion": str(revision)}
+        if limit and len(items) > limit:
+            items, rest = items[:limit], items[limit:]
+            token = uuid.uuid4().hex
+            self._continues[token] = (revision, rest, now + CONTINUE_SECONDS)
+            metadata["continue"] = token
+            metadata["remainingItemCount"] = len(rest)
         kind = self.store.rtype(key).kind
         return {
             "apiVersion": self.store.rtype(key).api_version,
             "kind": f"{kind}List",
-            "metadata": {"resourceVersion": str(self.store.revision)},
+            "metadata": metadata,
             "items": items,
         }
 
@@ -341,6 +372,19 @@ _VERBS = {
     kmock.action.UPDATE: "patch",
     kmock.action.DELETE: "delete",
 }
+
+
+def _limit(raw: str | None) -> int:
+    """The `limit` parameter of a list: 0 (all) when absent; a bad value is a 400."""
+    if not raw:
+        return 0
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ApiError(400, "BadRequest", f"limit: invalid value {raw!r}") from None
+    if limit < 0:
+        raise ApiError(400, "BadRequest", f"limit: must not be negative, got {limit}")
+    return limit
 
 
 def _verb(request: kmock.Request) -> str:
