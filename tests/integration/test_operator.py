@@ -197,6 +197,42 @@ def test_removed_variant_is_pruned(kube: Kube, operator: OperatorProcess, namesp
     assert not any(name.endswith("-v3") for _, name in found)
 
 
+def test_router_disruption_budget_follows_the_router_replicas(
+    kube: Kube, operator: OperatorProcess, namespace: str
+) -> None:
+    pdb = ("PodDisruptionBudget", "digits-router")
+    two = specs.isvc(specs.variant("v1", 90), specs.variant("v2", 10))
+    owner = create(kube, namespace, two)
+    found = wait_children(kube, namespace, two)
+    assert found[pdb]["spec"]["maxUnavailable"] == 1
+    assert found[pdb]["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
+    one = specs.isvc(
+        specs.variant("v1", 90), specs.variant("v2", 10), routing={"router": {"replicas": 1}}
+    )
+    kube.patch(ISVC, namespace, "digits", {"spec": one["spec"]})
+    wait_children(kube, namespace, one)
+    # Kinds are listed one after the other: wait for both changes rather than read one list.
+    wait_for(
+        lambda: (found := actual_children(kube, namespace, "digits")).get(pdb) is None
+        and found[("Deployment", "digits-router")]["spec"]["replicas"] == 1,
+        what="one router replica and no budget",
+    )
+    three = specs.isvc(
+        specs.variant("v1", 90), specs.variant("v2", 10), routing={"router": {"replicas": 3}}
+    )
+    kube.patch(ISVC, namespace, "digits", {"spec": three["spec"]})
+    assert pdb in wait_children(kube, namespace, three)
+    gateway = {"mode": "gateway-api", "parentRefs": [{"name": "gw"}], "router": None}
+    kube.patch(ISVC, namespace, "digits", {"spec": {"routing": gateway}})
+    # The operator of these tests runs without --gateway-api: the router's objects go.
+    wait_for(
+        lambda: not any(
+            name.startswith("digits-router") for _, name in actual_children(kube, namespace, "digits")
+        ),
+        what="the router's objects pruned",
+    )
+
+
 def test_deleted_child_is_restored(kube: Kube, operator: OperatorProcess, namespace: str) -> None:
     obj = specs.canary()
     create(kube, namespace, obj)
