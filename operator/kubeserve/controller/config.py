@@ -25,7 +25,7 @@ class OperatorConfig:
     metrics_port: int = 8081  # 0: no metrics endpoint
     health_port: int = 8080  # 0: no liveness endpoint
     gateway_api: bool = False  # watch HTTPRoutes (needs the Gateway API CRDs in the cluster)
-    workers: int = 16
+    workers: int = 16  # reconcile threads: InferenceServices reconciled at once
     log_format: str = "plain"
 
     @classmethod
