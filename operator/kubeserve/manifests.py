@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from kubeserve import yaml_text
+
 MAX_INPUT_BYTES = 8 * 1024 * 1024
 
 
@@ -77,4 +79,4 @@ def load_documents(path: str) -> list[Any]:
 
 def dump_documents(objects: Iterable[dict[str, Any]]) -> str:
     """Render objects as multi-document YAML, deterministically."""
-    return "---\n".join(yaml.safe_dump(o, sort_keys=False, width=100) for o in objects)
+    return "---\n".join(yaml_text.dump(o) for o in objects)

@@ -61,10 +61,19 @@ def _pack(body: Mapping[str, Any]) -> bytes:
     return reconcile.pack(raw)
 
 
+def _values(index: Any, key: Any) -> list[Any]:
+    """The values an index holds for `key`, copied at once.
+
+    kopf changes its indexes on the event loop while reconciles read them on other threads;
+    list() copies a store in one step under the GIL, where a Python loop over it could see
+    it change size.
+    """
+    return list(index.get(key, [])) if index is not None else []
+
+
 def _first(index: Any, key: Any) -> dict[str, Any] | None:
-    for value in index.get(key, []) if index is not None else []:
-        return reconcile.unpack(value)
-    return None
+    values = _values(index, key)
+    return reconcile.unpack(values[0]) if values else None
 
 
 def register(
@@ -147,10 +156,10 @@ def register(
     ) -> reconcile.Observed:
         seen: dict[reconcile.ChildKey, bytes | dict[str, Any]] = {}
         for _, _, plural in children:
-            for kind, child, text in indexes[_index_name(plural)].get((namespace, name), []):
+            for kind, child, text in _values(indexes[_index_name(plural)], (namespace, name)):
                 seen[(kind, child)] = text
         pods = reconcile.pods_by_variant(
-            [reconcile.unpack(t) for t in indexes["pods_by_owner"].get((namespace, name), [])]
+            [reconcile.unpack(t) for t in _values(indexes["pods_by_owner"], (namespace, name))]
         )
         return reconcile.Observed(
             children=reconcile.JsonObjects(seen), pods=pods, unmanaged_kinds=unmanaged

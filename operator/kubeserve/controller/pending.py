@@ -19,6 +19,7 @@ from collections.abc import Callable, Hashable
 logger = logging.getLogger(__name__)
 
 ChildKey = tuple[str, str]
+UNEXPECTED_DELAY = 30.0
 # What to do for one owner: `children` None for a full reconcile, else the children (kind,
 # name) its events named, empty for a status refresh; `reason` says what asked for it.
 Work = Callable[[Hashable, "set[ChildKey] | None", str], None]
@@ -119,12 +120,16 @@ class PendingWork:
             try:
                 self._work(owner, entry.children, entry.reason)
             except Retry:
-                timer = threading.Timer(
-                    self._retry_delay, self._add, args=(owner, entry.children, entry.reason)
-                )
-                timer.daemon = True
-                timer.start()
-            except Exception:  # one failing owner must not stop the others
-                logger.exception(f"work for {owner} failed")
+                self._later(self._retry_delay, owner, entry)
+            except Exception:
+                # A bug, not the API: try again, slowly, so it is neither lost nor a storm;
+                # one failing owner must not stop the others.
+                logger.exception(f"work for {owner} failed, trying again in {UNEXPECTED_DELAY}s")
+                self._later(UNEXPECTED_DELAY, owner, entry)
             finally:
                 self._done(owner)
+
+    def _later(self, delay: float, owner: Hashable, entry: _Entry) -> None:
+        timer = threading.Timer(delay, self._add, args=(owner, entry.children, entry.reason))
+        timer.daemon = True
+        timer.start()
