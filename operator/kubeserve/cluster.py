@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
@@ -91,6 +92,9 @@ class AlreadyExists(ApiError):
     """A create found an object of that name."""
 
 
+Objects = list[dict[str, Any]]  # (Cluster.list would shadow `list` in its annotations)
+
+
 class Cluster:
     """Typed access to the objects kubeserve manages."""
 
@@ -158,6 +162,92 @@ class Cluster:
             "items", []
         )
         return items
+
+    def list_page(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        *,
+        labels: str | None = None,
+        limit: int = 500,
+        token: str | None = None,
+    ) -> tuple[Objects, str, str | None]:
+        """One page of a list: (items, the list's resourceVersion, the next page's token)."""
+        query = {"limit": str(limit)}
+        if labels:
+            query["labelSelector"] = labels
+        if token:
+            query["continue"] = token
+        page = self._call("GET", kind.path(namespace), query=query)
+        meta = page.get("metadata") or {}
+        items: Objects = page.get("items") or []
+        for item in items:  # list items may leave out what the list says once
+            item.setdefault("kind", kind.kind)
+            item.setdefault("apiVersion", kind.api_version)
+        return items, str(meta.get("resourceVersion", "")), meta.get("continue") or None
+
+    def watch(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        labels: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events after `resource_version` until the server ends the stream.
+
+        A 410 (the version is too old) comes as an ApiError with status 410, whether the
+        server answers with it or sends it as an ERROR event.
+        """
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if labels:
+            query["labelSelector"] = labels
+        serialized = self._api.param_serialize(
+            method="GET",
+            resource_path=kind.path(namespace),
+            query_params=list(query.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._api.call_api(
+                *serialized, _request_timeout=(self._timeout, timeout_seconds + self._timeout)
+            )
+        except kubernetes.client.ApiException as exc:
+            raise ApiError(exc.status or 0, exc.reason or "Error", str(exc.body or exc)) from None
+        except Exception as exc:
+            raise ApiError(503, "Unavailable", f"watch {kind.plural}: {exc}") from None
+        raw = response.response
+        try:
+            if response.status >= 400:
+                payload = json.loads(raw.read() or b"{}")
+                raise ApiError(
+                    response.status, payload.get("reason", "Error"), payload.get("message", "")
+                )
+            for line in raw:
+                if not line.strip():
+                    continue
+                event: dict[str, Any] = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise ApiError(
+                        int(status.get("code") or 500),
+                        status.get("reason", "Error"),
+                        status.get("message", ""),
+                    )
+                yield event
+        except ApiError:
+            raise
+        except Exception as exc:  # the connection broke mid-stream
+            raise ApiError(503, "Unavailable", f"watch {kind.plural}: {exc}") from None
+        finally:
+            raw.release_conn()
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create an object; AlreadyExists when its name is taken."""

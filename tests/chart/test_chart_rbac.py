@@ -3,7 +3,8 @@
 The calls are derived from the operator's code, not restated by hand:
 - kubeserve/cluster.py's KINDS and the verbs reconcile.py sends through `Cluster`
   (get/create/patch/delete of children, a merge patch of the InferenceService's status);
-- the resources kopf lists and watches: every `kopf.index`/`kopf.on.*` in handlers.py;
+- the resources the operator lists and watches: every `kopf.index`/`kopf.on.*` in
+  handlers.py, and the children and pods its informers watch (handlers.py's lists);
 - kopf's own calls: merge patches of its annotations on the InferenceService (the progress
   and diff-base storages handlers.py configures), Warning Events (`kopf.warn`), and in
   cluster-wide mode the CRD watch of its resource observer.
@@ -50,12 +51,12 @@ def verbs_reconcile_sends() -> set[str]:
 
 
 def watched_by_kopf(gateway_api: bool) -> set[tuple[str, str]]:
-    """(group, plural) of every resource kopf lists and watches for the operator's handlers."""
+    """(group, plural) of every resource the operator lists and watches (kopf and informers)."""
     source = inspect.getsource(handlers)
     literal = set(
         re.findall(r'kopf\.(?:index|on\.\w+)\(\s*"([^"]*)",\s*"[^"]+",\s*"([^"]+)"', source)
     )
-    resources = literal | {(g, p) for g, _, p in handlers.CHILD_RESOURCES}
+    resources = literal | {(g, p) for g, _, p in [*handlers.CHILD_RESOURCES, handlers.POD_RESOURCE]}
     resources.add((API_GROUP, handlers.PLURAL))
     if gateway_api:
         resources |= {(g, p) for g, _, p in handlers.GATEWAY_RESOURCES}

@@ -1,18 +1,21 @@
 """kopf handlers, thin: find the InferenceService and what the caches hold, call the reconciler.
 
 Why watch the children instead of polling them: a child deleted or edited by hand is put
-back within one watch event, and the watch caches (kopf indexes) are what make a reconcile
-free of reads. A slow timer resyncs everything anyway, as a safety net for missed events.
+back within one watch event, and the watch caches are what make a reconcile free of reads.
+kopf watches the InferenceServices (an index); the children and their pods are watched by
+informers of our own (see `informer`). A slow timer resyncs everything anyway, as a safety
+net for missed events.
 
 Every handler is async and quick: kopf runs it at once, without a trip through its thread
-pool. Those of InferenceService changes and of child and pod events only note work (see
-`pending`); the reconciles they call for run on threads of their own.
+pool. Handlers and watch events only note work (see `pending`); the reconciles run on
+threads of their own, once every child cache is filled.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -22,7 +25,7 @@ import kopf
 
 from kubeserve import API_GROUP, API_VERSION, cluster
 from kubeserve.build import meta
-from kubeserve.controller import memory, pending, reconcile
+from kubeserve.controller import informer, memory, pending, reconcile
 from kubeserve.controller.config import OperatorConfig
 from kubeserve.controller.metrics import OperatorMetrics
 
@@ -38,15 +41,20 @@ CHILD_RESOURCES = [
     ("policy", "v1", "poddisruptionbudgets"),
 ]
 GATEWAY_RESOURCES = [("gateway.networking.k8s.io", "v1", "httproutes")]
+POD_RESOURCE = ("", "v1", "pods")
+MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
 RETRY_DELAY = 5.0
-LIST_PAGE = 200
+LIST_PAGE = informer.PAGE
 TRIM_SECONDS = 5.0
 logger = logging.getLogger("kubeserve.reconcile")
 changes_logger = logging.getLogger("kubeserve.changes")
 
 
-def _index_name(plural: str) -> str:
-    return f"{plural}_by_owner"
+def _kind(group: str, version: str, plural: str) -> cluster.Kind:
+    api_version = f"{group}/{version}" if group else version
+    return next(
+        k for k in cluster.KINDS.values() if k.plural == plural and k.api_version == api_version
+    )
 
 
 def _owner_key(namespace: str | None, labels: Mapping[str, str]) -> tuple[str | None, str] | None:
@@ -54,11 +62,15 @@ def _owner_key(namespace: str | None, labels: Mapping[str, str]) -> tuple[str | 
     return (namespace, owner) if owner else None
 
 
-def _pack(body: Mapping[str, Any]) -> bytes:
-    """Keep a cached object packed (managedFields are never read: not kept)."""
+def _cached_form(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the caches keep of an object: all but managedFields, which are never read."""
     raw = dict(body)
     raw["metadata"] = {k: v for k, v in raw.get("metadata", {}).items() if k != "managedFields"}
-    return reconcile.pack(raw)
+    return raw
+
+
+def _pack(body: Mapping[str, Any]) -> bytes:
+    return reconcile.pack(_cached_form(body))
 
 
 def _values(index: Any, key: Any) -> list[Any]:
@@ -81,8 +93,13 @@ def register(
     config: OperatorConfig,
     reconciler: reconcile.Reconciler,
     metrics: OperatorMetrics,
+    watch_api: cluster.Cluster | None = None,
 ) -> None:
-    """Register every handler of the operator in `registry`."""
+    """Register every handler of the operator in `registry`.
+
+    `watch_api` lists and watches the children (default: a client of its own, from the
+    environment, so long watches do not take the reconciles' connections).
+    """
     children = CHILD_RESOURCES + (GATEWAY_RESOURCES if config.gateway_api else [])
     unmanaged = frozenset() if config.gateway_api else frozenset({"HTTPRoute"})
 
@@ -99,14 +116,10 @@ def register(
         settings.execution.max_workers = 2
         # Watching given namespaces needs no namespace list (and no RBAC to list them).
         settings.scanning.disabled = bool(config.namespaces)
-        # No settings.queueing.worker_limit: a worker waiting for the indexes to fill would hold
-        # its slot while other objects wait for one to be indexed (a deadlock past the limit).
-        # An idle worker holds the last body it handled: after a listing of thousands, workers
-        # that linger are the operator's peak memory. Handlers are quick and level-based
+        # An idle worker holds the last body it handled; handlers are quick and level-based
         # (events of one object are coalesced later anyway), so workers need not linger.
         settings.queueing.idle_timeout = 0.1
-        # Listed in pages, as kubectl does: one response of thousands of children, read and
-        # parsed whole, was most of a restart's peak memory (269 MB -> 206 MB at 1,000).
+        # Listed in pages, as kubectl does, rather than one response read and parsed whole.
         settings.watching.chunk_size = LIST_PAGE
         settings.watching.server_timeout = 600
         settings.watching.client_timeout = 660
@@ -122,51 +135,44 @@ def register(
     ) -> dict[Any, Any]:
         return {(namespace, name): _pack(body)}
 
-    for group, version, plural in children:
+    # The children and their pods are watched by informers of our own (see `informer`), not
+    # by kopf: kopf would hold every listed child until all were indexed.
+    informers: list[informer.Informer] = []
+    by_plural: dict[str, list[informer.Informer]] = {}
 
-        async def index_child(
-            namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-        ) -> dict[Any, Any]:
-            key = _owner_key(namespace, labels)
-            return {key: (body.get("kind"), body["metadata"]["name"], _pack(body))} if key else {}
+    def on_change(event: str, obj: dict[str, Any]) -> None:
+        meta_ = obj.get("metadata") or {}
+        owner = _owner_key(meta_.get("namespace"), meta_.get("labels") or {})
+        if obj.get("kind") == "Pod":
+            if owner is not None:
+                work.refresh_status(owner, "pod-event")
+            return
+        kind, child = obj["kind"], meta_["name"]
+        ours = reconciler.observe(
+            kind, meta_.get("namespace"), child, None if event == "DELETED" else obj
+        )
+        if owner is not None and not ours:  # our own write coming back needs nothing
+            work.compare(owner, (kind, child), f"{kind.lower()}-event")
 
-        kopf.index(
-            group, version, plural, labels=MANAGED, id=_index_name(plural), registry=registry
-        )(index_child)
-
-    @kopf.index("", "v1", "pods", labels=MANAGED, id="pods_by_owner", registry=registry)
-    async def pods_by_owner(
-        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-    ) -> dict[Any, Any]:
-        key = _owner_key(namespace, labels)
-        if key is None:
-            return {}
-        # Only what the status needs: pods are many, and the index lives in memory.
-        return {
-            key: _pack(
-                {
-                    "metadata": {"name": body["metadata"]["name"], "labels": dict(labels)},
-                    "status": dict(body.get("status", {})),
-                }
-            )
-        }
-
-    def observed(
-        namespace: str | None, name: str, indexes: Mapping[str, Any]
-    ) -> reconcile.Observed:
+    def observed(namespace: str | None, name: str) -> reconcile.Observed:
         seen: dict[reconcile.ChildKey, bytes | dict[str, Any]] = {}
         for _, _, plural in children:
-            for kind, child, text in _values(indexes[_index_name(plural)], (namespace, name)):
-                seen[(kind, child)] = text
+            for watch in by_plural.get(plural, []):
+                for child, packed in watch.children((namespace, name)):
+                    seen[(watch.kind.kind, child)] = packed
         pods = reconcile.pods_by_variant(
-            [reconcile.unpack(t) for t in _values(indexes["pods_by_owner"], (namespace, name))]
+            [
+                reconcile.unpack(packed)
+                for watch in by_plural.get("pods", [])
+                for _, packed in watch.children((namespace, name))
+            ]
         )
         return reconcile.Observed(
             children=reconcile.JsonObjects(seen), pods=pods, unmanaged_kinds=unmanaged
         )
 
-    # What kopf's handlers hand over to threads: the indexes (the same objects for every
-    # handler), and a context in which kopf.warn can post Events from any thread.
+    # What kopf's handlers hand over to threads: the InferenceServices' index (the same object
+    # for every handler), and a context in which kopf.warn can post Events from any thread.
     captured: dict[str, Any] = {}
     stop = threading.Event()
 
@@ -215,7 +221,7 @@ def register(
         if body is None or indexes is None:
             return  # gone (or not seen yet): garbage collection deals with its children
         try:
-            run(body, functools.partial(observed, namespace, name, indexes), reason, only=only)
+            run(body, functools.partial(observed, namespace, name), reason, only=only)
         except cluster.ApiError as exc:
             if exc.retriable:
                 logger.warning(
@@ -254,7 +260,7 @@ def register(
         try:
             run(
                 body,
-                functools.partial(observed, namespace, name, indexes),
+                functools.partial(observed, namespace, name),
                 "settled-status",
                 only=set(),
                 settle=False,
@@ -271,7 +277,32 @@ def register(
 
     @kopf.on.startup(id="start_threads", registry=registry)
     def start_threads(**_: Any) -> None:
-        work.start()
+        api = watch_api or cluster.Cluster.from_environment()
+        namespaces: list[str | None] = list(config.namespaces) or [None]
+        for (group, version, plural), namespace in itertools.product(
+            [*children, POD_RESOURCE], namespaces
+        ):
+            watch = informer.Informer(
+                api,
+                _kind(group, version, plural),
+                namespace,
+                labels=MANAGED_SELECTOR,
+                owner_label=meta.ISVC_LABEL,
+                on_change=on_change,
+                transform=informer.pod_summary if plural == "pods" else _cached_form,
+            )
+            informers.append(watch)
+            by_plural.setdefault(plural, []).append(watch)
+            watch.start()
+
+        def start_work() -> None:
+            # A reconcile must see every child there is, or it would create what exists.
+            for watch in informers:
+                while not watch.synced.wait(30):
+                    logger.warning(f"still listing {watch.kind.plural}: reconciles wait")
+            work.start()
+
+        threading.Thread(target=start_work, name="kubeserve-start-work", daemon=True).start()
         threading.Thread(target=resync_forever, name="kubeserve-resync", daemon=True).start()
         memory.start_trimming(TRIM_SECONDS, stop)
 
@@ -279,6 +310,8 @@ def register(
     def stop_threads(**_: Any) -> None:
         stop.set()
         work.stop()
+        for watch in informers:
+            watch.stop()
 
     # Async: it only updates in-memory state, so it needs no trip through the thread pool.
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, id="inferenceservice_seen", registry=registry)
@@ -298,34 +331,3 @@ def register(
         )
         if type == "DELETED":
             reconciler.forget(namespace, name, uid)
-
-    async def child_changed(
-        type: str | None,
-        body: kopf.Body,
-        namespace: str | None,
-        labels: kopf.Labels,
-        **indexes: Any,
-    ) -> None:
-        remember(indexes)
-        kind, child = body["kind"], body["metadata"]["name"]
-        ours = reconciler.observe(kind, namespace, child, None if type == "DELETED" else body)
-        key = _owner_key(namespace, labels)
-        # Our own write coming back needs nothing. Objects found by the initial listing are
-        # compared by their owner's resume, which kopf runs once every index is filled.
-        if key is None or ours or type is None:
-            return
-        work.compare(key, (kind, child), f"{kind.lower()}-event")
-
-    for group, version, plural in children:
-        kopf.on.event(
-            group, version, plural, labels=MANAGED, id=f"{plural}_changed", registry=registry
-        )(child_changed)
-
-    @kopf.on.event("", "v1", "pods", labels=MANAGED, id="pod_changed", registry=registry)
-    async def pod_changed(
-        type: str | None, namespace: str | None, labels: kopf.Labels, **indexes: Any
-    ) -> None:
-        remember(indexes)
-        key = _owner_key(namespace, labels)
-        if key is not None and type is not None:
-            work.refresh_status(key, "pod-event")

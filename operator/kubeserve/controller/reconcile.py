@@ -279,6 +279,8 @@ class Reconciler:
             outcome.status_written = self._write_status(body, previous, new_status)
             return outcome
 
+        if only is not None and self._owner_gone(body, desired, observed, only):
+            return outcome
         current: dict[ChildKey, Mapping[str, Any]] = {}
         for key in desired:
             if key[0] in observed.unmanaged_kinds:
@@ -330,6 +332,34 @@ class Reconciler:
             return outcome
         outcome.status_written = self._write_status(body, previous, new_status)
         return outcome
+
+    def _owner_gone(
+        self,
+        body: Mapping[str, Any],
+        desired: Mapping[ChildKey, Any],
+        observed: Observed,
+        only: set[ChildKey],
+    ) -> bool:
+        """Tell, before a child event makes us create a child, whether its owner is gone.
+
+        Deleting an InferenceService deletes its children (garbage collection), and their
+        deletion events can come before the InferenceService's own: putting them back would
+        leave objects whose owner no longer exists. Asking costs one read, and only when a
+        child is missing (a rare repair).
+        """
+        meta = body.get("metadata", {})
+        missing = [
+            key
+            for key in only
+            if key in desired
+            and key[0] not in observed.unmanaged_kinds
+            and self._current(key[0], meta.get("namespace"), key[1], observed.children.get(key))
+            is None
+        ]
+        if not missing:
+            return False
+        live = self._api.get(ISVC_KIND, meta.get("namespace"), meta.get("name", ""))
+        return live is None or live.get("metadata", {}).get("uid") != meta.get("uid")
 
     def _defer_status(
         self, meta: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any]

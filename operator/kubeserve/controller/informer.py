@@ -1,0 +1,202 @@
+"""Watch caches of the children: list a page at a time, then watch; kept packed, by owner.
+
+Why not kopf indexes: kopf runs no handler until every index is filled, so at a restart every
+listed child waits, parsed, in a worker of its own; 8,000 children were the operator's peak
+memory. Here a page of a list is packed as it arrives and dropped, and the reconciles wait for
+`synced` instead (the client-go informer's contract: act only on a complete cache).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubeserve import cluster
+from kubeserve.controller import reconcile
+
+logger = logging.getLogger(__name__)
+
+Owner = tuple[str | None, str]  # namespace, InferenceService name
+# (event type, the object) for every change after the first listing; DELETED for an object
+# a relist no longer finds.
+OnChange = Callable[[str, dict[str, Any]], None]
+Transform = Callable[[dict[str, Any]], dict[str, Any]]
+PAGE = 200
+WATCH_SECONDS = 300
+BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the reconcile reads of a child: everything but managedFields, never read."""
+    meta = obj.get("metadata") or {}
+    if "managedFields" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return obj
+
+
+def pod_summary(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the status reads of a pod: pods are many, and the cache lives in memory."""
+    meta = obj.get("metadata") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "namespace", "labels") if k in meta},
+        "status": obj.get("status") or {},
+    }
+
+
+class Informer:
+    """The objects of one kind (in one namespace, or all) that carry the owner label."""
+
+    def __init__(
+        self,
+        api: cluster.Cluster,
+        kind: cluster.Kind,
+        namespace: str | None,
+        *,
+        labels: str,
+        owner_label: str,
+        on_change: OnChange,
+        transform: Transform = without_managed_fields,
+    ) -> None:
+        self.kind = kind
+        self.synced = threading.Event()
+        self._api = api
+        self._namespace = namespace
+        self._labels = labels
+        self._owner_label = owner_label
+        self._on_change = on_change
+        self._transform = transform
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        # owner -> name -> packed object; name -> (owner, resourceVersion) to find moves.
+        self._by_owner: dict[Owner, dict[str, bytes]] = {}
+        self._where: dict[tuple[str | None, str], tuple[Owner | None, str]] = {}
+
+    def children(self, owner: Owner) -> list[tuple[str, bytes]]:
+        """(name, packed object) of the objects `owner` has, copied under the lock."""
+        with self._lock:
+            return list(self._by_owner.get(owner, {}).items())
+
+    def start(self) -> None:
+        """List and watch on a daemon thread until `stop`."""
+        name = f"kubeserve-watch-{self.kind.plural}-{self._namespace or 'all'}"
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop after the current watch ends (within its timeout: the thread is a daemon)."""
+        self._stop.set()
+
+    # Keeping the cache
+
+    def _owner(self, obj: Mapping[str, Any]) -> Owner | None:
+        meta = obj.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(self._owner_label)
+        return (meta.get("namespace"), owner) if owner else None
+
+    def _put(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        key = (meta.get("namespace"), meta["name"])
+        owner = self._owner(obj)
+        packed = reconcile.pack(self._transform(obj))
+        with self._lock:
+            self._drop_locked(key)
+            self._where[key] = (owner, str(meta.get("resourceVersion", "")))
+            if owner is not None:
+                self._by_owner.setdefault(owner, {})[meta["name"]] = packed
+
+    def _drop_locked(self, key: tuple[str | None, str]) -> None:
+        previous = self._where.pop(key, None)
+        if previous is not None and previous[0] is not None:
+            names = self._by_owner.get(previous[0], {})
+            names.pop(key[1], None)
+            if not names:
+                self._by_owner.pop(previous[0], None)
+
+    def _relist(self) -> str:
+        """Fill the cache from a paginated list; tell what changed since the last one."""
+        first = not self.synced.is_set()
+        seen: set[tuple[str | None, str]] = set()
+        token: str | None = None
+        revision = ""
+        while True:
+            items, revision, token = self._api.list_page(
+                self.kind, self._namespace, labels=self._labels, limit=PAGE, token=token
+            )
+            for obj in items:
+                meta = obj["metadata"]
+                key = (meta.get("namespace"), meta["name"])
+                seen.add(key)
+                with self._lock:
+                    known = self._where.get(key)
+                changed = known is None or known[1] != str(meta.get("resourceVersion", ""))
+                self._put(obj)
+                if changed and not first:
+                    self._on_change("MODIFIED" if known else "ADDED", obj)
+            if not token:
+                break
+        with self._lock:
+            gone = [(key, owner) for key, (owner, _) in self._where.items() if key not in seen]
+            for key, _ in gone:
+                self._drop_locked(key)
+        for (namespace, name), owner in gone:
+            labels = {self._owner_label: owner[1]} if owner else {}
+            self._on_change(
+                "DELETED",
+                {
+                    "apiVersion": self.kind.api_version,
+                    "kind": self.kind.kind,
+                    "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                },
+            )
+        return revision
+
+    def _watch(self, revision: str) -> str:
+        for event in self._api.watch(
+            self.kind,
+            self._namespace,
+            resource_version=revision,
+            labels=self._labels,
+            timeout_seconds=WATCH_SECONDS,
+        ):
+            obj = event.get("object") or {}
+            obj.setdefault("kind", self.kind.kind)
+            obj.setdefault("apiVersion", self.kind.api_version)
+            revision = str((obj.get("metadata") or {}).get("resourceVersion") or revision)
+            kind = event.get("type")
+            if kind == "BOOKMARK":
+                continue
+            if kind == "DELETED":
+                meta = obj["metadata"]
+                with self._lock:
+                    self._drop_locked((meta.get("namespace"), meta["name"]))
+            else:
+                self._put(obj)
+            self._on_change(str(kind), obj)
+            if self._stop.is_set():
+                break
+        return revision
+
+    def _run(self) -> None:
+        failures = 0
+        revision: str | None = None
+        while not self._stop.is_set():
+            try:
+                if revision is None:
+                    revision = self._relist()
+                    self.synced.set()
+                revision = self._watch(revision)
+                failures = 0
+            except cluster.ApiError as exc:
+                if exc.status == 410:  # too old to resume from: list again
+                    revision = None
+                    continue
+                delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+                failures += 1
+                logger.warning(f"watching {self.kind.plural}: {exc}; again in {delay}s")
+                self._stop.wait(delay)
+            except Exception:  # a bug must not end the watch for good
+                delay = BACKOFF[-1]
+                logger.exception(f"watching {self.kind.plural} failed; listing again in {delay}s")
+                revision = None
+                self._stop.wait(delay)

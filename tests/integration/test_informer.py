@@ -1,0 +1,115 @@
+"""The operator's own watch caches of children: paged listing, watch events, relists."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+
+from kubeserve import cluster
+from kubeserve.controller import informer, reconcile
+from support.kube_client import Kube, wait_for
+from support.kube_emulator import EmulatorThread
+
+CM = ("v1", "configmaps")
+KIND = cluster.KINDS[("v1", "ConfigMap")]
+OWNER = "serving.kubeserve.dev/inferenceservice"
+MANAGED = "app.kubernetes.io/managed-by=kubeserve"
+
+
+def labels(owner: str | None) -> dict[str, str]:
+    found = {"app.kubernetes.io/managed-by": "kubeserve"}
+    return {**found, OWNER: owner} if owner else found
+
+
+def config_map(name: str, owner: str | None, **data: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": labels(owner)}, "data": data}
+
+
+class Changes:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, event: str, obj: dict[str, Any]) -> None:
+        with self.lock:
+            self.seen.append((event, obj["metadata"]["name"]))
+
+
+def test_lists_in_pages_then_follows_the_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(informer, "PAGE", 2)
+    monkeypatch.setattr(informer, "WATCH_SECONDS", 1)  # the emulator waits for open streams
+    with EmulatorThread() as em:
+        kube = Kube(em.url)
+        kube.create_namespace("ns")
+        for i in range(5):
+            kube.create(CM, "ns", config_map(f"a{i}", "a"))
+        kube.create(CM, "ns", {"metadata": {"name": "foreign"}})
+        configuration = kubernetes.client.Configuration()
+        configuration.host = em.url
+        api = cluster.Cluster(kubernetes.client.ApiClient(configuration))
+        changes = Changes()
+        watch = informer.Informer(
+            api, KIND, "ns", labels=MANAGED, owner_label=OWNER, on_change=changes
+        )
+        watch.start()
+        try:
+            assert watch.synced.wait(10)
+            assert sorted(n for n, _ in watch.children(("ns", "a"))) == [f"a{i}" for i in range(5)]
+            assert em.emulator.counts[("list", "configmaps")] == 3, "5 objects in pages of 2"
+            assert changes.seen == [], "the first listing is not news"
+            kube.create(CM, "ns", config_map("b0", "b"))
+            kube.patch(CM, "ns", "a1", {"data": {"x": "1"}})
+            kube.delete(CM, "ns", "a2")
+            wait_for(lambda: len(changes.seen) == 3, what="three watch events")
+            assert changes.seen == [("ADDED", "b0"), ("MODIFIED", "a1"), ("DELETED", "a2")]
+            assert [n for n, _ in watch.children(("ns", "b"))] == ["b0"]
+            cached = dict(watch.children(("ns", "a")))
+            assert "a2" not in cached and reconcile.unpack(cached["a1"])["data"] == {"x": "1"}
+        finally:
+            watch.stop()
+
+
+class FakeApi:
+    """Answers lists from a list of pages that the test changes between relists."""
+
+    def __init__(self) -> None:
+        self.objects: list[dict[str, Any]] = []
+
+    def list_page(
+        self, kind: cluster.Kind, namespace: str | None, **_: Any
+    ) -> tuple[list[dict[str, Any]], str, str | None]:
+        return [dict(o) for o in self.objects], "10", None
+
+    def watch(self, *_: Any, **__: Any) -> Iterator[dict[str, Any]]:
+        raise cluster.ApiError(410, "Expired", "too old")
+
+
+def obj(name: str, rv: str, owner: str = "a") -> dict[str, Any]:
+    meta = {"name": name, "namespace": "ns", "resourceVersion": rv, "labels": labels(owner)}
+    return {"kind": "ConfigMap", "apiVersion": "v1", "metadata": meta}
+
+
+def test_a_relist_tells_what_changed_and_what_is_gone() -> None:
+    api = FakeApi()
+    changes = Changes()
+    watch = informer.Informer(
+        api,  # type: ignore[arg-type]
+        KIND,
+        "ns",
+        labels=MANAGED,
+        owner_label=OWNER,
+        on_change=changes,
+    )
+    api.objects = [obj("keep", "1"), obj("edit", "1"), obj("gone", "1")]
+    watch._relist()
+    watch.synced.set()
+    assert changes.seen == []
+    api.objects = [obj("keep", "1"), obj("edit", "2"), obj("new", "3", owner="b")]
+    watch._relist()
+    assert sorted(changes.seen) == [("ADDED", "new"), ("DELETED", "gone"), ("MODIFIED", "edit")]
+    assert sorted(n for n, _ in watch.children(("ns", "a"))) == ["edit", "keep"]
+    assert [n for n, _ in watch.children(("ns", "b"))] == ["new"]
