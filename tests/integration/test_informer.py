@@ -113,3 +113,25 @@ def test_a_relist_tells_what_changed_and_what_is_gone() -> None:
     assert sorted(changes.seen) == [("ADDED", "new"), ("DELETED", "gone"), ("MODIFIED", "edit")]
     assert sorted(n for n, _ in watch.children(("ns", "a"))) == ["edit", "keep"]
     assert [n for n, _ in watch.children(("ns", "b"))] == ["new"]
+
+
+class MissingKindApi(FakeApi):
+    def list_page(self, *_: Any, **__: Any) -> tuple[list[dict[str, Any]], str, str | None]:
+        raise cluster.ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def test_a_kind_the_cluster_does_not_serve_counts_as_empty_and_is_tried_again() -> None:
+    watch = informer.Informer(
+        MissingKindApi(),  # type: ignore[arg-type]
+        cluster.KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")],
+        None,
+        labels=MANAGED,
+        owner_label=OWNER,
+        on_change=Changes(),
+    )
+    watch.start()
+    try:
+        assert watch.synced.wait(5), "no HTTPRoute CRD: nothing to wait for"
+        assert watch.children(("ns", "a")) == []
+    finally:
+        watch.stop()

@@ -193,6 +193,10 @@ class Informer:
                     continue
                 delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
                 failures += 1
+                if exc.status == 404 and not self.synced.is_set():
+                    # The cluster does not serve this kind (a CRD not installed): there are
+                    # none of them, which must not hold up the reconciles of everything else.
+                    self.synced.set()
                 logger.warning(f"watching {self.kind.plural}: {exc}; again in {delay}s")
                 self._stop.wait(delay)
             except Exception:  # a bug must not end the watch for good
