@@ -224,6 +224,7 @@ class Cluster:
         except Exception as exc:
             raise ApiError(503, "Unavailable", f"watch {kind.plural}: {exc}") from None
         raw = response.response
+        complete = False
         try:
             if response.status >= 400:
                 payload = json.loads(raw.read() or b"{}")
@@ -242,11 +243,16 @@ class Cluster:
                         status.get("message", ""),
                     )
                 yield event
+            complete = True
         except ApiError:
             raise
         except Exception as exc:  # the connection broke mid-stream
             raise ApiError(503, "Unavailable", f"watch {kind.plural}: {exc}") from None
         finally:
+            if not complete:
+                # Left mid-stream: the connection still carries the rest of the response and
+                # must not serve another request.
+                raw.close()
             raw.release_conn()
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:

@@ -86,6 +86,9 @@ def expected_calls(*, gateway_api: bool, clusterwide: bool) -> set[Grant]:
     # ... and kopf merge-patches its bookkeeping annotations on the object itself.
     assert "AnnotationsProgressStorage" in inspect.getsource(handlers)
     calls.add((API_GROUP, isvc.plural, "patch"))
+    # reconcile reads an InferenceService by name before it repairs a deleted child.
+    if "self._api.get(ISVC_KIND" in inspect.getsource(reconcile):
+        calls.add((API_GROUP, isvc.plural, "get"))
     # kopf posts Warning events (kopf.warn) as core v1 Events.
     assert "kopf.warn," in inspect.getsource(handlers)
     event = cluster.KINDS[("v1", "Event")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,5 +134,103 @@ def test_a_kind_the_cluster_does_not_serve_counts_as_empty_and_is_tried_again() 
     try:
         assert watch.synced.wait(5), "no HTTPRoute CRD: nothing to wait for"
         assert watch.children(("ns", "a")) == []
+    finally:
+        watch.stop()
+
+
+class ScriptedApi(FakeApi):
+    """Lists `objects`; each watch plays the next script: events, then an error or an end."""
+
+    def __init__(self, scripts: list[tuple[list[dict[str, Any]], Exception | None]]) -> None:
+        super().__init__()
+        self.scripts = scripts
+        self.watched_from: list[str] = []
+
+    def watch(self, *_: Any, resource_version: str, **__: Any) -> Iterator[dict[str, Any]]:
+        self.watched_from.append(resource_version)
+        events, error = self.scripts.pop(0) if self.scripts else ([], None)
+        yield from events
+        if error is not None:
+            raise error
+
+
+def informer_on(api: FakeApi, changes: Changes) -> informer.Informer:
+    return informer.Informer(
+        api,  # type: ignore[arg-type]
+        KIND,
+        "ns",
+        labels=MANAGED,
+        owner_label=OWNER,
+        on_change=changes,
+    )
+
+
+def test_a_broken_watch_resumes_from_the_last_event_it_delivered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(informer, "BACKOFF", (0.01,))
+    broken = cluster.ApiError(503, "Unavailable", "connection reset")
+    api = ScriptedApi(
+        [
+            (
+                [
+                    {"type": "ADDED", "object": obj("x", "11")},
+                    {"type": "ADDED", "object": obj("y", "12")},
+                ],
+                broken,
+            ),
+            ([{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "20"}}}], broken),
+        ]
+    )
+    changes = Changes()
+    watch = informer_on(api, changes)
+    watch.start()
+    try:
+        wait_for(lambda: len(api.watched_from) >= 3, what="three watches")
+    finally:
+        watch.stop()
+    assert api.watched_from[:3] == ["10", "12", "20"], "never back to what was already seen"
+    assert changes.seen == [("ADDED", "x"), ("ADDED", "y")]
+
+
+def test_watches_that_end_at_once_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(informer, "BACKOFF", (0.2,))
+    api = ScriptedApi([])
+    watch = informer_on(api, Changes())
+    watch.start()
+    try:
+        assert watch.synced.wait(5)
+        time.sleep(0.5)
+    finally:
+        watch.stop()
+    assert len(api.watched_from) <= 4, f"{len(api.watched_from)} watches in 0.5 s"
+
+
+def test_a_child_relabelled_away_is_gone_for_its_old_owner() -> None:
+    api = ScriptedApi([])
+    changes = Changes()
+    watch = informer_on(api, changes)
+    api.objects = [obj("c", "1", owner="a")]
+    watch._relist()
+    watch.synced.set()
+    seen: list[tuple[str, str | None]] = []
+    watch._on_change = lambda event, o: seen.append((event, o["metadata"]["labels"].get(OWNER)))
+    watch._put(obj("c", "2", owner="b"))
+    assert seen == [("DELETED", "a")]
+    assert watch.children(("ns", "a")) == [] and [n for n, _ in watch.children(("ns", "b"))] == [
+        "c"
+    ]
+
+
+def test_a_kind_that_stops_being_served_empties_its_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(informer, "BACKOFF", (0.05,))
+    gone = cluster.ApiError(404, "NotFound", "the server could not find the requested resource")
+    api = ScriptedApi([([], gone)])
+    api.objects = [obj("c", "1")]
+    changes = Changes()
+    watch = informer_on(api, changes)
+    watch.start()
+    try:
+        wait_for(lambda: ("DELETED", "c") in changes.seen, what="the cached object reported gone")
     finally:
         watch.stop()

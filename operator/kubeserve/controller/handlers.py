@@ -179,7 +179,8 @@ def register(
     def remember(indexes: Mapping[str, Any]) -> None:
         if "indexes" not in captured:
             captured["context"] = contextvars.copy_context()
-            captured["indexes"] = indexes
+            # Only the index: the other arguments are that one call's body, patch and logger.
+            captured["indexes"] = {"inferenceservices": indexes["inferenceservices"]}
 
     def warn(body: Mapping[str, Any], reason: str, message: str) -> None:
         context: contextvars.Context | None = captured.get("context")
@@ -265,8 +266,10 @@ def register(
                 only=set(),
                 settle=False,
             )
-        except Exception as exc:  # the resync writes it later
-            logger.warning(f"status of {namespace}/{name} not written: {exc}")
+        except Exception as exc:
+            # Through the queue, whose retries apply, rather than waiting for the resync.
+            logger.warning(f"status of {namespace}/{name} not written, queued again: {exc}")
+            work.refresh_status((namespace, name), "settled-status")
 
     def defer(namespace: str | None, name: str, delay: float) -> None:
         timer = threading.Timer(delay, settled_status, args=(namespace, name))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,6 +27,9 @@ Transform = Callable[[dict[str, Any]], dict[str, Any]]
 PAGE = 200
 WATCH_SECONDS = 300
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+# A watch that ends sooner than this counts as a failure: a proxy closing streams at once
+# would otherwise have us reconnect in a tight loop.
+SHORTEST_WATCH = 1.0
 
 
 def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +73,8 @@ class Informer:
         self._transform = transform
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        # The last resourceVersion seen, kept across watches: a broken watch resumes from it.
+        self._revision: str | None = None
         # owner -> name -> packed object; name -> (owner, resourceVersion) to find moves.
         self._by_owner: dict[Owner, dict[str, bytes]] = {}
         self._where: dict[tuple[str | None, str], tuple[Owner | None, str]] = {}
@@ -100,18 +106,43 @@ class Informer:
         owner = self._owner(obj)
         packed = reconcile.pack(self._transform(obj))
         with self._lock:
-            self._drop_locked(key)
+            before = self._drop_locked(key)
             self._where[key] = (owner, str(meta.get("resourceVersion", "")))
             if owner is not None:
                 self._by_owner.setdefault(owner, {})[meta["name"]] = packed
+        if before is not None and before != owner:
+            # Relabelled away from its owner: for that owner, the child is gone.
+            self._gone(key, before)
 
-    def _drop_locked(self, key: tuple[str | None, str]) -> None:
+    def _drop_locked(self, key: tuple[str | None, str]) -> Owner | None:
         previous = self._where.pop(key, None)
         if previous is not None and previous[0] is not None:
             names = self._by_owner.get(previous[0], {})
             names.pop(key[1], None)
             if not names:
                 self._by_owner.pop(previous[0], None)
+        return previous[0] if previous is not None else None
+
+    def _gone(self, key: tuple[str | None, str], owner: Owner | None) -> None:
+        """Tell that an object left `owner`'s cache without an event of its own saying so."""
+        namespace, name = key
+        labels = {self._owner_label: owner[1]} if owner else {}
+        self._on_change(
+            "DELETED",
+            {
+                "apiVersion": self.kind.api_version,
+                "kind": self.kind.kind,
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            },
+        )
+
+    def _forget_all(self) -> None:
+        with self._lock:
+            gone = [(key, owner) for key, (owner, _) in self._where.items()]
+            self._where.clear()
+            self._by_owner.clear()
+        for key, owner in gone:
+            self._gone(key, owner)
 
     def _relist(self) -> str:
         """Fill the cache from a paginated list; tell what changed since the last one."""
@@ -139,19 +170,11 @@ class Informer:
             gone = [(key, owner) for key, (owner, _) in self._where.items() if key not in seen]
             for key, _ in gone:
                 self._drop_locked(key)
-        for (namespace, name), owner in gone:
-            labels = {self._owner_label: owner[1]} if owner else {}
-            self._on_change(
-                "DELETED",
-                {
-                    "apiVersion": self.kind.api_version,
-                    "kind": self.kind.kind,
-                    "metadata": {"name": name, "namespace": namespace, "labels": labels},
-                },
-            )
+        for key, owner in gone:
+            self._gone(key, owner)
         return revision
 
-    def _watch(self, revision: str) -> str:
+    def _watch(self, revision: str) -> None:
         for event in self._api.watch(
             self.kind,
             self._namespace,
@@ -163,6 +186,7 @@ class Informer:
             obj.setdefault("kind", self.kind.kind)
             obj.setdefault("apiVersion", self.kind.api_version)
             revision = str((obj.get("metadata") or {}).get("resourceVersion") or revision)
+            self._revision = revision
             kind = event.get("type")
             if kind == "BOOKMARK":
                 continue
@@ -175,32 +199,40 @@ class Informer:
             self._on_change(str(kind), obj)
             if self._stop.is_set():
                 break
-        return revision
 
     def _run(self) -> None:
         failures = 0
-        revision: str | None = None
         while not self._stop.is_set():
+            started = time.monotonic()
+            status = 0
             try:
-                if revision is None:
-                    revision = self._relist()
+                if self._revision is None:
+                    self._revision = self._relist()
                     self.synced.set()
-                revision = self._watch(revision)
-                failures = 0
-            except cluster.ApiError as exc:
-                if exc.status == 410:  # too old to resume from: list again
-                    revision = None
+                self._watch(self._revision)
+                if time.monotonic() - started >= SHORTEST_WATCH:
+                    failures = 0
                     continue
-                delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
-                failures += 1
-                if exc.status == 404 and not self.synced.is_set():
-                    # The cluster does not serve this kind (a CRD not installed): there are
-                    # none of them, which must not hold up the reconciles of everything else.
+                error = "the watch ended at once"
+            except cluster.ApiError as exc:
+                error, status = str(exc), exc.status
+                if status == 410:  # too old to resume from: list again
+                    self._revision = None
+                if status == 404:
+                    # The cluster does not serve this kind (a CRD not installed, or removed):
+                    # there are none, which must not hold up the reconciles of the rest.
+                    self._revision = None
+                    self._forget_all()
                     self.synced.set()
-                logger.warning(f"watching {self.kind.plural}: {exc}; again in {delay}s")
-                self._stop.wait(delay)
-            except Exception:  # a bug must not end the watch for good
-                delay = BACKOFF[-1]
-                logger.exception(f"watching {self.kind.plural} failed; listing again in {delay}s")
-                revision = None
-                self._stop.wait(delay)
+            except Exception as exc:  # a bug must not end the watch for good
+                logger.exception(f"watching {self.kind.plural} failed; listing again")
+                error = repr(exc)
+                self._revision = None
+            delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+            failures += 1
+            if status == 410 and failures == 1:
+                continue  # routine: the version was compacted; list again at once
+            # Refused outright, the operator cannot work: say it louder than a hiccup.
+            log = logger.error if status in (401, 403) else logger.warning
+            log(f"watching {self.kind.plural}: {error}; again in {delay}s")
+            self._stop.wait(delay)

@@ -359,7 +359,12 @@ class Reconciler:
         if not missing:
             return False
         live = self._api.get(ISVC_KIND, meta.get("namespace"), meta.get("name", ""))
-        return live is None or live.get("metadata", {}).get("uid") != meta.get("uid")
+        live_meta = (live or {}).get("metadata", {})
+        return (
+            live is None
+            or live_meta.get("uid") != meta.get("uid")
+            or bool(live_meta.get("deletionTimestamp"))
+        )
 
     def _defer_status(
         self, meta: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any]
