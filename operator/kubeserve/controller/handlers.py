@@ -62,17 +62,6 @@ def _owner_key(namespace: str | None, labels: Mapping[str, str]) -> tuple[str | 
     return (namespace, owner) if owner else None
 
 
-def _cached_form(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the caches keep of an object: all but managedFields, which are never read."""
-    raw = dict(body)
-    raw["metadata"] = {k: v for k, v in raw.get("metadata", {}).items() if k != "managedFields"}
-    return raw
-
-
-def _pack(body: Mapping[str, Any]) -> bytes:
-    return reconcile.pack(_cached_form(body))
-
-
 def _values(index: Any, key: Any) -> list[Any]:
     """The values an index holds for `key`, copied at once.
 
@@ -133,7 +122,7 @@ def register(
     async def inferenceservices(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
-        return {(namespace, name): _pack(body)}
+        return {(namespace, name): reconcile.pack(informer.without_managed_fields(dict(body)))}
 
     # The children and their pods are watched by informers of our own (see `informer`), not
     # by kopf: kopf would hold every listed child until all were indexed.
@@ -292,7 +281,9 @@ def register(
                 labels=MANAGED_SELECTOR,
                 owner_label=meta.ISVC_LABEL,
                 on_change=on_change,
-                transform=informer.pod_summary if plural == "pods" else _cached_form,
+                transform=(
+                    informer.pod_summary if plural == "pods" else informer.without_managed_fields
+                ),
             )
             informers.append(watch)
             by_plural.setdefault(plural, []).append(watch)

@@ -33,7 +33,7 @@ SHORTEST_WATCH = 1.0
 
 
 def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    """What the reconcile reads of a child: everything but managedFields, never read."""
+    """What the caches keep of an object: everything but managedFields, which are never read."""
     meta = obj.get("metadata") or {}
     if "managedFields" in meta:
         obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
