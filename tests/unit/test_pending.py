@@ -132,3 +132,20 @@ def test_an_unexpected_error_is_tried_again_slowly_and_the_workers_carry_on(
         wait_until(lambda: calls == ["bad", "good", "bad"])
     finally:
         queue.stop()
+
+
+def test_timers_call_in_order_of_when_from_one_thread() -> None:
+    timers = pending.Timers()
+    calls: list[tuple[str, str]] = []
+    timers.start()
+    try:
+        started = time.monotonic()
+        timers.call_later(0.3, lambda: calls.append(("late", threading.current_thread().name)))
+        timers.call_later(0.1, lambda: calls.append(("early", threading.current_thread().name)))
+        timers.call_later(0.2, lambda: 1 / 0)  # a failing call is logged, the rest go on
+        wait_until(lambda: len(calls) == 2)
+        assert [what for what, _ in calls] == ["early", "late"]
+        assert {name for _, name in calls} == {"kubeserve-timers"}
+        assert time.monotonic() - started >= 0.3
+    finally:
+        timers.stop()

@@ -44,6 +44,7 @@ GATEWAY_RESOURCES = [("gateway.networking.k8s.io", "v1", "httproutes")]
 POD_RESOURCE = ("", "v1", "pods")
 MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
 RETRY_DELAY = 5.0
+SETTLED_STATUS = "settled-status"
 LIST_PAGE = informer.PAGE
 TRIM_SECONDS = 5.0
 logger = logging.getLogger("kubeserve.reconcile")
@@ -211,7 +212,14 @@ def register(
         if body is None or indexes is None:
             return  # gone (or not seen yet): garbage collection deals with its children
         try:
-            run(body, functools.partial(observed, namespace, name), reason, only=only)
+            run(
+                body,
+                functools.partial(observed, namespace, name),
+                reason,
+                only=only,
+                # The write that a settling status was deferred to: no deferring again.
+                settle=reason != SETTLED_STATUS,
+            )
         except cluster.ApiError as exc:
             if exc.retriable:
                 logger.warning(
@@ -242,28 +250,8 @@ def register(
                 for owner in list(indexes["inferenceservices"]):
                     work.reconcile(owner, "resync")
 
-    def settled_status(namespace: str | None, name: str) -> None:
-        indexes = captured.get("indexes")
-        body = _first(indexes["inferenceservices"], (namespace, name)) if indexes else None
-        if body is None or indexes is None:
-            return
-        try:
-            run(
-                body,
-                functools.partial(observed, namespace, name),
-                "settled-status",
-                only=set(),
-                settle=False,
-            )
-        except Exception as exc:
-            # Through the queue, whose retries apply, rather than waiting for the resync.
-            logger.warning(f"status of {namespace}/{name} not written, queued again: {exc}")
-            work.refresh_status((namespace, name), "settled-status")
-
     def defer(namespace: str | None, name: str, delay: float) -> None:
-        timer = threading.Timer(delay, settled_status, args=(namespace, name))
-        timer.daemon = True
-        timer.start()
+        work.timers.call_later(delay, work.refresh_status, (namespace, name), SETTLED_STATUS)
 
     reconciler.settle_status(config.status_settle_seconds, defer)
 

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import heapq
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +27,50 @@ UNEXPECTED_DELAY = 30.0
 # What to do for one owner: `children` None for a full reconcile, else the children (kind,
 # name) its events named, empty for a status refresh; `reason` says what asked for it.
 Work = Callable[[Hashable, "set[ChildKey] | None", str], None]
+
+
+class Timers:
+    """Calls functions after a delay, all from one thread.
+
+    A threading.Timer per delay would be a thread per InferenceService in a burst (a status
+    to write once it settles, a retry while the API is down); the calls here only note work,
+    so one thread serves them all.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._stopped = False
+
+    def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        """Call `fn(*args)` in `delay` seconds (it must be quick: one thread calls them all)."""
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn, args))
+            self._cond.notify()
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, name="kubeserve-timers", daemon=True).start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (
+                    not self._heap or self._heap[0][0] > time.monotonic()
+                ):
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                if self._stopped:
+                    return
+                _, _, fn, args = heapq.heappop(self._heap)
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception(f"a delayed call of {fn} failed")
 
 
 class Retry(Exception):
@@ -57,6 +105,7 @@ class PendingWork:
         self._busy: set[Hashable] = set()
         self._cond = threading.Condition()
         self._stopped = False
+        self.timers = Timers()
 
     def reconcile(self, owner: Hashable, reason: str) -> None:
         """Note a full reconcile of `owner`."""
@@ -88,11 +137,13 @@ class PendingWork:
 
     def start(self) -> None:
         """Start the worker threads (daemons: they never hold the process up)."""
+        self.timers.start()
         for i in range(self._threads):
             threading.Thread(target=self._loop, name=f"kubeserve-pending-{i}", daemon=True).start()
 
     def stop(self) -> None:
         """Let the workers finish what they hold and exit."""
+        self.timers.stop()
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
@@ -130,6 +181,4 @@ class PendingWork:
                 self._done(owner)
 
     def _later(self, delay: float, owner: Hashable, entry: _Entry) -> None:
-        timer = threading.Timer(delay, self._add, args=(owner, entry.children, entry.reason))
-        timer.daemon = True
-        timer.start()
+        self.timers.call_later(delay, self._add, owner, entry.children, entry.reason)
