@@ -1,7 +1,7 @@
 """One level-based reconcile for create, update, resume, resync and child events.
 
 Desired children come from the pure builders; actual children from the operator's watch
-caches (kopf indexes) overlaid with the answers to our own writes, so a steady state costs no
+caches (see `informer`) overlaid with the answers to our own writes, so a steady state costs no
 API calls at all and an unchanged InferenceService is never written to. Every write goes
 through `kubeserve.cluster`.
 """
