@@ -48,6 +48,35 @@ def object_meta(
     return meta
 
 
+def http_service(
+    isvc: spec.InferenceService,
+    name: str,
+    *,
+    port: int,
+    component: str,
+    variant: str | None = None,
+) -> dict[str, Any]:
+    """Build a ClusterIP Service that sends `port` to the selected pods' `http` port."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(isvc, name, component=component, variant=variant),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(isvc, component=component, variant=variant),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
+        },
+    }
+
+
 def owner_reference(isvc: spec.InferenceService) -> dict[str, Any]:
     """Give the controller owner reference that makes a child garbage-collected with its parent."""
     if not isvc.metadata.uid:

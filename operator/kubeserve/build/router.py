@@ -20,6 +20,7 @@ import jinja2
 
 from kubeserve.api import names, spec
 from kubeserve.build import meta, pod
+from kubeserve.build import variant as variant_objects
 from kubeserve.build.config import BuildConfig
 
 COMPONENT = "router"
@@ -96,7 +97,7 @@ def upstream_address(isvc: spec.InferenceService, variant: str, config: BuildCon
     host = names.variant_object_name(isvc.metadata.name, variant)
     if isvc.metadata.namespace:
         host += f".{isvc.metadata.namespace}.svc.{config.cluster_domain}"
-    return _check(f"{host}:{SERVICE_PORT}", _HOST_RE, "upstream address")
+    return _check(f"{host}:{variant_objects.SERVICE_PORT}", _HOST_RE, "upstream address")
 
 
 @functools.cache
@@ -279,24 +280,7 @@ def deployment(
 
 def service(isvc: spec.InferenceService) -> dict[str, Any]:
     """Build the Service named after the InferenceService: the stable endpoint."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": meta.object_meta(isvc, isvc.metadata.name, component=COMPONENT),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": meta.selector_labels(isvc, component=COMPONENT),
-            "ports": [
-                {
-                    "name": "http",
-                    "port": SERVICE_PORT,
-                    "targetPort": "http",
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                }
-            ],
-        },
-    }
+    return meta.http_service(isvc, isvc.metadata.name, port=SERVICE_PORT, component=COMPONENT)
 
 
 def disruption_budget(isvc: spec.InferenceService) -> dict[str, Any] | None:

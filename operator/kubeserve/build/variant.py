@@ -48,24 +48,9 @@ def deployment(
 def service(isvc: spec.InferenceService, variant: spec.Variant) -> dict[str, Any]:
     """Build the ClusterIP Service in front of one variant (the router's upstream)."""
     name = names.variant_object_name(isvc.metadata.name, variant.name)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": meta.object_meta(isvc, name, component=COMPONENT, variant=variant.name),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": meta.selector_labels(isvc, component=COMPONENT, variant=variant.name),
-            "ports": [
-                {
-                    "name": "http",
-                    "port": SERVICE_PORT,
-                    "targetPort": "http",
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                }
-            ],
-        },
-    }
+    return meta.http_service(
+        isvc, name, port=SERVICE_PORT, component=COMPONENT, variant=variant.name
+    )
 
 
 def autoscaler(isvc: spec.InferenceService, variant: spec.Variant) -> dict[str, Any] | None:
