@@ -20,7 +20,6 @@ import json
 import os
 import pathlib
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -32,18 +31,14 @@ from typing import Any
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(HERE.parent))
+
+import loadgen  # noqa: E402
 
 from kubeserve.api import spec, validation  # noqa: E402
 from kubeserve.build import router  # noqa: E402
 from router import dataplane  # noqa: E402
 
-LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open(os.getenv("BENCH_BODY"), "r")
-wrk.body = f:read("*a")
-f:close()
-"""
 PATH = "/v2/models/digits/infer"
 
 
@@ -142,24 +137,10 @@ def body(work: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def _cpu_idle(interval: float = 0.5) -> float:
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        return fields[3] + fields[4], sum(fields)
-
-    idle0, total0 = sample()
-    time.sleep(interval)
-    idle1, total1 = sample()
-    return (idle1 - idle0) / max(1, total1 - total0)
-
-
 def wait_quiet(limit: float = 120) -> bool:
     """Wait until the machine is nearly idle (others may share it); say whether it got there."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if _cpu_idle() >= 0.9:
-            return True
+    if loadgen.wait_for_quiet(0.9, limit, sample=0.5) >= 0.9:
+        return True
     print("machine not quiet: measuring anyway", file=sys.stderr)
     return False
 
@@ -186,40 +167,11 @@ def wrk(
     its keep-alive pool was too small (other processes on the machine add to the count too).
     """
     opens = tcp_active_opens()
-    out = subprocess.run(
-        [
-            "wrk",
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{duration}s",
-            "--latency",
-            "-s",
-            str(lua),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "BENCH_BODY": str(body_path)},
-    ).stdout
-    opens = tcp_active_opens() - opens
-
-    def ms(label: str) -> float:
-        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        assert m, out
-        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: (.*)", out)
-    return {
-        "rps": rps,
-        "p50_ms": ms("50"),
-        "p99_ms": ms("99"),
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": socket_errors.group(1) if socket_errors else "",
-        "tcp_opens": opens,
-    }
+    result: dict[str, Any] = loadgen.run_wrk(
+        url, body=body_path, lua=lua, connections=connections, seconds=duration, threads=threads
+    )
+    result["tcp_opens"] = tcp_active_opens() - opens
+    return result
 
 
 def main() -> int:
@@ -269,7 +221,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         work = pathlib.Path(d)
         lua = work / "post.lua"
-        lua.write_text(LUA)
+        lua.write_text(loadgen.LUA)
         body_path = body(work)
         server = (
             model_server(work, args.server_workers)

@@ -21,7 +21,6 @@ import json
 import os
 import pathlib
 import platform
-import re
 import shutil
 import signal
 import subprocess
@@ -34,13 +33,9 @@ from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open(os.getenv("BENCH_BODY"), "r")
-wrk.body = f:read("*a")
-f:close()
-"""
+sys.path.insert(0, str(HERE.parent))
+
+import loadgen  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -208,67 +203,16 @@ def check(target: Target, paths: dict[tuple[str, int], pathlib.Path], labels: li
             raise RuntimeError(f"{target.name} {proto} batch {batch}: wrong predictions {got}")
 
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def _ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    if not m:
-        raise ValueError(text)
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def _percentile(out: str, pct: int) -> float:
-    found = re.search(rf"^\s+{pct}%\s+(\S+)\s*$", out, re.M)
-    return _ms(found.group(1)) if found else float("nan")
-
-
-def cpu_idle(seconds: float = 1.0) -> float:
-    """Return the fraction of CPU time idle over ``seconds`` (all cores together)."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in pathlib.Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
-
-    idle0, total0 = sample()
-    time.sleep(seconds)
-    idle1, total1 = sample()
-    return (idle1 - idle0) / max(1, total1 - total0)
-
-
-def wait_for_quiet(threshold: float, patience: float) -> float:
-    """Wait until other work on the machine leaves it mostly idle; return the idle share.
-
-    The benchmark shares a 2-core machine with whatever else runs; a measurement taken
-    while another process burns a core says little about the servers.
-    """
-    deadline = time.monotonic() + patience
-    idle = cpu_idle()
-    while idle < threshold and time.monotonic() < deadline:
-        idle = cpu_idle()
-    return idle
-
-
 def wrk(url: str, body: pathlib.Path, lua: pathlib.Path, *, connections: int,
         seconds: int) -> dict[str, float]:
-    """Run wrk and return req/s, p50/p99 latency (ms) and error counts."""
-    done = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
-        env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True, text=True)
-    out = done.stdout
-    if done.returncode != 0:  # e.g. cannot connect: record it instead of losing the run
-        print(f"wrk failed: {done.stderr.strip() or out.strip()}", file=sys.stderr)
+    """Run wrk; a failed run (e.g. cannot connect) is recorded instead of losing the others."""
+    try:
+        r = loadgen.run_wrk(url, body=body, lua=lua, connections=connections, seconds=seconds)
+    except loadgen.WrkFailed as exc:
+        print(f"wrk failed: {exc}", file=sys.stderr)
         return {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": -1}
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    # The "Latency Distribution" lines; anchored, as the thread stats also print percents.
-    # No line at all means no request completed: report NaN rather than crash the run.
-    p50 = _percentile(out, 50)
-    p99 = _percentile(out, 99)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(non2xx.group(1)) if non2xx else 0) + (
-        sum(int(g) for g in sock.groups()) if sock else 0)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errors}
+    return {"rps": r["rps"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
+            "errors": r["non_2xx"] + r["socket_errors"]}
 
 
 def machine() -> dict[str, str]:
@@ -364,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("wrk not found: apt-get install wrk")
     args.work.mkdir(parents=True, exist_ok=True)
     lua = args.work / "post.lua"
-    lua.write_text(LUA)
+    lua.write_text(loadgen.LUA)
     models = train(args.work)
     paths, labels = bodies(args.work)
     conns = [int(c) for c in args.connections.split(",")]
@@ -388,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if route is None:
                         continue
                     url = f"http://127.0.0.1:{target.port}{route}"
-                    idle = wait_for_quiet(args.quiet, args.patience)
+                    idle = loadgen.wait_for_quiet(args.quiet, args.patience)
                     if args.warmup:
                         wrk(url, body, lua, connections=c, seconds=args.warmup)
                     r = wrk(url, body, lua, connections=c, seconds=args.duration)
