@@ -56,10 +56,11 @@ def watched_by_kopf(gateway_api: bool) -> set[tuple[str, str]]:
     literal = set(
         re.findall(r'kopf\.(?:index|on\.\w+)\(\s*"([^"]*)",\s*"[^"]+",\s*"([^"]+)"', source)
     )
-    resources = literal | {(g, p) for g, _, p in [*handlers.CHILD_RESOURCES, handlers.POD_RESOURCE]}
+    watched = [*handlers.CHILD_KINDS, handlers.POD_KIND]
+    resources = literal | {(group_of(k.api_version), k.plural) for k in watched}
     resources.add((API_GROUP, handlers.PLURAL))
     if gateway_api:
-        resources |= {(g, p) for g, _, p in handlers.GATEWAY_RESOURCES}
+        resources |= {(group_of(k.api_version), k.plural) for k in handlers.GATEWAY_KINDS}
     return resources
 
 
@@ -72,7 +73,7 @@ def expected_calls(*, gateway_api: bool, clusterwide: bool) -> set[Grant]:
     assert child_verbs == {"get", "create", "patch", "delete"}, (
         f"reconcile.py now sends {sorted(child_verbs)}: update charts/kubeserve/templates/rbac.yaml"
     )
-    gateway_kinds = {k for _, _, k in handlers.GATEWAY_RESOURCES}
+    gateway_kinds = {k.plural for k in handlers.GATEWAY_KINDS}
     for kind in cluster.KINDS.values():
         if kind.kind in NOT_CHILDREN:
             continue

@@ -33,15 +33,19 @@ from kubeserve.controller.metrics import OperatorMetrics
 KOPF_PREFIX = f"kopf.{API_GROUP}"
 PLURAL = "inferenceservices"
 MANAGED = {"app.kubernetes.io/managed-by": meta.MANAGED_BY}
-CHILD_RESOURCES = [
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("", "v1", "configmaps"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("policy", "v1", "poddisruptionbudgets"),
+# What the informers watch: the kinds of the children, and the pods of the variants.
+CHILD_KINDS = [
+    cluster.KINDS[key]
+    for key in [
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+        ("v1", "ConfigMap"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("policy/v1", "PodDisruptionBudget"),
+    ]
 ]
-GATEWAY_RESOURCES = [("gateway.networking.k8s.io", "v1", "httproutes")]
-POD_RESOURCE = ("", "v1", "pods")
+GATEWAY_KINDS = [cluster.KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")]]
+POD_KIND = cluster.KINDS[("v1", "Pod")]
 MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
 RETRY_DELAY = 5.0
 SETTLED_STATUS = "settled-status"
@@ -49,13 +53,6 @@ LIST_PAGE = informer.PAGE
 TRIM_SECONDS = 5.0
 logger = logging.getLogger("kubeserve.reconcile")
 changes_logger = logging.getLogger("kubeserve.changes")
-
-
-def _kind(group: str, version: str, plural: str) -> cluster.Kind:
-    api_version = f"{group}/{version}" if group else version
-    return next(
-        k for k in cluster.KINDS.values() if k.plural == plural and k.api_version == api_version
-    )
 
 
 def _owner_key(namespace: str | None, labels: Mapping[str, str]) -> tuple[str | None, str] | None:
@@ -90,7 +87,7 @@ def register(
     `watch_api` lists and watches the children (default: a client of its own, from the
     environment, so long watches do not take the reconciles' connections).
     """
-    children = CHILD_RESOURCES + (GATEWAY_RESOURCES if config.gateway_api else [])
+    children = CHILD_KINDS + (GATEWAY_KINDS if config.gateway_api else [])
     unmanaged = frozenset() if config.gateway_api else frozenset({"HTTPRoute"})
 
     @kopf.on.startup(id="configure", registry=registry)
@@ -128,7 +125,7 @@ def register(
     # The children and their pods are watched by informers of our own (see `informer`), not
     # by kopf: kopf would hold every listed child until all were indexed.
     informers: list[informer.Informer] = []
-    by_plural: dict[str, list[informer.Informer]] = {}
+    by_kind: dict[cluster.Kind, list[informer.Informer]] = {}
 
     def on_change(event: str, obj: dict[str, Any]) -> None:
         meta_ = obj.get("metadata") or {}
@@ -146,14 +143,14 @@ def register(
 
     def observed(namespace: str | None, name: str) -> reconcile.Observed:
         seen: dict[reconcile.ChildKey, bytes | dict[str, Any]] = {}
-        for _, _, plural in children:
-            for watch in by_plural.get(plural, []):
+        for kind in children:
+            for watch in by_kind.get(kind, []):
                 for child, packed in watch.children((namespace, name)):
                     seen[(watch.kind.kind, child)] = packed
         pods = reconcile.pods_by_variant(
             [
                 reconcile.unpack(packed)
-                for watch in by_plural.get("pods", [])
+                for watch in by_kind.get(POD_KIND, [])
                 for _, packed in watch.children((namespace, name))
             ]
         )
@@ -259,22 +256,20 @@ def register(
     def start_threads(**_: Any) -> None:
         api = watch_api or cluster.Cluster.from_environment()
         namespaces: list[str | None] = list(config.namespaces) or [None]
-        for (group, version, plural), namespace in itertools.product(
-            [*children, POD_RESOURCE], namespaces
-        ):
+        for kind, namespace in itertools.product([*children, POD_KIND], namespaces):
             watch = informer.Informer(
                 api,
-                _kind(group, version, plural),
+                kind,
                 namespace,
                 labels=MANAGED_SELECTOR,
                 owner_label=meta.ISVC_LABEL,
                 on_change=on_change,
                 transform=(
-                    informer.pod_summary if plural == "pods" else informer.without_managed_fields
+                    informer.pod_summary if kind == POD_KIND else informer.without_managed_fields
                 ),
             )
             informers.append(watch)
-            by_plural.setdefault(plural, []).append(watch)
+            by_kind.setdefault(kind, []).append(watch)
             watch.start()
 
         def start_work() -> None:
