@@ -138,7 +138,8 @@ class Reconciler:
         self._written: dict[tuple[str, str | None, str], tuple[int, bytes]] = {}
         self._locks: dict[tuple[str | None, str], threading.Lock] = {}
         self._guard = threading.Lock()
-        self._desired: dict[tuple[str, int], tuple[spec.InferenceService, dict[ChildKey, bytes]]] = {}
+        # uid -> (generation, parsed spec, packed desired children): one generation each.
+        self._desired: dict[str, tuple[int, spec.InferenceService, dict[ChildKey, bytes]]] = {}
 
     def settle_status(
         self, seconds: float, defer: Callable[[str | None, str, float], None]
@@ -192,8 +193,7 @@ class Reconciler:
             self._locks.pop((namespace, name), None)
             self._last_status.pop((namespace, name), None)
             self._deferred.discard((namespace, name))
-            for key in [k for k in self._desired if k[0] == uid]:
-                del self._desired[key]
+            self._desired.pop(uid or "", None)
 
     # Desired state, built once per generation.
 
@@ -203,10 +203,10 @@ class Reconciler:
         Built once per generation and kept as text; raises SpecError when the spec is refused.
         """
         meta = body.get("metadata", {})
-        key = (meta.get("uid", ""), meta.get("generation") or 0)
-        cached = self._desired.get(key) if key[0] and key[1] else None
-        if cached is not None:
-            return cached[0], JsonObjects(cached[1])
+        uid, generation = meta.get("uid", ""), meta.get("generation") or 0
+        cached = self._desired.get(uid) if uid and generation else None
+        if cached is not None and cached[0] == generation:
+            return cached[1], JsonObjects(cached[2])
         isvc = validation.parse(dict(body))
         objects = children.build_children(isvc, self._config)
         owner = {
@@ -217,11 +217,9 @@ class Reconciler:
         kopf.append_owner_reference(objects, owner=kopf.Body(owner))  # type: ignore[arg-type]
         texts = {(o["kind"], o["metadata"]["name"]): pack(o) for o in objects}
         with self._guard:
-            if key[0] and key[1]:
-                # Keep one generation per InferenceService: older ones are never asked again.
-                for old in [k for k in self._desired if k[0] == key[0]]:
-                    del self._desired[old]
-                self._desired[key] = (isvc, texts)
+            if uid and generation:
+                # One generation per InferenceService: older ones are never asked again.
+                self._desired[uid] = (generation, isvc, texts)
         return isvc, JsonObjects({(o["kind"], o["metadata"]["name"]): o for o in objects})
 
     # The reconcile.
