@@ -44,7 +44,16 @@ def run_wrk(
 ) -> dict[str, float]:
     """Run wrk once: requests/s, p50 and p99 in ms, non-2xx answers and socket errors."""
     done = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(lua),
+            url,
+        ],
         env={**os.environ, "BENCH_BODY": str(body)},
         capture_output=True,
         text=True,

@@ -97,8 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Train and export; return an exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("models"))
-    parser.add_argument("--formats", default=",".join(FORMATS),
-                        help="comma-separated subset of " + ", ".join(FORMATS))
+    parser.add_argument(
+        "--formats",
+        default=",".join(FORMATS),
+        help="comma-separated subset of " + ", ".join(FORMATS),
+    )
     args = parser.parse_args(argv)
     formats = [f for f in args.formats.split(",") if f]
     unknown = set(formats) - set(FORMATS)

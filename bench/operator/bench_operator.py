@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
 
-from support.kube_client import ISVC, Kube, wait_for  # noqa: E402
-from support.kube_emulator import EmulatorThread  # noqa: E402
-from support.kube_emulator.store import ApiError, Store  # noqa: E402
-from support.operator_process import OperatorProcess  # noqa: E402
+from kubeserve.testing.emulator import EmulatorThread  # noqa: E402
+from kubeserve.testing.emulator.store import ApiError, Store  # noqa: E402
+from kubeserve.testing.kube_client import ISVC, Kube, wait_for  # noqa: E402
+from kubeserve.testing.operator_process import OperatorProcess  # noqa: E402
 
 DEPLOYMENTS = ("apps", "v1", "deployments")
 

@@ -5,7 +5,7 @@ runs on a loopback port; the router config that the operator would put in the Co
 rendered for a one-variant InferenceService and run on Debian's nginx, its upstream pointed
 at that server. wrk then drives the same V2 request (batch 1) at 8 and 64 connections, direct
 and through nginx, alternating, in the same run. `--upstream fixed` uses a fixed-cost stand-in
-(tests/router/upstream.py) instead of the model server.
+(kubeserve/testing/upstream.py) instead of the model server.
 
     .venv/bin/python bench/router/run_router_bench.py --duration 10 --out bench/router/results.json
 
@@ -30,14 +30,13 @@ from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE.parent))
 
 import loadgen  # noqa: E402
 
 from kubeserve.api import spec, validation  # noqa: E402
-from kubeserve.build import router  # noqa: E402
-from router import dataplane  # noqa: E402
+from kubeserve.builders import router  # noqa: E402
+from kubeserve.testing import nginx as dataplane  # noqa: E402
 
 PATH = "/v2/models/digits/infer"
 

@@ -39,10 +39,17 @@ class DigitsModel(Model):
         if isinstance(payload, InferRequest):
             rows = payload.inputs[0].as_numpy()
             labels = np.asarray(self.estimator.predict(rows))
-            out = InferOutput(name="label", shape=list(labels.shape), datatype="INT64",
-                              data=labels.astype(np.int64))
-            return InferResponse(model_name=self.name, infer_outputs=[out],
-                                 response_id=payload.id or str(uuid.uuid4()))
+            out = InferOutput(
+                name="label",
+                shape=list(labels.shape),
+                datatype="INT64",
+                data=labels.astype(np.int64),
+            )
+            return InferResponse(
+                model_name=self.name,
+                infer_outputs=[out],
+                response_id=payload.id or str(uuid.uuid4()),
+            )
         rows = np.asarray(payload["instances"])
         return {"predictions": self.estimator.predict(rows).tolist()}
 

@@ -39,8 +39,9 @@ def _bodies() -> dict[str, tuple[bytes, bytes]]:
     floats = (x[:32] / 16.0).tolist()  # what a client that scales its features sends
 
     def v2(rows: Any, shape: list[int]) -> bytes:
-        return orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": shape,
-                                         "data": rows}]})
+        return orjson.dumps(
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": shape, "data": rows}]}
+        )
 
     v1p, v2p = b"/v1/models/digits:predict", b"/v2/models/digits/infer"
     return {
@@ -95,8 +96,13 @@ def child(number: int, repeat: int) -> dict[str, float]:
     """Time every case with the kubeserve found first on sys.path."""
     from kubeserve.server import dataplane, http, metrics, repository, runtimes
 
-    repo = repository.discover(name="digits", model_dir=_models(), fmt="onnx", variant="v1",
-                               options=runtimes.RuntimeOptions())
+    repo = repository.discover(
+        name="digits",
+        model_dir=_models(),
+        fmt="onnx",
+        variant="v1",
+        options=runtimes.RuntimeOptions(),
+    )
     repo.load_all()
     app = http.App(dataplane.DataPlane(repo), metrics.Metrics(), variant="v1", max_body=1 << 24)
     transport = _Transport()
@@ -104,8 +110,10 @@ def child(number: int, repeat: int) -> dict[str, float]:
     conn.connection_made(transport)  # type: ignore[arg-type]
     out = {}
     for name, (path, body) in _bodies().items():
-        request = (b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                   b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body))
+        request = (
+            b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body)
+        )
         conn.data_received(request)
         if not transport.last.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"{name}: {transport.last[:300]!r}")
@@ -120,8 +128,13 @@ def breakdown(number: int, repeat: int) -> list[tuple[str, float]]:
 
     from kubeserve.server import dataplane, repository, runtimes, tensors
 
-    repo = repository.discover(name="digits", model_dir=_models(), fmt="onnx", variant="v1",
-                               options=runtimes.RuntimeOptions())
+    repo = repository.discover(
+        name="digits",
+        model_dir=_models(),
+        fmt="onnx",
+        variant="v1",
+        options=runtimes.RuntimeOptions(),
+    )
     repo.load_all()
     plane = dataplane.DataPlane(repo)
     m = repo.versions["v1"]
@@ -149,17 +162,24 @@ def breakdown(number: int, repeat: int) -> list[tuple[str, float]]:
 
 
 def _export(rev: str, into: pathlib.Path) -> pathlib.Path:
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "operator/kubeserve"],
-                             check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "operator/kubeserve"],
+        check=True,
+        capture_output=True,
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into / "operator"
 
 
 def _run_child(source: pathlib.Path, number: int, repeat: int) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(source)}
-    done = subprocess.run([sys.executable, __file__, "--child", "--number", str(number),
-                           "--repeat", str(repeat)], env=env, check=True,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", "--number", str(number), "--repeat", str(repeat)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     result: dict[str, float] = json.loads(done.stdout)
     return result
 

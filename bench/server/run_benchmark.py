@@ -55,8 +55,10 @@ def train(work: pathlib.Path) -> pathlib.Path:
     """Write the digits models with the project's own script; return the output dir."""
     out = work / "models"
     if not (out / "digits-onnx" / "v1" / "model.onnx").exists():
-        subprocess.run([sys.executable, str(REPO / "scripts" / "train_example_models.py"),
-                        "--out", str(out)], check=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "train_example_models.py"), "--out", str(out)],
+            check=True,
+        )
     return out
 
 
@@ -69,8 +71,11 @@ def bodies(work: pathlib.Path) -> tuple[dict[tuple[str, int], pathlib.Path], lis
     paths = {}
     for batch in (1, 32):
         v1 = {"instances": rows[:batch]}
-        v2 = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [batch, 64],
-                          "data": rows[:batch]}]}
+        v2 = {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [batch, 64], "data": rows[:batch]}
+            ]
+        }
         for proto, body in (("v1", v1), ("v2", v2)):
             path = work / f"{proto}-b{batch}.json"
             path.write_text(json.dumps(body))
@@ -81,8 +86,19 @@ def bodies(work: pathlib.Path) -> tuple[dict[tuple[str, int], pathlib.Path], lis
 def targets(args: argparse.Namespace, models: pathlib.Path, work: pathlib.Path) -> list[Target]:
     """Describe the servers: kubeserve (ONNX and sklearn runtimes), KServe, MLServer."""
     found = []
-    kubeserve = [sys.executable, "-m", "kubeserve.server", "serve", "--host", "127.0.0.1",
-                 "--model-name", "digits", "--variant", "v1", *args.kubeserve_args.split()]
+    kubeserve = [
+        sys.executable,
+        "-m",
+        "kubeserve.server",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--model-name",
+        "digits",
+        "--variant",
+        "v1",
+        *args.kubeserve_args.split(),
+    ]
     tag = f" {args.kubeserve_args}" if args.kubeserve_args else ""
     quiet = {"KUBESERVE_LOG_LEVEL": "WARNING"}
     v1, v2 = "/v1/models/digits:predict", "/v2/models/digits/infer"
@@ -90,43 +106,112 @@ def targets(args: argparse.Namespace, models: pathlib.Path, work: pathlib.Path) 
         suffix = "" if workers == 1 else f", {workers} workers"
         base = 9110 + 10 * i  # every server gets its own port: they all run at once
         if "kubeserve" in args.servers:
-            found.append(Target(
-                f"kubeserve (onnx{suffix}){tag}",
-                [*kubeserve, "--port", str(base + 1), "--workers", str(workers),
-                 "--model-dir", str(models / "digits-onnx" / "v1")], base + 1, v1, v2,
-                env=quiet))
+            found.append(
+                Target(
+                    f"kubeserve (onnx{suffix}){tag}",
+                    [
+                        *kubeserve,
+                        "--port",
+                        str(base + 1),
+                        "--workers",
+                        str(workers),
+                        "--model-dir",
+                        str(models / "digits-onnx" / "v1"),
+                    ],
+                    base + 1,
+                    v1,
+                    v2,
+                    env=quiet,
+                )
+            )
         if args.baseline and workers == 1:
             # The same server from an older revision, for before/after figures in one run.
             source = export_revision(args.baseline, work / "baseline")
-            found.append(Target(
-                f"kubeserve (onnx) @{args.baseline}",
-                [*kubeserve, "--port", str(base + 4), "--workers", str(workers),
-                 "--model-dir", str(models / "digits-onnx" / "v1")], base + 4, v1, v2,
-                env={**quiet, "PYTHONPATH": str(source)}))
+            found.append(
+                Target(
+                    f"kubeserve (onnx) @{args.baseline}",
+                    [
+                        *kubeserve,
+                        "--port",
+                        str(base + 4),
+                        "--workers",
+                        str(workers),
+                        "--model-dir",
+                        str(models / "digits-onnx" / "v1"),
+                    ],
+                    base + 4,
+                    v1,
+                    v2,
+                    env={**quiet, "PYTHONPATH": str(source)},
+                )
+            )
         if "kubeserve-sklearn" in args.servers and workers == 1:  # a reference row, once
-            found.append(Target(
-                f"kubeserve (sklearn{suffix})",
-                [*kubeserve, "--port", str(base + 2), "--workers", str(workers),
-                 "--model-dir", str(models / "digits-sklearn" / "v1")], base + 2, v1, v2,
-                env=quiet))
+            found.append(
+                Target(
+                    f"kubeserve (sklearn{suffix})",
+                    [
+                        *kubeserve,
+                        "--port",
+                        str(base + 2),
+                        "--workers",
+                        str(workers),
+                        "--model-dir",
+                        str(models / "digits-sklearn" / "v1"),
+                    ],
+                    base + 2,
+                    v1,
+                    v2,
+                    env=quiet,
+                )
+            )
         if "kserve" in args.servers and args.kserve_python:
-            found.append(Target(
-                f"KServe 0.21{' (' + str(workers) + ' workers)' if workers > 1 else ''}",
-                [args.kserve_python, str(HERE / "kserve_peer.py"), "--model_name", "digits",
-                 "--model_path", str(models / "digits-joblib" / "v1" / "model.joblib"),
-                 "--http_port", str(base + 3), "--workers", str(workers)], base + 3, v1, v2))
+            found.append(
+                Target(
+                    f"KServe 0.21{' (' + str(workers) + ' workers)' if workers > 1 else ''}",
+                    [
+                        args.kserve_python,
+                        str(HERE / "kserve_peer.py"),
+                        "--model_name",
+                        "digits",
+                        "--model_path",
+                        str(models / "digits-joblib" / "v1" / "model.joblib"),
+                        "--http_port",
+                        str(base + 3),
+                        "--workers",
+                        str(workers),
+                    ],
+                    base + 3,
+                    v1,
+                    v2,
+                )
+            )
     if "mlserver" in args.servers and args.mlserver:
         repo = work / "mlserver"
         (repo / "digits").mkdir(parents=True, exist_ok=True)
         shutil.copy(models / "digits-joblib" / "v1" / "model.joblib", repo / "digits")
-        (repo / "digits" / "model-settings.json").write_text(json.dumps({
-            "name": "digits", "implementation": "mlserver_sklearn.SKLearnModel",
-            "parameters": {"uri": "./model.joblib"}}))
-        (repo / "settings.json").write_text(json.dumps({
-            "http_port": 9104, "grpc_port": 9105, "metrics_port": 9106}))
+        (repo / "digits" / "model-settings.json").write_text(
+            json.dumps(
+                {
+                    "name": "digits",
+                    "implementation": "mlserver_sklearn.SKLearnModel",
+                    "parameters": {"uri": "./model.joblib"},
+                }
+            )
+        )
+        (repo / "settings.json").write_text(
+            json.dumps({"http_port": 9104, "grpc_port": 9105, "metrics_port": 9106})
+        )
         # MLServer speaks only V2; it runs its default of one inference worker process.
-        found.append(Target("MLServer 1.7.1", [args.mlserver, "start", str(repo)], 9104, None,
-                            "/v2/models/digits/infer", cwd=repo))
+        found.append(
+            Target(
+                "MLServer 1.7.1",
+                [args.mlserver, "start", str(repo)],
+                9104,
+                None,
+                "/v2/models/digits/infer",
+                cwd=repo,
+            )
+        )
     return found
 
 
@@ -137,16 +222,20 @@ def export_revision(rev: str, into: pathlib.Path) -> pathlib.Path:
     """
     shutil.rmtree(into, ignore_errors=True)
     into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "operator/kubeserve"],
-                             check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "operator/kubeserve"],
+        check=True,
+        capture_output=True,
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into / "operator"
 
 
 def post(port: int, path: str, body: bytes) -> tuple[int, Any]:
     """POST JSON; return status and decoded body."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -157,9 +246,14 @@ def post(port: int, path: str, body: bytes) -> tuple[int, Any]:
 @contextlib.contextmanager
 def started(target: Target, log: pathlib.Path) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server and wait until its V2 readiness answers 200."""
-    proc = subprocess.Popen(target.command, cwd=target.cwd, env={**os.environ, **target.env},
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        target.command,
+        cwd=target.cwd,
+        env={**os.environ, **target.env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -203,16 +297,21 @@ def check(target: Target, paths: dict[tuple[str, int], pathlib.Path], labels: li
             raise RuntimeError(f"{target.name} {proto} batch {batch}: wrong predictions {got}")
 
 
-def wrk(url: str, body: pathlib.Path, lua: pathlib.Path, *, connections: int,
-        seconds: int) -> dict[str, float]:
+def wrk(
+    url: str, body: pathlib.Path, lua: pathlib.Path, *, connections: int, seconds: int
+) -> dict[str, float]:
     """Run wrk; a failed run (e.g. cannot connect) is recorded instead of losing the others."""
     try:
         r = loadgen.run_wrk(url, body=body, lua=lua, connections=connections, seconds=seconds)
     except loadgen.WrkFailed as exc:
         print(f"wrk failed: {exc}", file=sys.stderr)
         return {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": -1}
-    return {"rps": r["rps"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
-            "errors": r["non_2xx"] + r["socket_errors"]}
+    return {
+        "rps": r["rps"],
+        "p50_ms": r["p50_ms"],
+        "p99_ms": r["p99_ms"],
+        "errors": r["non_2xx"] + r["socket_errors"],
+    }
 
 
 def machine() -> dict[str, str]:
@@ -223,16 +322,21 @@ def machine() -> dict[str, str]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
-            "kernel": platform.release(),
-            "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(
-                "\n")[0]}
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0],
+    }
 
 
 def table(results: list[dict[str, Any]]) -> str:
     """Render the results as a Markdown table with ratios to the faster peer."""
-    lines = ["| protocol | batch | conns | server | req/s | p50 ms | p99 ms | errors | "
-             "vs faster peer |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| protocol | batch | conns | server | req/s | p50 ms | p99 ms | errors | vs faster peer |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     keys = sorted({(r["protocol"], r["batch"], r["connections"]) for r in results})
     for key in keys:
         rows = [r for r in results if (r["protocol"], r["batch"], r["connections"]) == key]
@@ -241,9 +345,11 @@ def table(results: list[dict[str, Any]]) -> str:
         for r in rows:
             mine = best and r["server"].startswith("kubeserve")
             ratio = f"{r['rps'] / best:.1f}x" if mine else ""
-            lines.append(f"| {key[0].upper()} | {key[1]} | {key[2]} | {r['server']} | "
-                         f"{r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                         f"{r['errors']} | {ratio} |")
+            lines.append(
+                f"| {key[0].upper()} | {key[1]} | {key[2]} | {r['server']} | "
+                f"{r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                f"{r['errors']} | {ratio} |"
+            )
     return "\n".join(lines)
 
 
@@ -261,8 +367,11 @@ def plot(results: list[dict[str, Any]], path: pathlib.Path) -> None:
     for i, server in enumerate(servers):
         values = []
         for s in scenarios:
-            found = [r["rps"] for r in results
-                     if r["server"] == server and (r["protocol"], r["batch"], r["connections"]) == s]
+            found = [
+                r["rps"]
+                for r in results
+                if r["server"] == server and (r["protocol"], r["batch"], r["connections"]) == s
+            ]
             values.append(found[0] if found else 0)
         ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=server)
     ax.set_xticks([x + 0.4 - width / 2 for x in range(len(scenarios))])
@@ -271,8 +380,11 @@ def plot(results: list[dict[str, Any]], path: pathlib.Path) -> None:
     ax.set_ylabel("requests/s (log scale)")
     # Every scenario's bars come from one run; report.py --override may take different
     # scenarios from different runs.
-    ax.set_title("digits classifier: kubeserve vs KServe 0.21 vs MLServer 1.7.1 (same machine, "
-                 "wrk; each scenario's servers measured in the same run)", fontsize=10)
+    ax.set_title(
+        "digits classifier: kubeserve vs KServe 0.21 vs MLServer 1.7.1 (same machine, "
+        "wrk; each scenario's servers measured in the same run)",
+        fontsize=10,
+    )
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -291,18 +403,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,32", help="e.g. 32 for batch-32 scenarios only")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per scenario")
-    parser.add_argument("--workers", default="1",
-                        help="worker counts to run kubeserve and KServe with, e.g. 1,2")
-    parser.add_argument("--kubeserve-args", default="",
-                        help="extra flags for kubeserve, e.g. '--batch-max-size 32'")
+    parser.add_argument(
+        "--workers", default="1", help="worker counts to run kubeserve and KServe with, e.g. 1,2"
+    )
+    parser.add_argument(
+        "--kubeserve-args", default="", help="extra flags for kubeserve, e.g. '--batch-max-size 32'"
+    )
     parser.add_argument("--baseline", help="also serve kubeserve from this git revision")
-    parser.add_argument("--quiet", type=float, default=0.9,
-                        help="idle CPU share to wait for before each measurement")
-    parser.add_argument("--patience", type=float, default=60.0,
-                        help="most seconds to wait for that")
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        default=0.9,
+        help="idle CPU share to wait for before each measurement",
+    )
+    parser.add_argument(
+        "--patience", type=float, default=60.0, help="most seconds to wait for that"
+    )
     parser.add_argument("--json", type=pathlib.Path, default=HERE / "results.json")
-    parser.add_argument("--png", type=pathlib.Path,
-                        default=REPO / "docs" / "benchmarks-server.png")
+    parser.add_argument("--png", type=pathlib.Path, default=REPO / "docs" / "benchmarks-server.png")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         parser.error("wrk not found: apt-get install wrk")
@@ -336,15 +454,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if args.warmup:
                         wrk(url, body, lua, connections=c, seconds=args.warmup)
                     r = wrk(url, body, lua, connections=c, seconds=args.duration)
-                    row = {"server": target.name, "protocol": proto, "batch": batch,
-                           "connections": c, "idle_before": round(idle, 3), **r}
+                    row = {
+                        "server": target.name,
+                        "protocol": proto,
+                        "batch": batch,
+                        "connections": c,
+                        "idle_before": round(idle, 3),
+                        **r,
+                    }
                     results.append(row)
-                    print(f"{target.name:28} {proto} b{batch} c{c}: {r['rps']:,.0f} req/s "
-                          f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
-                          f"errors {r['errors']} (idle before {idle:.0%})", file=sys.stderr)
+                    print(
+                        f"{target.name:28} {proto} b{batch} c{c}: {r['rps']:,.0f} req/s "
+                        f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
+                        f"errors {r['errors']} (idle before {idle:.0%})",
+                        file=sys.stderr,
+                    )
                     # Written after every measurement: a crash later keeps what was measured.
-                    report = {"machine": machine(), "duration_s": args.duration,
-                              "results": results}
+                    report = {"machine": machine(), "duration_s": args.duration, "results": results}
                     args.json.write_text(json.dumps(report, indent=1))
     print(table(results))
     if args.png and str(args.png) not in ("", "."):  # --png "" skips the plot

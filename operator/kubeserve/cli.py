@@ -10,8 +10,8 @@ from typing import Any
 from kubeserve import manifests, traffic_cli
 from kubeserve.api import crd, validation
 from kubeserve.api.errors import SpecError
-from kubeserve.build import children
-from kubeserve.build.config import BuildConfig
+from kubeserve.builders import children
+from kubeserve.builders.config import BuildConfig
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2

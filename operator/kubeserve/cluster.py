@@ -16,6 +16,8 @@ from typing import Any
 
 import kubernetes
 
+import kubeserve
+
 logger = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -52,7 +54,7 @@ class Kind:
 KINDS = {
     (k.api_version, k.kind): k
     for k in [
-        Kind("serving.kubeserve.dev/v1alpha1", "InferenceService", "inferenceservices"),
+        Kind(f"{kubeserve.API_GROUP}/{kubeserve.API_VERSION}", kubeserve.KIND, kubeserve.PLURAL),
         Kind("apps/v1", "Deployment", "deployments"),
         Kind("v1", "Service", "services"),
         Kind("v1", "ConfigMap", "configmaps"),
@@ -63,6 +65,9 @@ KINDS = {
         Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
     ]
 }
+
+# The kind kubeserve defines; every other module names it through this.
+INFERENCE_SERVICE = KINDS[(f"{kubeserve.API_GROUP}/{kubeserve.API_VERSION}", kubeserve.KIND)]
 
 
 def kind_of(obj: dict[str, Any]) -> Kind:
@@ -92,7 +97,7 @@ class AlreadyExists(ApiError):
     """A create found an object of that name."""
 
 
-Objects = list[dict[str, Any]]  # (Cluster.list would shadow `list` in its annotations)
+Objects = list[dict[str, Any]]
 
 
 class Cluster:
@@ -152,16 +157,6 @@ class Cluster:
                 return None
             raise
         return result
-
-    def list(
-        self, kind: Kind, namespace: str | None, *, labels: str | None = None
-    ) -> list[dict[str, Any]]:
-        """List objects of a kind, optionally by label selector."""
-        query = {"labelSelector": labels} if labels else None
-        items: list[dict[str, Any]] = self._call("GET", kind.path(namespace), query=query).get(
-            "items", []
-        )
-        return items
 
     def list_page(
         self,

@@ -21,7 +21,7 @@ from typing import Any
 
 from kubeserve.api import validation
 from kubeserve.api.errors import SpecError
-from kubeserve.build import router
+from kubeserve.builders import router
 
 PREVIOUS_ANNOTATION = "serving.kubeserve.dev/previous-traffic"
 _PART_RE = re.compile(r"^([a-z]([-a-z0-9]*[a-z0-9])?)=(mirror)?([0-9]{1,3})(%?)$")

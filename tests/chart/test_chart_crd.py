@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from chart_testlib import CHART, ROOT, by_kind, one, render
+
+from support.chart import CHART, ROOT, by_kind, one, render
 
 SOURCE = ROOT / "crds" / "serving.kubeserve.dev_inferenceservices.yaml"
 COPY = CHART / "files" / "crds" / SOURCE.name

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_testlib import by_kind, one, render
 
 from kubeserve import API_GROUP, cluster
 from kubeserve.controller import handlers, reconcile
+from support.chart import by_kind, one, render
 
 Grant = tuple[str, str, str]  # apiGroup, resource, verb
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_testlib import CHART, by_kind, one, render, require_tool, run, value_args
 
 from support import k8s_schema
+from support.chart import CHART, by_kind, one, render, require_tool, run, value_args
 
 DIGEST = "sha256:" + "ab" * 32
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -135,7 +135,7 @@ def test_default_install_is_cluster_wide_with_crd_metrics_and_restricted_pod(
 
 
 def test_the_defaults_match_the_operators_own(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    from kubeserve.build import config as build_config
+    from kubeserve.builders import config as build_config
     from kubeserve.controller import config as operator_config
 
     env = env_of(rendered["default"])

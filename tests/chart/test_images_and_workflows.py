@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_testlib import ROOT, require_tool, run
+
+from support.chart import ROOT, require_tool, run
 
 DOCKERFILES = sorted((ROOT / "images").glob("*.Dockerfile"))
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from support.kube_client import Kube
-from support.kube_emulator import EmulatorThread
-from support.operator_process import OperatorProcess
+from kubeserve.testing.emulator import EmulatorThread
+from kubeserve.testing.kube_client import Kube
+from kubeserve.testing.operator_process import OperatorProcess
 
 _names = itertools.count(1)
 

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import requests
 
-from support.kube_client import DEPLOYMENTS, Kube
-from support.kube_emulator import EmulatorThread
-from support.kube_emulator.patches import PatchError, json_patch, label_selector, merge_patch
-from support.kube_emulator.server import RESOURCE_TYPES
-from support.kube_emulator.store import ApiError, Store
+from kubeserve.testing.emulator import EmulatorThread
+from kubeserve.testing.emulator.patches import PatchError, json_patch, label_selector, merge_patch
+from kubeserve.testing.emulator.server import RESOURCE_TYPES
+from kubeserve.testing.emulator.store import ApiError, Store
+from kubeserve.testing.kube_client import DEPLOYMENTS, Kube
 
 DEP = ("apps", "v1", "deployments")
 CM = ("", "v1", "configmaps")
@@ -249,7 +249,7 @@ def test_http_paths_kopf_uses(tmp_path: Any) -> None:
 
 
 def test_faults_are_injected_on_matching_requests() -> None:
-    from support.kube_emulator.server import Fault
+    from kubeserve.testing.emulator.server import Fault
 
     with EmulatorThread() as em:
         kube = Kube(em.url)
@@ -295,7 +295,9 @@ def test_lists_come_in_pages_from_one_snapshot() -> None:
             first["metadata"]["resourceVersion"]
         }
         assert all("data" not in o for p in pages for o in p["items"])
-        again = requests.get(url, params={"limit": "2", "continue": first["metadata"]["continue"]}, timeout=5)
+        again = requests.get(
+            url, params={"limit": "2", "continue": first["metadata"]["continue"]}, timeout=5
+        )
         assert again.json()["items"] == pages[1]["items"], "a token can be used again"
         unknown = requests.get(url, params={"continue": "not-a-token"}, timeout=5)
         assert unknown.status_code == 410 and unknown.json()["reason"] == "Expired"

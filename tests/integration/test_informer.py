@@ -12,8 +12,8 @@ import pytest
 
 from kubeserve import cluster
 from kubeserve.controller import informer, reconcile
-from support.kube_client import Kube, wait_for
-from support.kube_emulator import EmulatorThread
+from kubeserve.testing.emulator import EmulatorThread
+from kubeserve.testing.kube_client import Kube, wait_for
 
 CM = ("v1", "configmaps")
 KIND = cluster.KINDS[("v1", "ConfigMap")]

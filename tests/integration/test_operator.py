@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from kubeserve.api import validation
-from kubeserve.build import children
-from support import specs
-from support.kube_client import (
+from kubeserve.builders import children
+from kubeserve.testing.emulator import EmulatorThread
+from kubeserve.testing.kube_client import (
     CONFIGMAPS,
     DEPLOYMENTS,
     EVENTS,
@@ -19,8 +19,8 @@ from support.kube_client import (
     Kube,
     wait_for,
 )
-from support.kube_emulator import EmulatorThread
-from support.operator_process import OperatorProcess
+from kubeserve.testing.operator_process import OperatorProcess
+from support import specs
 
 CHILD_RESOURCES = [
     DEPLOYMENTS,
@@ -213,8 +213,10 @@ def test_router_disruption_budget_follows_the_router_replicas(
     wait_children(kube, namespace, one)
     # Kinds are listed one after the other: wait for both changes rather than read one list.
     wait_for(
-        lambda: (found := actual_children(kube, namespace, "digits")).get(pdb) is None
-        and found[("Deployment", "digits-router")]["spec"]["replicas"] == 1,
+        lambda: (
+            (found := actual_children(kube, namespace, "digits")).get(pdb) is None
+            and found[("Deployment", "digits-router")]["spec"]["replicas"] == 1
+        ),
         what="one router replica and no budget",
     )
     three = specs.isvc(
@@ -226,8 +228,11 @@ def test_router_disruption_budget_follows_the_router_replicas(
     kube.patch(ISVC, namespace, "digits", {"spec": {"routing": gateway}})
     # The operator of these tests runs without --gateway-api: the router's objects go.
     wait_for(
-        lambda: not any(
-            name.startswith("digits-router") for _, name in actual_children(kube, namespace, "digits")
+        lambda: (
+            not any(
+                name.startswith("digits-router")
+                for _, name in actual_children(kube, namespace, "digits")
+            )
         ),
         what="the router's objects pruned",
     )

@@ -20,11 +20,11 @@ from test_operator import (
 )
 
 from kubeserve.local import router_config
+from kubeserve.testing.emulator import EmulatorThread
+from kubeserve.testing.emulator.server import Fault
+from kubeserve.testing.kube_client import Kube, wait_for
+from kubeserve.testing.operator_process import OperatorProcess
 from support import specs
-from support.kube_client import Kube, wait_for
-from support.kube_emulator import EmulatorThread
-from support.kube_emulator.server import Fault
-from support.operator_process import OperatorProcess
 
 
 def test_restart_mid_reconcile_leaves_exactly_the_desired_children(

@@ -23,10 +23,11 @@ import pytest
 from scipy import stats
 
 from kubeserve.api import spec, validation
-from router import dataplane, split_model
-from support import specs
+from kubeserve.testing import nginx as dataplane
+from support import specs, split_model
+from support.nginx import requires_nginx
 
-pytestmark = dataplane.requires_nginx
+pytestmark = requires_nginx
 OVERRIDE = "x-kubeserve-variant"
 
 

@@ -23,10 +23,11 @@ import pytest
 from scipy import stats
 
 from kubeserve.api import validation
-from router import dataplane
+from kubeserve.testing import nginx as dataplane
 from support import specs
+from support.nginx import requires_nginx
 
-pytestmark = [dataplane.requires_nginx, pytest.mark.slow]
+pytestmark = [requires_nginx, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 PATH = "/v2/models/digits/infer"
 

@@ -12,12 +12,23 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from server_testlib import REPO, Server
+
+from support.server import REPO, Server
 
 DATATYPES = {
-    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
-    "UINT64": "uint64", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
-    "FP16": "float16", "FP32": "float32", "FP64": "float64", "BYTES": "str",
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "str",
 }
 
 
@@ -47,10 +58,18 @@ def _write_echo_models(root: pathlib.Path) -> None:
     from onnx import TensorProto, helper
 
     types = {
-        "BOOL": TensorProto.BOOL, "UINT8": TensorProto.UINT8, "UINT16": TensorProto.UINT16,
-        "UINT32": TensorProto.UINT32, "UINT64": TensorProto.UINT64, "INT8": TensorProto.INT8,
-        "INT16": TensorProto.INT16, "INT32": TensorProto.INT32, "INT64": TensorProto.INT64,
-        "FP16": TensorProto.FLOAT16, "FP32": TensorProto.FLOAT, "FP64": TensorProto.DOUBLE,
+        "BOOL": TensorProto.BOOL,
+        "UINT8": TensorProto.UINT8,
+        "UINT16": TensorProto.UINT16,
+        "UINT32": TensorProto.UINT32,
+        "UINT64": TensorProto.UINT64,
+        "INT8": TensorProto.INT8,
+        "INT16": TensorProto.INT16,
+        "INT32": TensorProto.INT32,
+        "INT64": TensorProto.INT64,
+        "FP16": TensorProto.FLOAT16,
+        "FP32": TensorProto.FLOAT,
+        "FP64": TensorProto.DOUBLE,
         "BYTES": TensorProto.STRING,
     }
     for name, elem in types.items():
@@ -85,18 +104,46 @@ def servers(models_dir: pathlib.Path) -> Iterator[dict[str, Server]]:
     """Start every shared server at once (their start-up overlaps), stop them at the end."""
     started = {
         # Configured through the environment, as the operator does it.
-        "onnx": _start([], env={
-            "KUBESERVE_MODEL_NAME": "digits",
-            "KUBESERVE_MODEL_DIR": str(models_dir / "digits-onnx"),
-            "KUBESERVE_MODEL_FORMAT": "onnx",
-        }),
-        "sklearn": _start(["--model-name", "digits", "--model-dir",
-                           str(models_dir / "digits-sklearn"), "--variant", "v1"]),
-        "echo": _start(["--model-name", "echo", "--model-dir", str(models_dir / "echo"),
-                        "--max-body-bytes", "65536"]),
-        "batched": _start(["--model-name", "digits", "--model-dir",
-                           str(models_dir / "digits-onnx"), "--batch-max-size", "64",
-                           "--batch-max-wait-ms", "20"]),
+        "onnx": _start(
+            [],
+            env={
+                "KUBESERVE_MODEL_NAME": "digits",
+                "KUBESERVE_MODEL_DIR": str(models_dir / "digits-onnx"),
+                "KUBESERVE_MODEL_FORMAT": "onnx",
+            },
+        ),
+        "sklearn": _start(
+            [
+                "--model-name",
+                "digits",
+                "--model-dir",
+                str(models_dir / "digits-sklearn"),
+                "--variant",
+                "v1",
+            ]
+        ),
+        "echo": _start(
+            [
+                "--model-name",
+                "echo",
+                "--model-dir",
+                str(models_dir / "echo"),
+                "--max-body-bytes",
+                "65536",
+            ]
+        ),
+        "batched": _start(
+            [
+                "--model-name",
+                "digits",
+                "--model-dir",
+                str(models_dir / "digits-onnx"),
+                "--batch-max-size",
+                "64",
+                "--batch-max-wait-ms",
+                "20",
+            ]
+        ),
     }
     try:
         for s in started.values():

@@ -6,7 +6,8 @@ import concurrent.futures
 import re
 
 import numpy as np
-from server_testlib import Server, request
+
+from support.server import Server, request
 
 
 def test_each_caller_gets_its_own_rows(servers: dict[str, Server], digits_rows) -> None:
@@ -27,8 +28,12 @@ def test_each_caller_gets_its_own_rows(servers: dict[str, Server], digits_rows) 
 
     # V2 too, with the probabilities split per caller.
     def v2(rows: list[list[int]]) -> np.ndarray:
-        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [len(rows), 64],
-                            "data": rows}], "outputs": [{"name": "probabilities"}]}
+        body = {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [len(rows), 64], "data": rows}
+            ],
+            "outputs": [{"name": "probabilities"}],
+        }
         status, _, reply = request(batched, "POST", "/v2/models/digits/infer", body)
         assert status == 200
         out = reply["outputs"][0]
@@ -57,16 +62,26 @@ def test_batches_really_form(servers: dict[str, Server]) -> None:
 
 def test_adaptive_batching_without_a_wait_window(models_dir, digits_rows) -> None:
     # --batch-max-wait-ms 0: no waiting when the model is idle; batches form while it runs.
-    from server_testlib import running
+    from support.server import running
 
     x, _ = digits_rows
-    args = ["--model-name", "digits", "--model-dir", str(models_dir / "digits-onnx"),
-            "--batch-max-size", "64", "--batch-max-wait-ms", "0"]
+    args = [
+        "--model-name",
+        "digits",
+        "--model-dir",
+        str(models_dir / "digits-onnx"),
+        "--batch-max-size",
+        "64",
+        "--batch-max-wait-ms",
+        "0",
+    ]
     jobs = [x[i : i + 1 + i % 3].tolist() for i in range(120)]
     with running(args) as server:
+
         def v1(rows: list[list[int]]) -> list[int]:
-            status, _, body = request(server.port, "POST", "/v1/models/digits:predict",
-                                      {"instances": rows})
+            status, _, body = request(
+                server.port, "POST", "/v1/models/digits:predict", {"instances": rows}
+            )
             assert status == 200, body
             return body["predictions"]
 

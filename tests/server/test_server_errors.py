@@ -6,7 +6,8 @@ import pathlib
 import time
 
 import pytest
-from server_testlib import raw_exchange, request, running
+
+from support.server import raw_exchange, request, running
 
 ROW = [0] * 64
 
@@ -16,40 +17,59 @@ def _v2(data: object, **tensor: object) -> dict[str, object]:
     return {"inputs": [spec]}
 
 
-@pytest.mark.parametrize(("path", "body", "status", "needle"), [
-    ("/v1/models/digits:predict", b"{not json", 400, "malformed JSON"),
-    ("/v1/models/digits:predict", b"", 400, "empty"),
-    ("/v1/models/digits:predict", b"[1, 2]", 400, "JSON object"),
-    ("/v1/models/digits:predict", {"rows": [ROW]}, 400, "'instances'"),
-    ("/v1/models/digits:predict", {"instances": []}, 400, "non-empty"),
-    ("/v1/models/digits:predict", {"instances": [ROW, [1, 2]]}, 400, "ragged"),
-    ("/v1/models/digits:predict", {"instances": [[1, 2, 3]]}, 400, "shape [1, 3]"),
-    ("/v1/models/digits:predict", {"instances": [["a"] * 64]}, 400, "numbers"),
-    ("/v1/models/digits:predict", {"instances": [[None] * 64]}, 400, "numbers"),
-    ("/v1/models/nope:predict", {"instances": [ROW]}, 404, "model 'nope' not found"),
-    ("/v1/models/digits/versions/v9:predict", {"instances": [ROW]}, 404, "no version 'v9'"),
-    ("/v2/models/digits/infer", {"inputs": "x"}, 400, "'inputs'"),
-    ("/v2/models/digits/infer", {}, 400, "'inputs'"),
-    ("/v2/models/digits/infer", {"inputs": [{"name": "input"}]}, 400, "lacks 'shape'"),
-    ("/v2/models/digits/infer", {"inputs": [*_v2(ROW)["inputs"], *_v2(ROW, name="pixels")[
-        "inputs"]]}, 400, "unknown input 'pixels'"),
-    ("/v2/models/digits/infer", _v2(ROW, datatype="FP64"), 400, "does not match the model's FP32"),
-    ("/v2/models/digits/infer", _v2(ROW, datatype="FLOAT"), 400, "unknown datatype"),
-    ("/v2/models/digits/infer", _v2(ROW, shape=[2, 64]), 400, "needs 128 elements"),
-    ("/v2/models/digits/infer", _v2(ROW[:32], shape=[1, 32]), 400, "does not match"),
-    ("/v2/models/digits/infer", _v2(ROW, shape=[1, -64]), 400, "non-negative"),
-    ("/v2/models/digits/infer", _v2(ROW, shape="1x64"), 400, "'shape'"),
-    ("/v2/models/digits/infer", _v2([ROW[:10], ROW]), 400, "ragged"),
-    ("/v2/models/digits/infer", {**_v2(ROW), "id": 7}, 400, "'id'"),
-    ("/v2/models/digits/infer", {**_v2(ROW), "outputs": [{"name": "logits"}]}, 400,
-     "unknown output 'logits'"),
-    ("/v2/models/digits/infer", {**_v2(ROW), "outputs": [{"name": "label", "parameters":
-                                                           {"binary_data": True}}]}, 400,
-     "binary tensor extension"),
-    ("/v2/models/digits/infer", {"inputs": [_v2(ROW)["inputs"][0]] * 2}, 400, "twice"),
-    ("/v2/models/other/infer", _v2(ROW), 404, "model 'other' not found"),
-    ("/v2/models/digits/versions/v3/infer", _v2(ROW), 404, "versions: v1, v2"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "status", "needle"),
+    [
+        ("/v1/models/digits:predict", b"{not json", 400, "malformed JSON"),
+        ("/v1/models/digits:predict", b"", 400, "empty"),
+        ("/v1/models/digits:predict", b"[1, 2]", 400, "JSON object"),
+        ("/v1/models/digits:predict", {"rows": [ROW]}, 400, "'instances'"),
+        ("/v1/models/digits:predict", {"instances": []}, 400, "non-empty"),
+        ("/v1/models/digits:predict", {"instances": [ROW, [1, 2]]}, 400, "ragged"),
+        ("/v1/models/digits:predict", {"instances": [[1, 2, 3]]}, 400, "shape [1, 3]"),
+        ("/v1/models/digits:predict", {"instances": [["a"] * 64]}, 400, "numbers"),
+        ("/v1/models/digits:predict", {"instances": [[None] * 64]}, 400, "numbers"),
+        ("/v1/models/nope:predict", {"instances": [ROW]}, 404, "model 'nope' not found"),
+        ("/v1/models/digits/versions/v9:predict", {"instances": [ROW]}, 404, "no version 'v9'"),
+        ("/v2/models/digits/infer", {"inputs": "x"}, 400, "'inputs'"),
+        ("/v2/models/digits/infer", {}, 400, "'inputs'"),
+        ("/v2/models/digits/infer", {"inputs": [{"name": "input"}]}, 400, "lacks 'shape'"),
+        (
+            "/v2/models/digits/infer",
+            {"inputs": [*_v2(ROW)["inputs"], *_v2(ROW, name="pixels")["inputs"]]},
+            400,
+            "unknown input 'pixels'",
+        ),
+        (
+            "/v2/models/digits/infer",
+            _v2(ROW, datatype="FP64"),
+            400,
+            "does not match the model's FP32",
+        ),
+        ("/v2/models/digits/infer", _v2(ROW, datatype="FLOAT"), 400, "unknown datatype"),
+        ("/v2/models/digits/infer", _v2(ROW, shape=[2, 64]), 400, "needs 128 elements"),
+        ("/v2/models/digits/infer", _v2(ROW[:32], shape=[1, 32]), 400, "does not match"),
+        ("/v2/models/digits/infer", _v2(ROW, shape=[1, -64]), 400, "non-negative"),
+        ("/v2/models/digits/infer", _v2(ROW, shape="1x64"), 400, "'shape'"),
+        ("/v2/models/digits/infer", _v2([ROW[:10], ROW]), 400, "ragged"),
+        ("/v2/models/digits/infer", {**_v2(ROW), "id": 7}, 400, "'id'"),
+        (
+            "/v2/models/digits/infer",
+            {**_v2(ROW), "outputs": [{"name": "logits"}]},
+            400,
+            "unknown output 'logits'",
+        ),
+        (
+            "/v2/models/digits/infer",
+            {**_v2(ROW), "outputs": [{"name": "label", "parameters": {"binary_data": True}}]},
+            400,
+            "binary tensor extension",
+        ),
+        ("/v2/models/digits/infer", {"inputs": [_v2(ROW)["inputs"][0]] * 2}, 400, "twice"),
+        ("/v2/models/other/infer", _v2(ROW), 404, "model 'other' not found"),
+        ("/v2/models/digits/versions/v3/infer", _v2(ROW), 404, "versions: v1, v2"),
+    ],
+)
 def test_bad_requests_name_the_problem(
     onnx_port: int, path: str, body: object, status: int, needle: str
 ) -> None:
@@ -83,7 +103,8 @@ def test_oversized_chunked_body(echo_port: int) -> None:
     chunk = b"x" * 40_000
     req = (
         b"POST /v2/models/echo/infer HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 2 + b"0\r\n\r\n"
+        + (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 2
+        + b"0\r\n\r\n"
     )
     reply = raw_exchange(echo_port, req)
     assert reply.startswith(b"HTTP/1.1 413 ")
@@ -159,13 +180,14 @@ def test_pickle_needs_the_explicit_flag(models_dir: pathlib.Path, digits_rows) -
         assert "refusing to unpickle" in _settled_readiness(server.port)["error"]
     x, _ = digits_rows
     with running([*args, "--allow-pickle"]) as server:
-        status, _, body = request(server.port, "POST", "/v1/models/digits:predict",
-                                  {"instances": x[:2].tolist()})
+        status, _, body = request(
+            server.port, "POST", "/v1/models/digits:predict", {"instances": x[:2].tolist()}
+        )
         assert status == 200 and len(body["predictions"]) == 2
 
 
 def test_missing_model_directory_exits_with_a_message(tmp_path: pathlib.Path) -> None:
-    from server_testlib import Server
+    from support.server import Server
 
     server = Server(["--model-name", "m", "--model-dir", str(tmp_path / "absent")])
     assert server.proc.wait(30) == 1

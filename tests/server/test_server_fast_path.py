@@ -14,10 +14,10 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from server_testlib import request
 
 from kubeserve.server import errors, model, tensors
 from kubeserve.server.dataplane import _v1_array
+from support.server import request
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
@@ -31,17 +31,20 @@ def _exact(data: list[Any], dtype: np.dtype[Any]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
-@pytest.mark.parametrize("data", [
-    [ROW_INTS] * 32,
-    [ROW_FLOATS] * 32,
-    ROW_INTS * 2,
-    ROW_FLOATS,
-    [[0, 0.5, 1, 2**40], [3, -4.25, 2**62, 1e-50]],  # ints first, then floats
-    [[0.5, 1, 2, 3]],  # floats first, then ints
-    [2**63 + 1, 1.0],  # beyond int64: packed as a float
-    [2**63 + 1, -1],  # numpy too goes through float64 here
-    [1e38, -3.4028234e38, 5e-324, -0.0],
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        [ROW_INTS] * 32,
+        [ROW_FLOATS] * 32,
+        ROW_INTS * 2,
+        ROW_FLOATS,
+        [[0, 0.5, 1, 2**40], [3, -4.25, 2**62, 1e-50]],  # ints first, then floats
+        [[0.5, 1, 2, 3]],  # floats first, then ints
+        [2**63 + 1, 1.0],  # beyond int64: packed as a float
+        [2**63 + 1, -1],  # numpy too goes through float64 here
+        [1e38, -3.4028234e38, 5e-324, -0.0],
+    ],
+)
 def test_fast_path_is_bit_identical_to_numpy(data: list[Any], dtype: np.dtype[Any]) -> None:
     data = orjson.loads(orjson.dumps(data))  # the values a request would really carry
     fast = tensors.fast_floats(data, dtype)
@@ -52,23 +55,26 @@ def test_fast_path_is_bit_identical_to_numpy(data: list[Any], dtype: np.dtype[An
     assert fast.flags.writeable
 
 
-@pytest.mark.parametrize("data", [
-    [[1, 2], [3]],  # ragged
-    [[1, 2], [3, 4, 5]],  # ragged with a matching total would still be refused
-    [[1, 2], "ab"],  # a string row of the right length
-    [[1, 2], {"a": 1, "b": 2}],  # an object row
-    [[1, 2], 3],  # a number among rows
-    [[1, [2]]],  # deeper nesting
-    [[[1, 2]], [[3, 4]]],  # three dims: the exact path handles them
-    [1, "2"],
-    [1, None],
-    [1.5, "nan"],
-    [1e39],  # overflows float32
-    [2**63 + 2**39 + 1],  # numpy rounds uint64 once; via a double it would round twice
-    [[2**63 + 1, 1]],
-    [[]],
-    [],
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        [[1, 2], [3]],  # ragged
+        [[1, 2], [3, 4, 5]],  # ragged with a matching total would still be refused
+        [[1, 2], "ab"],  # a string row of the right length
+        [[1, 2], {"a": 1, "b": 2}],  # an object row
+        [[1, 2], 3],  # a number among rows
+        [[1, [2]]],  # deeper nesting
+        [[[1, 2]], [[3, 4]]],  # three dims: the exact path handles them
+        [1, "2"],
+        [1, None],
+        [1.5, "nan"],
+        [1e39],  # overflows float32
+        [2**63 + 2**39 + 1],  # numpy rounds uint64 once; via a double it would round twice
+        [[2**63 + 1, 1]],
+        [[]],
+        [],
+    ],
+)
 def test_fast_path_declines_what_it_cannot_check(data: list[Any]) -> None:
     assert tensors.fast_floats(data, F32) is None
 
@@ -78,22 +84,37 @@ def test_fast_path_only_for_float_targets() -> None:
     assert tensors.fast_floats([1, 2], np.dtype(np.float16)) is None
 
 
-@pytest.mark.parametrize(("text", "found"), [
-    (b'{"data": [1, 2]}', False),
-    (b'{"data": [true, 2]}', True),
-    (b'{"data": [1, false]}', True),
-    (b'{"id": "true", "data": [1]}', True),  # inside a string: only the slow path pays
-])
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (b'{"data": [1, 2]}', False),
+        (b'{"data": [true, 2]}', True),
+        (b'{"data": [1, false]}', True),
+        (b'{"id": "true", "data": [1]}', True),  # inside a string: only the slow path pays
+    ],
+)
 def test_has_literals(text: bytes, found: bool) -> None:
     assert tensors.has_literals(text) is found
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.lists(st.one_of(
-    st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.integers(min_value=2**62, max_value=2**64 - 1),  # float32 halfway cases live here
-    st.floats(allow_nan=False, allow_infinity=False),
-), min_size=3, max_size=3), min_size=1, max_size=5))
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(
+                st.integers(min_value=-(2**63), max_value=2**64 - 1),
+                st.integers(
+                    min_value=2**62, max_value=2**64 - 1
+                ),  # float32 halfway cases live here
+                st.floats(allow_nan=False, allow_infinity=False),
+            ),
+            min_size=3,
+            max_size=3,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_fast_path_agrees_with_numpy_on_any_numbers(rows: list[list[float]]) -> None:
     rows = orjson.loads(orjson.dumps(rows))
     for dtype in (F32, F64):
@@ -115,18 +136,18 @@ def test_fast_path_agrees_with_numpy_on_any_numbers(rows: list[list[float]]) -> 
 SPEC = model.TensorSpec("input", "FP32", (-1, 4))
 
 HOSTILE: list[tuple[str, str]] = [
-    ('[[1, 2, 3, true]]', "not true/false"),
-    ('[[true, false, true, false]]', "not true/false"),
-    ('[[1.5, 2, 3, false]]', "not true/false"),
+    ("[[1, 2, 3, true]]", "not true/false"),
+    ("[[true, false, true, false]]", "not true/false"),
+    ("[[1.5, 2, 3, false]]", "not true/false"),
     ('[[1, 2, 3, "4"]]', "must be numbers"),
-    ('[[1, 2, 3, null]]', "must be numbers"),
-    ('[[1, 2, 3, 1e39]]', "out of range for FP32"),
-    ('[[1, 2, 3, -1e39]]', "out of range for FP32"),
-    ('[[1, 2, 3, 4], [1, 2, 3]]', "ragged"),
-    ('[[1, 2, 3, [4]]]', "ragged"),
-    ('[[1, 2, 3], [4, 5, 6, 7, 8]]', "ragged"),
-    ('[[1, 2, 3, 4, 5]]', "does not match"),
-    ('[1, 2, 3, 4]', "does not match"),
+    ("[[1, 2, 3, null]]", "must be numbers"),
+    ("[[1, 2, 3, 1e39]]", "out of range for FP32"),
+    ("[[1, 2, 3, -1e39]]", "out of range for FP32"),
+    ("[[1, 2, 3, 4], [1, 2, 3]]", "ragged"),
+    ("[[1, 2, 3, [4]]]", "ragged"),
+    ("[[1, 2, 3], [4, 5, 6, 7, 8]]", "ragged"),
+    ("[[1, 2, 3, 4, 5]]", "does not match"),
+    ("[1, 2, 3, 4]", "does not match"),
 ]
 
 
@@ -140,14 +161,17 @@ def test_v1_hostile_instances(text: str, needle: str, exact: bool) -> None:
         _v1_array(SPEC, rows, literals)
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ('[1, 2, 3, true]', "not true/false"),
-    ('[1.5, false, 1, 2]', "not true/false"),
-    ('[[1, 2], [3, "x"]]', "must be numbers"),
-    ('[1, 2, 3, 1e39]', "out of range for FP32"),
-    ('[[1, 2], [3]]', "ragged"),
-    ('[[1, 2], [3, 4, 5]]', "ragged"),
-])
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[1, 2, 3, true]", "not true/false"),
+        ("[1.5, false, 1, 2]", "not true/false"),
+        ('[[1, 2], [3, "x"]]', "must be numbers"),
+        ("[1, 2, 3, 1e39]", "out of range for FP32"),
+        ("[[1, 2], [3]]", "ragged"),
+        ("[[1, 2], [3, 4, 5]]", "ragged"),
+    ],
+)
 def test_v2_hostile_data(text: str, needle: str) -> None:
     data = orjson.loads(text)
     literals = tensors.has_literals(text.encode())
@@ -162,14 +186,17 @@ def test_v2_fast_path_still_counts_elements() -> None:
     assert got.shape == (4, 1) and got.dtype == F32
 
 
-@pytest.mark.parametrize(("datatype", "data", "needle"), [
-    ("BYTES", ["a", 1], "strings"),
-    ("BYTES", ["a", True], "strings"),
-    ("INT32", [1, True], "not true/false"),
-    ("FP16", [70000], "out of range for FP16"),
-    ("FP16", [-(2**63), 1], "out of range for FP16"),
-    ("FP64", [True, 2.5], "not true/false"),
-])
+@pytest.mark.parametrize(
+    ("datatype", "data", "needle"),
+    [
+        ("BYTES", ["a", 1], "strings"),
+        ("BYTES", ["a", True], "strings"),
+        ("INT32", [1, True], "not true/false"),
+        ("FP16", [70000], "out of range for FP16"),
+        ("FP16", [-(2**63), 1], "out of range for FP16"),
+        ("FP64", [True, 2.5], "not true/false"),
+    ],
+)
 def test_mixes_numpy_would_have_let_through(datatype: str, data: list[Any], needle: str) -> None:
     with pytest.raises(errors.BadRequest, match=needle):
         tensors.decode("x", datatype, [len(data)], data)
@@ -177,28 +204,35 @@ def test_mixes_numpy_would_have_let_through(datatype: str, data: list[Any], need
 
 # -- over HTTP -----------------------------------------------------------------------------
 
+
 def _raw(port: int, path: str, body: bytes) -> tuple[int, Any]:
     status, _, payload = request(port, "POST", path, body)
     return status, payload
 
 
-@pytest.mark.parametrize(("cell", "needle"), [
-    (b"NaN", "malformed JSON"),
-    (b"Infinity", "malformed JSON"),
-    (b"-Infinity", "malformed JSON"),
-    (b"1e400", "malformed JSON"),
-    (b"1e39", "out of range for FP32"),
-    (b"true", "not true/false"),
-    (b'"3"', "numbers"),
-    (b"null", "numbers"),
-    (b"{}", "numbers"),
-])
+@pytest.mark.parametrize(
+    ("cell", "needle"),
+    [
+        (b"NaN", "malformed JSON"),
+        (b"Infinity", "malformed JSON"),
+        (b"-Infinity", "malformed JSON"),
+        (b"1e400", "malformed JSON"),
+        (b"1e39", "out of range for FP32"),
+        (b"true", "not true/false"),
+        (b'"3"', "numbers"),
+        (b"null", "numbers"),
+        (b"{}", "numbers"),
+    ],
+)
 def test_hostile_cells_over_http(onnx_port: int, cell: bytes, needle: str) -> None:
     row = b"[" + b",".join([b"1"] * 63 + [cell]) + b"]"
     rows = b"[" + b",".join([row] * 32) + b"]"
     v1 = b'{"instances": ' + rows + b"}"
-    v2 = (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [32, 64], "data": '
-          + rows + b"}]}")
+    v2 = (
+        b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [32, 64], "data": '
+        + rows
+        + b"}]}"
+    )
     for path, body in (("/v1/models/digits:predict", v1), ("/v2/models/digits/infer", v2)):
         status, payload = _raw(onnx_port, path, body)
         assert status == 400, (path, payload)
@@ -213,9 +247,22 @@ def test_batch_32_answers_match_on_both_paths(onnx_port: int, digits_rows) -> No
     answers = []
     for data in (rows, [[float(v) for v in r] for r in rows]):
         for extra in ({}, {"parameters": {"flag": True}}):
-            status, _, body = request(onnx_port, "POST", "/v2/models/digits/infer", {
-                "inputs": [{"name": "input", "datatype": "FP32", "shape": [32, 64],
-                            "data": data, **extra}]})
+            status, _, body = request(
+                onnx_port,
+                "POST",
+                "/v2/models/digits/infer",
+                {
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "datatype": "FP32",
+                            "shape": [32, 64],
+                            "data": data,
+                            **extra,
+                        }
+                    ]
+                },
+            )
             assert status == 200, body
             answers.append(body["outputs"])
     assert all(a == answers[0] for a in answers)
@@ -224,7 +271,7 @@ def test_batch_32_answers_match_on_both_paths(onnx_port: int, digits_rows) -> No
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=40) | st.text(alphabet="truefals r[]0,1\"", max_size=40).map(str.encode))
+@given(st.binary(max_size=40) | st.text(alphabet='truefals r[]0,1"', max_size=40).map(str.encode))
 def test_has_literals_agrees_with_substring_search(text: bytes) -> None:
     assert tensors.has_literals(text) is (b"true" in text or b"false" in text)
 

@@ -81,13 +81,17 @@ def test_http_archive_is_unpacked(web, tmp_path: pathlib.Path) -> None:
     assert (dest / "2" / "model.onnx").read_bytes() == b"b"
 
 
-@pytest.mark.parametrize(("path", "needle"), [
-    ("/missing.onnx", "not found (HTTP 404)"),
-    ("/secret/model.onnx", "access denied (HTTP 403)"),
-    ("/broken/model.onnx", "closed after 10 of 1000 bytes"),
-])
-def test_http_errors_leave_nothing_behind(web, tmp_path: pathlib.Path, path: str,
-                                          needle: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "needle"),
+    [
+        ("/missing.onnx", "not found (HTTP 404)"),
+        ("/secret/model.onnx", "access denied (HTTP 403)"),
+        ("/broken/model.onnx", "closed after 10 of 1000 bytes"),
+    ],
+)
+def test_http_errors_leave_nothing_behind(
+    web, tmp_path: pathlib.Path, path: str, needle: str
+) -> None:
     base, _ = web
     dest = tmp_path / "v1"
     with pytest.raises(fetch.FetchError, match=needle.replace("(", r"\(").replace(")", r"\)")):
@@ -128,11 +132,14 @@ def test_existing_destination_is_kept_unless_forced(tmp_path: pathlib.Path) -> N
     assert _leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize(("uri", "needle"), [
-    ("ftp2://host/model.onnx", "unknown scheme 'ftp2://'"),
-    ("file:///definitely/not/here", "no such file or directory"),
-    ("file://otherhost/x", "local path"),
-])
+@pytest.mark.parametrize(
+    ("uri", "needle"),
+    [
+        ("ftp2://host/model.onnx", "unknown scheme 'ftp2://'"),
+        ("file:///definitely/not/here", "no such file or directory"),
+        ("file://otherhost/x", "local path"),
+    ],
+)
 def test_cli_errors_are_one_line_and_exit_1(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], uri: str, needle: str
 ) -> None:

@@ -10,17 +10,28 @@ import subprocess
 import sys
 import time
 
-from server_testlib import REPO, request, running
+from support.server import REPO, request, running
 
 
 def test_sigterm_drains_in_flight_requests(models_dir: pathlib.Path, digits_rows) -> None:
     x, _ = digits_rows
     # A long batching wait keeps a request in flight while SIGTERM arrives.
-    args = ["--model-name", "digits", "--model-dir", str(models_dir / "digits-onnx"),
-            "--batch-max-size", "1000", "--batch-max-wait-ms", "1500", "--drain-delay", "0.6"]
+    args = [
+        "--model-name",
+        "digits",
+        "--model-dir",
+        str(models_dir / "digits-onnx"),
+        "--batch-max-size",
+        "1000",
+        "--batch-max-wait-ms",
+        "1500",
+        "--drain-delay",
+        "0.6",
+    ]
     with running(args) as server, concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(request, server.port, "POST", "/v1/models/digits:predict",
-                              {"instances": x[:3].tolist()})
+        pending = pool.submit(
+            request, server.port, "POST", "/v1/models/digits:predict", {"instances": x[:3].tolist()}
+        )
         time.sleep(0.3)
         server.proc.send_signal(signal.SIGTERM)
         time.sleep(0.2)
@@ -34,8 +45,14 @@ def test_sigterm_drains_in_flight_requests(models_dir: pathlib.Path, digits_rows
 
 
 def test_two_workers_share_the_port_and_the_metrics(models_dir: pathlib.Path) -> None:
-    args = ["--model-name", "digits", "--model-dir", str(models_dir / "digits-onnx"),
-            "--workers", "2"]
+    args = [
+        "--model-name",
+        "digits",
+        "--model-dir",
+        str(models_dir / "digits-onnx"),
+        "--workers",
+        "2",
+    ]
     with running(args) as server:
         # One ready worker is enough for `running`; the kernel spreads new connections over
         # both, so wait until ready answers come from every connection for a while.
@@ -46,14 +63,21 @@ def test_two_workers_share_the_port_and_the_metrics(models_dir: pathlib.Path) ->
             if not ok:
                 time.sleep(0.1)
         for _ in range(40):
-            assert request(server.port, "POST", "/v1/models/digits:predict",
-                           {"instances": [[0] * 64]})[0] == 200
+            assert (
+                request(
+                    server.port, "POST", "/v1/models/digits:predict", {"instances": [[0] * 64]}
+                )[0]
+                == 200
+            )
         # Workers publish their numbers once a second; a busy machine may take longer.
         deadline = time.monotonic() + 20
         while True:
             text = request(server.port, "GET", "/metrics")[2]
-            found = re.search(r'kubeserve_requests_total\{model="digits",version="v2",'
-                              r'protocol="v1",code="200"\} (\S+)', text)
+            found = re.search(
+                r'kubeserve_requests_total\{model="digits",version="v2",'
+                r'protocol="v1",code="200"\} (\S+)',
+                text,
+            )
             total = float(found.group(1)) if found else 0.0
             if total >= 40 or time.monotonic() > deadline:
                 break
@@ -66,13 +90,23 @@ def test_python_dash_m_help_and_usage_errors() -> None:
     run = [sys.executable, "-m", "kubeserve.server"]
     done = subprocess.run([*run, "serve", "--help"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0
-    for var in ("KUBESERVE_MODEL_NAME", "KUBESERVE_MODEL_DIR", "KUBESERVE_MODEL_FORMAT",
-                "KUBESERVE_PORT", "KUBESERVE_VARIANT", "KUBESERVE_ALLOW_PICKLE"):
+    for var in (
+        "KUBESERVE_MODEL_NAME",
+        "KUBESERVE_MODEL_DIR",
+        "KUBESERVE_MODEL_FORMAT",
+        "KUBESERVE_PORT",
+        "KUBESERVE_VARIANT",
+        "KUBESERVE_ALLOW_PICKLE",
+    ):
         assert var in done.stdout
     bad = subprocess.run([*run, "serve", "--workers", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--workers" in bad.stderr
-    env_bad = subprocess.run([*run, "serve"], capture_output=True, text=True,
-                             env={"KUBESERVE_PORT": "eighty", "PATH": ""})
+    env_bad = subprocess.run(
+        [*run, "serve"],
+        capture_output=True,
+        text=True,
+        env={"KUBESERVE_PORT": "eighty", "PATH": ""},
+    )
     assert env_bad.returncode == 2 and "KUBESERVE_PORT" in env_bad.stderr
     assert "Traceback" not in bad.stderr + env_bad.stderr
 
@@ -80,10 +114,20 @@ def test_python_dash_m_help_and_usage_errors() -> None:
 def test_openapi_document_lists_every_route(onnx_port: int) -> None:
     status, _, doc = request(onnx_port, "GET", "/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
-    for path in ("/", "/v1/models", "/v1/models/{model_name}", "/v1/models/{model_name}:predict",
-                 "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{model_name}",
-                 "/v2/models/{model_name}/ready", "/v2/models/{model_name}/infer",
-                 "/v2/models/{model_name}/versions/{model_version}/infer", "/metrics"):
+    for path in (
+        "/",
+        "/v1/models",
+        "/v1/models/{model_name}",
+        "/v1/models/{model_name}:predict",
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{model_name}",
+        "/v2/models/{model_name}/ready",
+        "/v2/models/{model_name}/infer",
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+        "/metrics",
+    ):
         assert path in doc["paths"], path
     infer = doc["paths"]["/v2/models/{model_name}/infer"]["post"]
     assert {"200", "400", "404", "413", "503"} <= set(infer["responses"])
@@ -92,8 +136,14 @@ def test_openapi_document_lists_every_route(onnx_port: int) -> None:
 def test_silent_connections_are_closed(models_dir: pathlib.Path) -> None:
     import socket
 
-    args = ["--model-name", "digits", "--model-dir", str(models_dir / "digits-onnx"),
-            "--idle-timeout", "1"]
+    args = [
+        "--model-name",
+        "digits",
+        "--model-dir",
+        str(models_dir / "digits-onnx"),
+        "--idle-timeout",
+        "1",
+    ]
     with running(args) as server, socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
         s.settimeout(5)

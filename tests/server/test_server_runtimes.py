@@ -14,12 +14,15 @@ from kubeserve.server.runtimes import onnx as onnx_runtime
 CPU, CUDA = onnx_runtime.CPU, onnx_runtime.CUDA
 
 
-@pytest.mark.parametrize(("device", "available", "chosen"), [
-    ("auto", [CPU], [CPU]),
-    ("auto", ["TensorrtExecutionProvider", CUDA, CPU], [CUDA, CPU]),
-    ("cpu", [CUDA, CPU], [CPU]),
-    ("cuda", [CUDA, CPU], [CUDA, CPU]),
-])
+@pytest.mark.parametrize(
+    ("device", "available", "chosen"),
+    [
+        ("auto", [CPU], [CPU]),
+        ("auto", ["TensorrtExecutionProvider", CUDA, CPU], [CUDA, CPU]),
+        ("cpu", [CUDA, CPU], [CPU]),
+        ("cuda", [CUDA, CPU], [CUDA, CPU]),
+    ],
+)
 def test_provider_selection(device: str, available: list[str], chosen: list[str]) -> None:
     assert onnx_runtime.select_providers(device, available) == chosen
 
@@ -33,9 +36,13 @@ def test_cuda_requested_without_cuda_fails_loudly() -> None:
 
 def test_onnx_model_loads_and_predicts(models_dir: pathlib.Path, digits_rows) -> None:
     x, y = digits_rows
-    m = runtimes.create(fmt="onnx", name="d", version="1",
-                        path=models_dir / "digits-onnx" / "v1" / "model.onnx",
-                        options=runtimes.RuntimeOptions())
+    m = runtimes.create(
+        fmt="onnx",
+        name="d",
+        version="1",
+        path=models_dir / "digits-onnx" / "v1" / "model.onnx",
+        options=runtimes.RuntimeOptions(),
+    )
     assert not m.ready
     m.load()
     assert m.ready and m.load_seconds > 0
@@ -58,24 +65,36 @@ def test_skops_refuses_untrusted_types_until_trusted(tmp_path: pathlib.Path, dig
     skops.io.dump(mlp, path)
     untrusted = skops.io.get_untrusted_types(file=path)
     assert untrusted
-    m = runtimes.create(fmt="sklearn", name="m", version="1", path=path,
-                        options=runtimes.RuntimeOptions())
+    m = runtimes.create(
+        fmt="sklearn", name="m", version="1", path=path, options=runtimes.RuntimeOptions()
+    )
     with pytest.raises(errors.ModelLoadError, match="outside the trusted set"):
         m.load()
-    trusted = runtimes.create(fmt="sklearn", name="m", version="1", path=path,
-                              options=runtimes.RuntimeOptions(skops_trusted=tuple(untrusted)))
+    trusted = runtimes.create(
+        fmt="sklearn",
+        name="m",
+        version="1",
+        path=path,
+        options=runtimes.RuntimeOptions(skops_trusted=tuple(untrusted)),
+    )
     trusted.load()
     assert trusted.predict({"input": x[:2]})["label"].shape == (2,)
 
 
 def test_pickle_only_with_opt_in(models_dir: pathlib.Path) -> None:
     path = models_dir / "digits-joblib" / "v1" / "model.joblib"
-    refused = runtimes.create(fmt="sklearn", name="m", version="1", path=path,
-                              options=runtimes.RuntimeOptions())
+    refused = runtimes.create(
+        fmt="sklearn", name="m", version="1", path=path, options=runtimes.RuntimeOptions()
+    )
     with pytest.raises(errors.ModelLoadError, match="--allow-pickle"):
         refused.load()
-    allowed = runtimes.create(fmt="sklearn", name="m", version="1", path=path,
-                              options=runtimes.RuntimeOptions(allow_pickle=True))
+    allowed = runtimes.create(
+        fmt="sklearn",
+        name="m",
+        version="1",
+        path=path,
+        options=runtimes.RuntimeOptions(allow_pickle=True),
+    )
     allowed.load()
     assert allowed.ready
 
@@ -94,20 +113,25 @@ def test_repository_layouts(tmp_path: pathlib.Path) -> None:
         (tmp_path / "many" / version / "model.onnx").write_bytes(b"")
     (tmp_path / "many" / ".v3.fetch-x").mkdir()  # fetch's staging dir is never a version
     options = runtimes.RuntimeOptions()
-    repo = repository.discover(name="m", model_dir=tmp_path / "many", fmt=None, variant=None,
-                               options=options)
+    repo = repository.discover(
+        name="m", model_dir=tmp_path / "many", fmt=None, variant=None, options=options
+    )
     assert sorted(repo.versions) == ["1", "10", "2"] and repo.default == "10"
-    repo = repository.discover(name="m", model_dir=tmp_path / "many", fmt=None, variant="2",
-                               options=options)
+    repo = repository.discover(
+        name="m", model_dir=tmp_path / "many", fmt=None, variant="2", options=options
+    )
     assert repo.default == "2"
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "model.skops").write_bytes(b"")
-    repo = repository.discover(name="m", model_dir=tmp_path / "flat", fmt=None, variant="canary",
-                               options=options)
+    repo = repository.discover(
+        name="m", model_dir=tmp_path / "flat", fmt=None, variant="canary", options=options
+    )
     assert list(repo.versions) == ["canary"]
     with pytest.raises(errors.NotFound, match="versions: 1, 2, 10"):
-        repository.discover(name="m", model_dir=tmp_path / "many", fmt=None, variant=None,
-                            options=options).get("m", "7")
+        repository.discover(
+            name="m", model_dir=tmp_path / "many", fmt=None, variant=None, options=options
+        ).get("m", "7")
     with pytest.raises(errors.ModelLoadError, match="no model versions"):
-        repository.discover(name="m", model_dir=tmp_path / "many", fmt="sklearn", variant=None,
-                            options=options)
+        repository.discover(
+            name="m", model_dir=tmp_path / "many", fmt="sklearn", variant=None, options=options
+        )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from server_testlib import request
+
+from support.server import request
 
 
 def test_root_says_alive(onnx_port: int) -> None:
@@ -54,8 +55,9 @@ def test_sklearn_runtime_and_variant_header(sklearn_port: int, digits_rows) -> N
     # --variant v1: the variant's directory is the default version and names the header.
     assert headers["x-kubeserve-variant"] == "v1"
     assert headers["x-kubeserve-model-version"] == "v1"
-    status, headers, _ = request(sklearn_port, "POST", "/v1/models/digits/versions/v2:predict",
-                                 {"instances": x[:1].tolist()})
+    status, headers, _ = request(
+        sklearn_port, "POST", "/v1/models/digits/versions/v2:predict", {"instances": x[:1].tolist()}
+    )
     assert status == 200
     assert headers["x-kubeserve-variant"] == "v1"
     assert headers["x-kubeserve-model-version"] == "v2"

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from server_testlib import request
 
 from conftest import DATATYPES
+from support.server import request
 
 
 def test_health(onnx_port: int) -> None:
@@ -50,7 +50,9 @@ def test_sklearn_metadata(sklearn_port: int) -> None:
 
 def test_model_ready(onnx_port: int) -> None:
     assert request(onnx_port, "GET", "/v2/models/digits/ready")[:3:2] == (
-        200, {"name": "digits", "ready": True})
+        200,
+        {"name": "digits", "ready": True},
+    )
     assert request(onnx_port, "GET", "/v2/models/digits/versions/v1/ready")[0] == 200
 
 
@@ -62,11 +64,20 @@ def _infer(
 
 def test_infer_flat_data_and_id_echo(onnx_port: int, digits_rows) -> None:
     x, y = digits_rows
-    status, headers, body = _infer(onnx_port, {
-        "id": "req-42",
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 64],
-                    "data": x[:3].ravel().tolist()}],
-    })
+    status, headers, body = _infer(
+        onnx_port,
+        {
+            "id": "req-42",
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": [3, 64],
+                    "data": x[:3].ravel().tolist(),
+                }
+            ],
+        },
+    )
     assert status == 200
     assert body["id"] == "req-42"
     assert body["model_name"] == "digits" and body["model_version"] == "v2"
@@ -80,11 +91,16 @@ def test_infer_flat_data_and_id_echo(onnx_port: int, digits_rows) -> None:
 
 def test_infer_nested_data_and_output_selection(onnx_port: int, digits_rows) -> None:
     x, y = digits_rows
-    status, _, body = _infer(onnx_port, {
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 64],
-                    "data": x[:2].tolist()}],
-        "outputs": [{"name": "probabilities"}],
-    }, "/v2/models/digits/versions/v1/infer")
+    status, _, body = _infer(
+        onnx_port,
+        {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [2, 64], "data": x[:2].tolist()}
+            ],
+            "outputs": [{"name": "probabilities"}],
+        },
+        "/v2/models/digits/versions/v1/infer",
+    )
     assert status == 200
     assert "id" not in body
     assert [o["name"] for o in body["outputs"]] == ["probabilities"]
@@ -96,9 +112,20 @@ def test_infer_nested_data_and_output_selection(onnx_port: int, digits_rows) -> 
 def test_kserve_docs_style_request_with_input_0(onnx_port: int, digits_rows) -> None:
     # KServe's examples name the lone input "input-0"; a one-input model accepts any name.
     x, y = digits_rows
-    status, _, body = _infer(onnx_port, {"inputs": [
-        {"name": "input-0", "shape": [2, 64], "datatype": "FP32", "data": x[:2].tolist(),
-         "parameters": {"content_type": "np"}}]})
+    status, _, body = _infer(
+        onnx_port,
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [2, 64],
+                    "datatype": "FP32",
+                    "data": x[:2].tolist(),
+                    "parameters": {"content_type": "np"},
+                }
+            ]
+        },
+    )
     assert status == 200, body
     assert body["outputs"][0]["data"] == y[:2].tolist()
 
@@ -106,8 +133,19 @@ def test_kserve_docs_style_request_with_input_0(onnx_port: int, digits_rows) -> 
 def test_sklearn_accepts_any_numeric_datatype(sklearn_port: int, digits_rows) -> None:
     x, y = digits_rows
     for datatype in ("INT64", "FP32", "FP64", "UINT8"):
-        status, _, body = _infer(sklearn_port, {"inputs": [
-            {"name": "input", "datatype": datatype, "shape": [4, 64], "data": x[:4].tolist()}]})
+        status, _, body = _infer(
+            sklearn_port,
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "datatype": datatype,
+                        "shape": [4, 64],
+                        "data": x[:4].tolist(),
+                    }
+                ]
+            },
+        )
         assert status == 200, body
         assert body["outputs"][0]["data"] == y[:4].tolist()
 
@@ -133,9 +171,11 @@ SAMPLES = {
 def test_every_datatype_round_trips(echo_port: int, datatype: str) -> None:
     sample = SAMPLES[datatype]
     flat = [v for row in sample for v in row]
-    status, headers, body = _infer(echo_port, {"inputs": [
-        {"name": "x", "datatype": datatype, "shape": [2, 2], "data": flat}]},
-        f"/v2/models/echo/versions/{datatype.lower()}/infer")
+    status, headers, body = _infer(
+        echo_port,
+        {"inputs": [{"name": "x", "datatype": datatype, "shape": [2, 2], "data": flat}]},
+        f"/v2/models/echo/versions/{datatype.lower()}/infer",
+    )
     assert status == 200, body
     out = body["outputs"][0]
     assert out["name"] == "y" and out["datatype"] == datatype and out["shape"] == [2, 2]
@@ -148,23 +188,30 @@ def test_every_datatype_round_trips(echo_port: int, datatype: str) -> None:
 
 @pytest.mark.parametrize("datatype", ["INT8", "UINT8", "UINT16"])
 def test_out_of_range_integers_are_refused(echo_port: int, datatype: str) -> None:
-    status, _, body = _infer(echo_port, {"inputs": [
-        {"name": "x", "datatype": datatype, "shape": [1, 1], "data": [70000]}]},
-        f"/v2/models/echo/versions/{datatype.lower()}/infer")
+    status, _, body = _infer(
+        echo_port,
+        {"inputs": [{"name": "x", "datatype": datatype, "shape": [1, 1], "data": [70000]}]},
+        f"/v2/models/echo/versions/{datatype.lower()}/infer",
+    )
     assert status == 400 and "out of range" in body["error"]
 
 
-@pytest.mark.parametrize(("datatype", "data", "needle"), [
-    ("INT32", [1.5], "integers"),
-    ("BOOL", [1], "true/false"),
-    ("FP32", ["a"], "numbers"),
-    ("BYTES", [1], "strings"),
-    ("FP16", [1e6], "out of range"),
-])
+@pytest.mark.parametrize(
+    ("datatype", "data", "needle"),
+    [
+        ("INT32", [1.5], "integers"),
+        ("BOOL", [1], "true/false"),
+        ("FP32", ["a"], "numbers"),
+        ("BYTES", [1], "strings"),
+        ("FP16", [1e6], "out of range"),
+    ],
+)
 def test_values_that_do_not_fit_the_datatype(
     echo_port: int, datatype: str, data: list[object], needle: str
 ) -> None:
-    status, _, body = _infer(echo_port, {"inputs": [
-        {"name": "x", "datatype": datatype, "shape": [1, 1], "data": data}]},
-        f"/v2/models/echo/versions/{datatype.lower()}/infer")
+    status, _, body = _infer(
+        echo_port,
+        {"inputs": [{"name": "x", "datatype": datatype, "shape": [1, 1], "data": data}]},
+        f"/v2/models/echo/versions/{datatype.lower()}/infer",
+    )
     assert status == 400 and needle in body["error"], body

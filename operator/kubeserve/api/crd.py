@@ -14,7 +14,7 @@ import kubeserve
 from kubeserve import yaml_text
 from kubeserve.api import base, names, spec, status
 
-PLURAL = "inferenceservices"
+PLURAL = kubeserve.PLURAL
 SINGULAR = "inferenceservice"
 # KServe has `isvc` and Knative `ksvc`; these are ours.
 SHORT_NAMES = ["infsvc", "kis"]

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
-from kubeserve.build.config import DEFAULT_ROUTER_IMAGE, DEFAULT_SERVER_IMAGE, BuildConfig
+from kubeserve.builders.config import DEFAULT_ROUTER_IMAGE, DEFAULT_SERVER_IMAGE, BuildConfig
 
 ENV_PREFIX = "KUBESERVE_"
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubeserve.api import quantity
-from kubeserve.build import meta
+from kubeserve.builders import meta
 
 APPLIED_ANNOTATION = f"{meta.LABEL_PREFIX}/last-applied"
 # Fields we set once and then leave to another controller even when we stop setting them:

@@ -23,15 +23,16 @@ from typing import Any
 
 import kopf
 
+import kubeserve
 from kubeserve import API_GROUP, API_VERSION, cluster
-from kubeserve.build import meta
+from kubeserve.builders import meta
 from kubeserve.controller import informer, memory, pending, reconcile
 from kubeserve.controller.config import OperatorConfig
 from kubeserve.controller.metrics import OperatorMetrics
 
 # kopf's own bookkeeping lives under our prefix, not kopf.zalando.org.
 KOPF_PREFIX = f"kopf.{API_GROUP}"
-PLURAL = "inferenceservices"
+PLURAL = kubeserve.PLURAL
 MANAGED = {"app.kubernetes.io/managed-by": meta.MANAGED_BY}
 # What the informers watch: the kinds of the children, and the pods of the variants.
 CHILD_KINDS = [

@@ -23,14 +23,14 @@ import kopf
 from kubeserve import cluster
 from kubeserve.api import spec, validation
 from kubeserve.api.errors import SpecError
-from kubeserve.build import children, meta
-from kubeserve.build.config import BuildConfig
+from kubeserve.builders import children, meta
+from kubeserve.builders.config import BuildConfig
 from kubeserve.controller import diff, status
 
 logger = logging.getLogger(__name__)
 
 ChildKey = tuple[str, str]  # kind, name (the namespace is the InferenceService's)
-ISVC_KIND = cluster.KINDS[("serving.kubeserve.dev/v1alpha1", "InferenceService")]
+ISVC_KIND = cluster.INFERENCE_SERVICE
 
 
 class JsonObjects(MutableMapping[ChildKey, dict[str, Any]]):

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubeserve.api import names, spec
-from kubeserve.build import pod, router
-from kubeserve.build.config import BuildConfig
+from kubeserve.builders import pod, router
+from kubeserve.builders.config import BuildConfig
 
 READY, VARIANTS_READY, ROUTING_READY = "Ready", "VariantsReady", "RoutingReady"
 # The kinds of children whose state the status is computed from.

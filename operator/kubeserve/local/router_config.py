@@ -12,8 +12,8 @@ import socket
 from pathlib import Path
 
 from kubeserve.api import spec
-from kubeserve.build import router
-from kubeserve.build.config import BuildConfig
+from kubeserve.builders import router
+from kubeserve.builders.config import BuildConfig
 
 # client_body, proxy, fastcgi, uwsgi, scgi temp paths and the pid file.
 TMP_PATHS = 6

@@ -27,7 +27,7 @@ from pathlib import Path
 from kubeserve import manifests
 from kubeserve.api import spec, validation
 from kubeserve.api.errors import SpecError
-from kubeserve.build import pod, router
+from kubeserve.builders import pod, router
 from kubeserve.local import router_config
 
 # Examples name paths inside the server image; locally the training script writes them here.

@@ -51,66 +51,130 @@ def _serve_parser(sub: Any) -> None:
         description="Serve <model-dir>/<version>/model.{onnx,skops} over HTTP. Every flag "
         "also reads the KUBESERVE_* variable named in its help.",
     )
-    p.add_argument("--model-name", default=_env("KUBESERVE_MODEL_NAME", None),
-                   help="name in URLs (KUBESERVE_MODEL_NAME; default: the directory's name)")
-    p.add_argument("--model-dir", type=pathlib.Path,
-                   default=_env("KUBESERVE_MODEL_DIR", pathlib.Path("/mnt/models"), pathlib.Path),
-                   help="directory of version sub-directories (KUBESERVE_MODEL_DIR, "
-                   "default /mnt/models)")
-    p.add_argument("--format", dest="model_format", choices=("onnx", "sklearn"),
-                   default=_env("KUBESERVE_MODEL_FORMAT", None, _formats),
-                   help="model format (KUBESERVE_MODEL_FORMAT; default: from the file extension)")
-    p.add_argument("--host", default=_env("KUBESERVE_HOST", "0.0.0.0"),
-                   help="address to bind (KUBESERVE_HOST, default 0.0.0.0)")
-    p.add_argument("--port", type=int, default=_env("KUBESERVE_PORT", 8080, int),
-                   help="port (KUBESERVE_PORT, default 8080)")
-    p.add_argument("--variant", default=_env("KUBESERVE_VARIANT", None),
-                   help="value of the x-kubeserve-variant header and the default version "
-                   "(KUBESERVE_VARIANT; default: the version that served)")
-    p.add_argument("--max-body-bytes", type=int,
-                   default=_env("KUBESERVE_MAX_BODY_BYTES", 16 * 1024 * 1024, int),
-                   help="larger request bodies get 413 (KUBESERVE_MAX_BODY_BYTES, default 16 MiB)")
-    p.add_argument("--batch-max-size", type=int, default=_env("KUBESERVE_BATCH_MAX_SIZE", 0, int),
-                   help="dynamic batching: most rows per model call; 0 or 1 is off "
-                   "(KUBESERVE_BATCH_MAX_SIZE, default 0)")
-    p.add_argument("--batch-max-wait-ms", type=float,
-                   default=_env("KUBESERVE_BATCH_MAX_WAIT_MS", 2.0, float),
-                   help="dynamic batching: longest a request waits for others; 0 never waits "
-                   "on purpose (batches form while the model is busy) "
-                   "(KUBESERVE_BATCH_MAX_WAIT_MS, default 2)")
-    p.add_argument("--allow-pickle", action="store_true",
-                   default=_env("KUBESERVE_ALLOW_PICKLE", False, _bool),
-                   help="allow loading .joblib/.pkl files, which RUNS CODE from the file; "
-                   "only for model files you trust (KUBESERVE_ALLOW_PICKLE)")
-    p.add_argument("--skops-trust", action="append", metavar="TYPE",
-                   default=list(_env("KUBESERVE_SKOPS_TRUSTED", (), lambda s: tuple(
-                       t.strip() for t in s.split(",") if t.strip()))),
-                   help="trust this type in .skops files beyond skops' defaults; repeatable "
-                   "(KUBESERVE_SKOPS_TRUSTED, comma-separated)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
-                   default=_env("KUBESERVE_DEVICE", "auto"),
-                   help="ONNX execution device; auto uses CUDA when onnxruntime offers it "
-                   "(KUBESERVE_DEVICE, default auto)")
-    p.add_argument("--intra-op-threads", type=int,
-                   default=_env("KUBESERVE_INTRA_OP_THREADS", 1, int),
-                   help="threads per model call (ONNX Runtime intra-op, BLAS for sklearn); "
-                   "0 lets the library choose (KUBESERVE_INTRA_OP_THREADS, default 1)")
-    p.add_argument("--workers", type=int, default=_env("KUBESERVE_WORKERS", 1, int),
-                   help="worker processes sharing the port (KUBESERVE_WORKERS, default 1)")
-    p.add_argument("--idle-timeout", type=float,
-                   default=_env("KUBESERVE_IDLE_TIMEOUT", 60.0, float),
-                   help="close connections silent for this many seconds, also mid-request; "
-                   "0 never (KUBESERVE_IDLE_TIMEOUT, default 60)")
-    p.add_argument("--drain-delay", type=float, default=_env("KUBESERVE_DRAIN_DELAY", 0.0, float),
-                   help="seconds to keep serving after SIGTERM with readiness false "
-                   "(KUBESERVE_DRAIN_DELAY, default 0)")
-    p.add_argument("--drain-timeout", type=float,
-                   default=_env("KUBESERVE_DRAIN_TIMEOUT", 30.0, float),
-                   help="most seconds to wait for in-flight requests after SIGTERM "
-                   "(KUBESERVE_DRAIN_TIMEOUT, default 30)")
-    p.add_argument("--log-level", default=_env("KUBESERVE_LOG_LEVEL", "INFO"),
-                   choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                   help="log level (KUBESERVE_LOG_LEVEL, default INFO)")
+    p.add_argument(
+        "--model-name",
+        default=_env("KUBESERVE_MODEL_NAME", None),
+        help="name in URLs (KUBESERVE_MODEL_NAME; default: the directory's name)",
+    )
+    p.add_argument(
+        "--model-dir",
+        type=pathlib.Path,
+        default=_env("KUBESERVE_MODEL_DIR", pathlib.Path("/mnt/models"), pathlib.Path),
+        help="directory of version sub-directories (KUBESERVE_MODEL_DIR, default /mnt/models)",
+    )
+    p.add_argument(
+        "--format",
+        dest="model_format",
+        choices=("onnx", "sklearn"),
+        default=_env("KUBESERVE_MODEL_FORMAT", None, _formats),
+        help="model format (KUBESERVE_MODEL_FORMAT; default: from the file extension)",
+    )
+    p.add_argument(
+        "--host",
+        default=_env("KUBESERVE_HOST", "0.0.0.0"),
+        help="address to bind (KUBESERVE_HOST, default 0.0.0.0)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=_env("KUBESERVE_PORT", 8080, int),
+        help="port (KUBESERVE_PORT, default 8080)",
+    )
+    p.add_argument(
+        "--variant",
+        default=_env("KUBESERVE_VARIANT", None),
+        help="value of the x-kubeserve-variant header and the default version "
+        "(KUBESERVE_VARIANT; default: the version that served)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=_env("KUBESERVE_MAX_BODY_BYTES", 16 * 1024 * 1024, int),
+        help="larger request bodies get 413 (KUBESERVE_MAX_BODY_BYTES, default 16 MiB)",
+    )
+    p.add_argument(
+        "--batch-max-size",
+        type=int,
+        default=_env("KUBESERVE_BATCH_MAX_SIZE", 0, int),
+        help="dynamic batching: most rows per model call; 0 or 1 is off "
+        "(KUBESERVE_BATCH_MAX_SIZE, default 0)",
+    )
+    p.add_argument(
+        "--batch-max-wait-ms",
+        type=float,
+        default=_env("KUBESERVE_BATCH_MAX_WAIT_MS", 2.0, float),
+        help="dynamic batching: longest a request waits for others; 0 never waits "
+        "on purpose (batches form while the model is busy) "
+        "(KUBESERVE_BATCH_MAX_WAIT_MS, default 2)",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        default=_env("KUBESERVE_ALLOW_PICKLE", False, _bool),
+        help="allow loading .joblib/.pkl files, which RUNS CODE from the file; "
+        "only for model files you trust (KUBESERVE_ALLOW_PICKLE)",
+    )
+    p.add_argument(
+        "--skops-trust",
+        action="append",
+        metavar="TYPE",
+        default=list(
+            _env(
+                "KUBESERVE_SKOPS_TRUSTED",
+                (),
+                lambda s: tuple(t.strip() for t in s.split(",") if t.strip()),
+            )
+        ),
+        help="trust this type in .skops files beyond skops' defaults; repeatable "
+        "(KUBESERVE_SKOPS_TRUSTED, comma-separated)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=_env("KUBESERVE_DEVICE", "auto"),
+        help="ONNX execution device; auto uses CUDA when onnxruntime offers it "
+        "(KUBESERVE_DEVICE, default auto)",
+    )
+    p.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=_env("KUBESERVE_INTRA_OP_THREADS", 1, int),
+        help="threads per model call (ONNX Runtime intra-op, BLAS for sklearn); "
+        "0 lets the library choose (KUBESERVE_INTRA_OP_THREADS, default 1)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=_env("KUBESERVE_WORKERS", 1, int),
+        help="worker processes sharing the port (KUBESERVE_WORKERS, default 1)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=_env("KUBESERVE_IDLE_TIMEOUT", 60.0, float),
+        help="close connections silent for this many seconds, also mid-request; "
+        "0 never (KUBESERVE_IDLE_TIMEOUT, default 60)",
+    )
+    p.add_argument(
+        "--drain-delay",
+        type=float,
+        default=_env("KUBESERVE_DRAIN_DELAY", 0.0, float),
+        help="seconds to keep serving after SIGTERM with readiness false "
+        "(KUBESERVE_DRAIN_DELAY, default 0)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=_env("KUBESERVE_DRAIN_TIMEOUT", 30.0, float),
+        help="most seconds to wait for in-flight requests after SIGTERM "
+        "(KUBESERVE_DRAIN_TIMEOUT, default 30)",
+    )
+    p.add_argument(
+        "--log-level",
+        default=_env("KUBESERVE_LOG_LEVEL", "INFO"),
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (KUBESERVE_LOG_LEVEL, default INFO)",
+    )
 
 
 def _fetch_parser(sub: Any) -> None:
@@ -124,8 +188,9 @@ def _fetch_parser(sub: Any) -> None:
     p.add_argument("dest", type=pathlib.Path)
     p.add_argument("--sha256", help="expected SHA-256 (hex) of the fetched file")
     p.add_argument("--force", action="store_true", help="replace <dir> when it already exists")
-    p.add_argument("--timeout", type=float, default=60.0,
-                   help="network timeout in seconds (default 60)")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)"
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -171,7 +236,10 @@ def _fetch(args: argparse.Namespace) -> int:
 
     try:
         where = fetch.fetch(
-            args.storage_uri, args.dest, sha256=args.sha256, force=args.force,
+            args.storage_uri,
+            args.dest,
+            sha256=args.sha256,
+            force=args.force,
             timeout=args.timeout,
         )
     except fetch.FetchError as exc:

@@ -182,17 +182,17 @@ class DataPlane:
     async def _v1_later(self, m: model.Model, pending: Awaitable[dict[str, np.ndarray]]) -> Reply:
         return self._v1_reply(m, await self._await(pending))
 
-    def _v1_inputs(
-        self, m: model.Model, rows: list[Any], literals: bool
-    ) -> dict[str, np.ndarray]:
+    def _v1_inputs(self, m: model.Model, rows: list[Any], literals: bool) -> dict[str, np.ndarray]:
         if len(m.inputs) == 1:
             spec = m.inputs[0]
             return {spec.name: _v1_array(spec, rows, literals)}
         # Several inputs: each instance is an object keyed by input name.
         if not all(isinstance(r, dict) for r in rows):
             names = ", ".join(s.name for s in m.inputs)
-            raise errors.BadRequest(f"this model has several inputs ({names}): each instance "
-                                    "must be an object keyed by input name")
+            raise errors.BadRequest(
+                f"this model has several inputs ({names}): each instance "
+                "must be an object keyed by input name"
+            )
         out = {}
         for spec in m.inputs:
             try:

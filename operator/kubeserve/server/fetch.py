@@ -26,8 +26,15 @@ import zipfile
 
 CHUNK = 1024 * 1024
 # fsspec protocols and the package each needs; named in the error when it is missing.
-_FSSPEC_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs",
-                    "az": "adlfs", "abfs": "adlfs", "hf": "huggingface_hub"}
+_FSSPEC_PACKAGES = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "hf": "huggingface_hub",
+}
 
 
 class FetchError(Exception):
@@ -111,8 +118,9 @@ def _place_file(path: pathlib.Path, staging: pathlib.Path, name: str, sha256: st
         try:
             with tarfile.open(path) as tar:
                 if not hasattr(tarfile, "data_filter"):  # Python < 3.11.4
-                    raise FetchError(f"{name}: unpacking tar archives safely needs "
-                                     "Python 3.11.4 or newer")
+                    raise FetchError(
+                        f"{name}: unpacking tar archives safely needs Python 3.11.4 or newer"
+                    )
                 tar.extractall(staging, filter="data")  # "data" refuses ../ and links out
         except (tarfile.TarError, OSError) as exc:
             raise FetchError(f"{name}: cannot unpack tar archive: {exc}") from None
@@ -130,9 +138,7 @@ def _place_file(path: pathlib.Path, staging: pathlib.Path, name: str, sha256: st
         shutil.copyfile(path, staging / name)
 
 
-def _download_http(
-    uri: str, staging: pathlib.Path, sha256: str | None, *, timeout: float
-) -> None:
+def _download_http(uri: str, staging: pathlib.Path, sha256: str | None, *, timeout: float) -> None:
     name = pathlib.PurePosixPath(urllib.parse.urlsplit(uri).path).name or "model"
     request = urllib.request.Request(uri, headers={"User-Agent": "kubeserve-fetch"})
     token = os.environ.get("KUBESERVE_FETCH_BEARER_TOKEN")

@@ -26,9 +26,15 @@ from kubeserve.server import dataplane, errors, metrics, openapi
 log = logging.getLogger("kubeserve.server")
 
 _REASONS = {
-    200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
-    413: b"Payload Too Large", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error", 503: b"Service Unavailable",
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    413: b"Payload Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
 }
 JSON = b"application/json"
 MAX_HEAD = 64 * 1024  # bytes of request line and headers together
@@ -282,8 +288,11 @@ class HttpProtocol(asyncio.Protocol):
             except ValueError:
                 length = -1
             if length > self.app.max_body:
-                self._fail(413, f"request body of {length} bytes exceeds the limit of "
-                                f"{self.app.max_body} bytes")
+                self._fail(
+                    413,
+                    f"request body of {length} bytes exceeds the limit of "
+                    f"{self.app.max_body} bytes",
+                )
         elif lname == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
 
@@ -418,8 +427,9 @@ class HttpProtocol(asyncio.Protocol):
             status, content, ctype, app.version_headers(served) if served else b"", keep_alive=keep
         )
         app.metrics.inflight -= 1
-        app.metrics.request(model, served if model else "", protocol, status,
-                            time.perf_counter() - started)
+        app.metrics.request(
+            model, served if model else "", protocol, status, time.perf_counter() - started
+        )
 
     def _write(
         self, status: int, content: bytes, ctype: bytes, extra: bytes, *, keep_alive: bool
@@ -428,7 +438,12 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None:
             return  # the client left; nothing to answer
         head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s" % (
-            status, _REASONS.get(status, b"Error"), ctype, len(content), extra, self.app.date,
+            status,
+            _REASONS.get(status, b"Error"),
+            ctype,
+            len(content),
+            extra,
+            self.app.date,
         )
         if not keep_alive:
             transport.write(head + b"connection: close\r\n\r\n" + content)

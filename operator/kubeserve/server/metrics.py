@@ -16,8 +16,22 @@ from collections.abc import Iterable
 from typing import Any
 
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -100,17 +114,29 @@ class Metrics:
     def render(self) -> bytes:
         """Return the Prometheus text exposition of every metric."""
         out: list[str] = []
-        _family(out, "kubeserve_requests_total", "counter",
-                "Requests answered, by model, version, protocol and HTTP status code.")
+        _family(
+            out,
+            "kubeserve_requests_total",
+            "counter",
+            "Requests answered, by model, version, protocol and HTTP status code.",
+        )
         for k, v in sorted(self.requests.items()):
             labels = _labels(("model", "version", "protocol", "code"), k)
             out.append(f"kubeserve_requests_total{labels} {v:g}")
-        _histogram(out, "kubeserve_request_duration_seconds",
-                   "Time from a complete request to its response being written.",
-                   ("model", "version", "protocol"), self.latency)
-        _histogram(out, "kubeserve_batch_size",
-                   "Rows computed per model call (after dynamic batching).",
-                   ("model", "version"), self.batch_size)
+        _histogram(
+            out,
+            "kubeserve_request_duration_seconds",
+            "Time from a complete request to its response being written.",
+            ("model", "version", "protocol"),
+            self.latency,
+        )
+        _histogram(
+            out,
+            "kubeserve_batch_size",
+            "Rows computed per model call (after dynamic batching).",
+            ("model", "version"),
+            self.batch_size,
+        )
         _family(out, "kubeserve_model_load_seconds", "gauge", "Seconds the model took to load.")
         for k, v in sorted(self.load_seconds.items()):
             out.append(f"kubeserve_model_load_seconds{_labels(('model', 'version'), k)} {v:.6f}")

@@ -52,8 +52,21 @@ _TENSOR_PROPS = {
     "name": {"type": "string"},
     "datatype": {
         "type": "string",
-        "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
-                 "INT64", "FP16", "FP32", "FP64", "BYTES"],
+        "enum": [
+            "BOOL",
+            "UINT8",
+            "UINT16",
+            "UINT32",
+            "UINT64",
+            "INT8",
+            "INT16",
+            "INT32",
+            "INT64",
+            "FP16",
+            "FP32",
+            "FP64",
+            "BYTES",
+        ],
     },
     "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
     "parameters": {"type": "object"},
@@ -92,8 +105,11 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": {"type": "string"},
             "datatype": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer"},
-                      "description": "-1 marks a dimension of any size"},
+            "shape": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "description": "-1 marks a dimension of any size",
+            },
         },
     },
     "ModelMetadata": {
@@ -150,10 +166,26 @@ def document(model_name: str) -> dict[str, Any]:
     model_ops = {
         "metadata": _op("Model metadata (V2)", _ok("ModelMetadata", "Metadata"), 404, 503),
         "ready": _op("Model readiness (V2)", _ok("ModelReady", "Ready"), 404, 503),
-        "infer": _op("Inference (V2)", _ok("InferenceResponse", "Outputs"), 400, 404, 413, 500,
-                     503, body="InferenceRequest"),
-        "predict": _op("Predict (V1)", _ok("V1PredictResponse", "Predictions"), 400, 404, 413,
-                       500, 503, body="V1PredictRequest"),
+        "infer": _op(
+            "Inference (V2)",
+            _ok("InferenceResponse", "Outputs"),
+            400,
+            404,
+            413,
+            500,
+            503,
+            body="InferenceRequest",
+        ),
+        "predict": _op(
+            "Predict (V1)",
+            _ok("V1PredictResponse", "Predictions"),
+            400,
+            404,
+            413,
+            500,
+            503,
+            body="V1PredictRequest",
+        ),
         "v1ready": _op("Model readiness (V1)", _ok("ModelReady", "Ready"), 404, 503),
     }
     one, versioned = [_MODEL], [_MODEL, _VERSION]
@@ -163,9 +195,13 @@ def document(model_name: str) -> dict[str, Any]:
         "/v1/models/{model_name}": {"parameters": one, "get": model_ops["v1ready"]},
         "/v1/models/{model_name}:predict": {"parameters": one, "post": model_ops["predict"]},
         "/v1/models/{model_name}/versions/{model_version}": {
-            "parameters": versioned, "get": model_ops["v1ready"]},
+            "parameters": versioned,
+            "get": model_ops["v1ready"],
+        },
         "/v1/models/{model_name}/versions/{model_version}:predict": {
-            "parameters": versioned, "post": model_ops["predict"]},
+            "parameters": versioned,
+            "post": model_ops["predict"],
+        },
         "/v2": {"get": _op("Server metadata (V2)", _ok("ServerMetadata", "Metadata"))},
         "/v2/health/live": {"get": _op("Server liveness (V2)", _ok("Live", "Live"))},
         "/v2/health/ready": {"get": _op("Server readiness (V2)", _ok("Ready", "Ready"), 503)},
@@ -173,16 +209,31 @@ def document(model_name: str) -> dict[str, Any]:
         "/v2/models/{model_name}/ready": {"parameters": one, "get": model_ops["ready"]},
         "/v2/models/{model_name}/infer": {"parameters": one, "post": model_ops["infer"]},
         "/v2/models/{model_name}/versions/{model_version}": {
-            "parameters": versioned, "get": model_ops["metadata"]},
+            "parameters": versioned,
+            "get": model_ops["metadata"],
+        },
         "/v2/models/{model_name}/versions/{model_version}/ready": {
-            "parameters": versioned, "get": model_ops["ready"]},
+            "parameters": versioned,
+            "get": model_ops["ready"],
+        },
         "/v2/models/{model_name}/versions/{model_version}/infer": {
-            "parameters": versioned, "post": model_ops["infer"]},
-        "/metrics": {"get": {"summary": "Prometheus metrics",
-                             "responses": {"200": {"description": "Text exposition format",
-                                                   "content": {"text/plain": {}}}}}},
-        "/openapi.json": {"get": {"summary": "This document",
-                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "parameters": versioned,
+            "post": model_ops["infer"],
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {"description": "Text exposition format", "content": {"text/plain": {}}}
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1"}},
+            }
+        },
     }
     return {
         "openapi": "3.1.0",

@@ -57,7 +57,10 @@ class Repository:
                 m.load()
                 log.info(
                     "loaded model %s version %s from %s in %.3fs",
-                    self.name, version, m.path, m.load_seconds,
+                    self.name,
+                    version,
+                    m.path,
+                    m.load_seconds,
                 )
             except errors.ModelLoadError as exc:
                 self.errors[version] = str(exc)
@@ -79,9 +82,7 @@ def discover(
     if not model_dir.is_dir():
         raise errors.ModelLoadError(f"model directory {model_dir} does not exist")
     found: dict[str, model.Model] = {}
-    has_direct = any(
-        p.is_file() and p.suffix in runtimes.EXTENSIONS for p in model_dir.iterdir()
-    )
+    has_direct = any(p.is_file() and p.suffix in runtimes.EXTENSIONS for p in model_dir.iterdir())
     if has_direct:
         version = variant or "1"
         path, detected = runtimes.find_model_file(model_dir, fmt)

@@ -109,13 +109,25 @@ async def _serve(cfg: config.ServerConfig, *, metrics_dir: str | None, reuse_por
             )
     plane = dataplane.DataPlane(repo, batchers=batchers)
     files = metrics.SnapshotFiles(pathlib.Path(metrics_dir)) if metrics_dir else None
-    app = http.App(plane, stats, variant=cfg.variant, max_body=cfg.max_body_bytes,
-                   idle_timeout=cfg.idle_timeout, metrics_files=files)
+    app = http.App(
+        plane,
+        stats,
+        variant=cfg.variant,
+        max_body=cfg.max_body_bytes,
+        idle_timeout=cfg.idle_timeout,
+        metrics_files=files,
+    )
 
     sock = _socket(cfg.host, cfg.port, reuse_port=reuse_port)
     server = await loop.create_server(http.make_factory(app), sock=sock, backlog=4096)
-    log.info("listening on http://%s:%d (model %s, versions %s, default %s)",
-             cfg.host, cfg.port, repo.name, ", ".join(repo.versions), repo.default)
+    log.info(
+        "listening on http://%s:%d (model %s, versions %s, default %s)",
+        cfg.host,
+        cfg.port,
+        repo.name,
+        ", ".join(repo.versions),
+        repo.default,
+    )
 
     def tick() -> None:
         app.tick()
@@ -149,8 +161,9 @@ async def _serve(cfg: config.ServerConfig, *, metrics_dir: str | None, reuse_por
             conn.close_if_idle()
         await asyncio.sleep(0.02)
     if app.connections:
-        log.warning("drain timeout: closing %d connections with requests in flight",
-                    len(app.connections))
+        log.warning(
+            "drain timeout: closing %d connections with requests in flight", len(app.connections)
+        )
     for b in batchers.values():
         b.close()
     if files is not None:
@@ -171,8 +184,11 @@ def _supervise(cfg: config.ServerConfig) -> int:
         # Fail fast on a wrong directory or format, before starting workers that would
         # each fail the same way.
         repository.discover(
-            name=cfg.model_name, model_dir=cfg.model_dir, fmt=cfg.model_format,
-            variant=cfg.variant, options=runtimes.RuntimeOptions(),
+            name=cfg.model_name,
+            model_dir=cfg.model_dir,
+            fmt=cfg.model_format,
+            variant=cfg.variant,
+            options=runtimes.RuntimeOptions(),
         )
     except errors.ModelLoadError as exc:
         log.error("%s", exc)

@@ -142,9 +142,7 @@ def _pack(packer: struct.Struct, data: list[Any], nested: bool) -> bytearray | N
         return None
 
 
-def decode(
-    name: str, datatype: Any, shape: Any, data: Any, *, literals: bool = True
-) -> np.ndarray:
+def decode(name: str, datatype: Any, shape: Any, data: Any, *, literals: bool = True) -> np.ndarray:
     """Build the numpy array a V2 input tensor describes, or raise BadRequest naming why.
 
     ``literals`` False promises that the request text holds no ``true``/``false`` (see
@@ -231,9 +229,11 @@ def convert(
     limit = _OVERFLOW.get(target)
     # int64 reaches 9.2e18, beyond float16's range but not float32's: check only what can.
     # (No np.abs: it leaves the int64 minimum negative.)
-    if limit is not None and (kind == "f" or limit < 2**63) and max(
-        float(raw.max()), -float(raw.min())
-    ) >= limit:
+    if (
+        limit is not None
+        and (kind == "f" or limit < 2**63)
+        and max(float(raw.max()), -float(raw.min())) >= limit
+    ):
         # The cast would turn these into inf without a word (1e6 as FP16, 1e39 as FP32):
         # a client mistake, not a value to compute on. JSON itself cannot carry inf.
         raise errors.BadRequest(f"{where}: value out of range for {datatype}")

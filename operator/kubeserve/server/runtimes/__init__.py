@@ -36,7 +36,8 @@ class RuntimeOptions:
 def find_model_file(directory: pathlib.Path, fmt: str | None) -> tuple[pathlib.Path, str]:
     """Return the one model file in ``directory`` and its format (given or detected)."""
     candidates = sorted(
-        p for p in directory.iterdir()
+        p
+        for p in directory.iterdir()
         if p.is_file() and p.suffix in EXTENSIONS and (fmt is None or EXTENSIONS[p.suffix] == fmt)
     )
     if not candidates:

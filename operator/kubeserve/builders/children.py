@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from kubeserve.api import spec
-from kubeserve.build import httproute, router
-from kubeserve.build import variant as variant_builder
-from kubeserve.build.config import BuildConfig
+from kubeserve.builders import httproute, router
+from kubeserve.builders import variant as variant_builder
+from kubeserve.builders.config import BuildConfig
 
 
 def build_children(

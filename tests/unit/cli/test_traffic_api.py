@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
+from test_traffic import apply_json_patch, three
 
 from kubeserve import cli, traffic, traffic_cli
-from router.test_traffic import apply_json_patch, three
 
 PATH = "/apis/serving.kubeserve.dev/v1alpha1/namespaces/default/inferenceservices/digits"
 

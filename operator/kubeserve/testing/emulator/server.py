@@ -21,8 +21,8 @@ import attrs
 import kmock
 import orjson
 
-from support.kube_emulator import patches
-from support.kube_emulator.store import ApiError, ResourceType, Store
+from kubeserve.testing.emulator import patches
+from kubeserve.testing.emulator.store import ApiError, ResourceType, Store
 
 T = TypeVar("T")
 

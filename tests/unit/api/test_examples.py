@@ -8,7 +8,7 @@ import yaml
 
 from kubeserve.api import validation
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 def load(name: str) -> validation.spec.InferenceService:

@@ -19,9 +19,9 @@ from typing import Any
 import jinja2
 
 from kubeserve.api import names, spec
-from kubeserve.build import meta, pod
-from kubeserve.build import variant as variant_objects
-from kubeserve.build.config import BuildConfig
+from kubeserve.builders import meta, pod
+from kubeserve.builders import variant as variant_objects
+from kubeserve.builders.config import BuildConfig
 
 COMPONENT = "router"
 CONFIG_KEY = "nginx.conf"

@@ -11,8 +11,8 @@ import urllib.parse
 from typing import Any
 
 from kubeserve.api import spec, validation
-from kubeserve.build import meta
-from kubeserve.build.config import BuildConfig
+from kubeserve.builders import meta
+from kubeserve.builders.config import BuildConfig
 
 MODEL_ROOT = "/mnt/models"
 SERVER_PORT = 8080

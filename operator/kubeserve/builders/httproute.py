@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeserve.api import names, spec
-from kubeserve.build import meta, variant
+from kubeserve.builders import meta, variant
 
 COMPONENT = "router"
 API_VERSION = "gateway.networking.k8s.io/v1"

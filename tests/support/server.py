@@ -35,8 +35,17 @@ class Server:
         full_env = {**os.environ, **(env or {})}
         full_env.setdefault("KUBESERVE_LOG_LEVEL", "WARNING")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeserve.server", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), *args],
+            [
+                sys.executable,
+                "-m",
+                "kubeserve.server",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *args,
+            ],
             env=full_env,
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support.kube_client import wait_for
-from support.kube_emulator import EmulatorThread
+from kubeserve.testing.emulator import EmulatorThread
+from kubeserve.testing.kube_client import wait_for
 
 
 class OperatorProcess:

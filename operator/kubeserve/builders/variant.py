@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from kubeserve.api import names, spec
-from kubeserve.build import meta, pod
-from kubeserve.build.config import BuildConfig
+from kubeserve.builders import meta, pod
+from kubeserve.builders.config import BuildConfig
 
 COMPONENT = "predictor"
 SERVICE_PORT = 80

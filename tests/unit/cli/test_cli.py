@@ -13,7 +13,7 @@ import yaml
 from kubeserve import cli
 from support import k8s_schema
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 

@@ -13,10 +13,10 @@ import yaml
 
 from kubeserve import cli, traffic, traffic_cli
 from kubeserve.api import validation
-from kubeserve.build import router
+from kubeserve.builders import router
 from support import specs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def three() -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router import split_model
+from support import split_model
 
 KEYS = [f"digits/user-{i}" for i in range(3000)]
 

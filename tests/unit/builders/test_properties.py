@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from kubeserve import manifests
 from kubeserve.api import crd, names, spec, validation
 from kubeserve.api.errors import FieldError
-from kubeserve.build import children
+from kubeserve.builders import children
 from support import cel, k8s_schema, strategies
 
 SCHEMA = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

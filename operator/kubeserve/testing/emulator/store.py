@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from support.kube_emulator import patches
-from support.kube_emulator.patches import clone
+from kubeserve.testing.emulator import patches
+from kubeserve.testing.emulator.patches import clone
 
 ResourceKey = tuple[str, str, str]  # group, version, plural
 ObjectKey = tuple[ResourceKey, str | None, str]  # resource, namespace, name

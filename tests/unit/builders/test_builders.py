@@ -9,8 +9,8 @@ import yaml
 
 from kubeserve import manifests
 from kubeserve.api import validation
-from kubeserve.build import children, meta, pod
-from kubeserve.build.config import BuildConfig
+from kubeserve.builders import children, meta, pod
+from kubeserve.builders.config import BuildConfig
 from support import k8s_schema, specs
 
 
@@ -280,14 +280,6 @@ def test_image_override_and_config_image() -> None:
 def test_no_namespace_when_the_resource_has_none() -> None:
     for o in render(specs.isvc(namespace=None)):
         assert "namespace" not in o["metadata"]
-
-
-def test_owner_reference() -> None:
-    isvc = validation.parse(specs.isvc() | {"metadata": {"name": "digits", "uid": "1234"}})
-    ref = meta.owner_reference(isvc)
-    assert ref["uid"] == "1234" and ref["controller"] is True and ref["kind"] == "InferenceService"
-    with pytest.raises(ValueError, match="uid"):
-        meta.owner_reference(validation.parse(specs.isvc()))
 
 
 def test_builders_do_not_modify_their_input() -> None:

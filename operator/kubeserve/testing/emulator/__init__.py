@@ -8,6 +8,6 @@ package keeps that contract for the calls kubeserve makes, over an indexed store
 per call does not grow with the number of objects.
 """
 
-from support.kube_emulator.server import ApiServerEmulator, EmulatorThread
+from kubeserve.testing.emulator.server import ApiServerEmulator, EmulatorThread
 
 __all__ = ["ApiServerEmulator", "EmulatorThread"]

@@ -40,7 +40,8 @@ def labels(
 def object_meta(
     isvc: spec.InferenceService, name: str, *, component: str, variant: str | None = None
 ) -> dict[str, Any]:
-    """Give a child's metadata; owner references are added when it is applied (kopf.adopt)."""
+    """Give a child's metadata; the reconciler adds the owner reference when it applies it
+    (it needs the uid, which only an object read from the API has)."""
     meta: dict[str, Any] = {"name": name}
     if isvc.metadata.namespace:
         meta["namespace"] = isvc.metadata.namespace
@@ -74,20 +75,4 @@ def http_service(
                 }
             ],
         },
-    }
-
-
-def owner_reference(isvc: spec.InferenceService) -> dict[str, Any]:
-    """Give the controller owner reference that makes a child garbage-collected with its parent."""
-    if not isvc.metadata.uid:
-        raise ValueError(
-            "the InferenceService has no metadata.uid yet (it was not read from the API)"
-        )
-    return {
-        "apiVersion": f"{kubeserve.API_GROUP}/{kubeserve.API_VERSION}",
-        "kind": kubeserve.KIND,
-        "name": isvc.metadata.name,
-        "uid": isvc.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
     }

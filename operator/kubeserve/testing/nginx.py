@@ -20,17 +20,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from kubeserve.api import spec
-from kubeserve.build import router
+from kubeserve.builders import router
 from kubeserve.local import router_config
 
 NGINX = shutil.which("nginx") or (
     "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-)
-requires_nginx = pytest.mark.skipif(
-    NGINX is None, reason="nginx is not installed (apt-get install nginx): data-plane tests skipped"
 )
 UPSTREAM_SCRIPT = Path(__file__).with_name("upstream.py")
 

@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 
 from kubeserve import manifests
 from kubeserve.api import spec, validation
-from kubeserve.build import children, httproute, router
-from kubeserve.build.config import BuildConfig
-from router import dataplane, gateway_schema
-from support import k8s_schema, specs, strategies
+from kubeserve.builders import children, httproute, router
+from kubeserve.builders.config import BuildConfig
+from kubeserve.testing import nginx as dataplane
+from support import gateway_schema, k8s_schema, specs, strategies
+from support.nginx import requires_nginx
 
 PROFILE = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -274,7 +275,7 @@ def test_quote_escapes_quotes_and_backslashes_and_refuses_variables() -> None:
             router.quote(bad)
 
 
-@dataplane.requires_nginx
+@requires_nginx
 @PROFILE
 @given(strategies.inference_services())
 def test_nginx_accepts_the_config_of_any_valid_spec(obj: dict[str, Any]) -> None:
@@ -424,10 +425,10 @@ def test_any_valid_gateway_spec_renders_a_valid_httproute(obj: dict[str, Any]) -
     gateway_schema.assert_valid(route)
 
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("*.yaml"))
 
 
-@dataplane.requires_nginx
+@requires_nginx
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_nginx_accepts_every_example(path: Path, tmp_path: Path) -> None:
     for doc in manifests.load_documents(str(path)):

@@ -12,7 +12,7 @@ import yaml
 from kubeserve.api import crd
 from support import cel, k8s_schema, specs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMMITTED = ROOT / "crds" / "serving.kubeserve.dev_inferenceservices.yaml"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 

@@ -1,6 +1,6 @@
 """Run an InferenceService's router on this machine: the rendered nginx.conf, on loopback.
 
-    .venv/bin/python tests/router/run_local.py -f examples/ab-sticky.yaml \\
+    .venv/bin/python scripts/run_router.py -f examples/ab-sticky.yaml \\
         --upstream v1=127.0.0.1:9001 --upstream v2=127.0.0.1:9002 --listen 8080
 
 renders the config exactly as the operator does, points each variant at the given address
@@ -18,11 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from kubeserve import manifests
 from kubeserve.api import validation
-from router import dataplane
+from kubeserve.testing import nginx as dataplane
 
 
 def _interrupt(*_: object) -> None:
