@@ -16,7 +16,7 @@ help:
 	@echo "make kind-down  delete that cluster"
 	@echo "make crd        regenerate $(CRD) (and the chart's copy) from the API models"
 	@echo "make images     build the operator and server images (needs Docker)"
-	@echo "make bench      run the benchmarks (results: docs/benchmarks.md)"
+	@echo "make bench      run the operator, router and server benchmarks (BENCH=router for one; see bench/README.md)"
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,8 +68,23 @@ kind-up:
 kind-down:
 	scripts/kind-down.sh
 
-bench: install nginx models
-	$(BIN)/python bench/operator/bench_operator.py --json docs/operator-bench.json
+# Each benchmark writes bench/<name>/results-latest.json; the written-up figures are in
+# docs/benchmarks.md. The lock keeps two benchmarks off the same CPUs. The server benchmark
+# runs kubeserve alone here: its peers need virtual environments of their own (bench/server/README.md).
+BENCH ?= operator router server
+BENCH_LOCK := flock /tmp/kubeserve-bench.lock
+
+bench: install nginx
+	@command -v wrk >/dev/null 2>&1 || { echo "wrk is needed for the router and server benchmarks (Debian: apt-get install wrk)"; exit 1; }
+	@for b in $(BENCH); do case $$b in \
+	  operator) echo "== bench/operator: 1,000 InferenceServices against the API emulator"; \
+	    $(BENCH_LOCK) $(BIN)/python bench/operator/bench_operator.py --count 1000 --resync-seconds 30 --json bench/operator/results-latest.json || exit 1;; \
+	  router) echo "== bench/router: what the nginx router adds to a request"; \
+	    $(BENCH_LOCK) $(BIN)/python bench/router/run_router_bench.py --rounds 3 --out bench/router/results-latest.json || exit 1;; \
+	  server) echo "== bench/server: kubeserve alone (peers: bench/server/README.md)"; \
+	    $(BENCH_LOCK) $(BIN)/python bench/server/run_benchmark.py --servers kubeserve,kubeserve-sklearn --json bench/server/results-latest.json --png "" || exit 1;; \
+	  *) echo "unknown benchmark '$$b' (operator, router, server)"; exit 2;; \
+	esac; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .tools
