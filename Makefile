@@ -38,7 +38,9 @@ models: install
 
 lint: install
 	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --no-cache --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 test: install nginx lint
 	@if [ -x scripts/install-test-tools.sh ]; then scripts/install-test-tools.sh; fi

@@ -17,7 +17,7 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import cast
 
 import httptools
 
@@ -238,7 +238,8 @@ class HttpProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # create_server gives stream transports; Protocol's signature names their base class.
+        self.transport = cast(asyncio.Transport, transport)
         self.app.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -467,6 +468,6 @@ class HttpProtocol(asyncio.Protocol):
         return self.transport is None
 
 
-def make_factory(app: App) -> Callable[[], Any]:
+def make_factory(app: App) -> Callable[[], HttpProtocol]:
     """Return the protocol factory ``loop.create_server`` wants."""
     return lambda: HttpProtocol(app)
