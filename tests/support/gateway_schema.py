@@ -1,48 +1,57 @@
-"""Validate HTTPRoutes against the Gateway API v1.6.1 CRD's openAPIV3Schema and CEL rules.
+"""Validate Gateway API routes against their CRDs' openAPIV3Schema and CEL rules.
 
-The CRD lives in `../shared/schemas/` beside the checkout (CI has it). Unknown fields fail
-too: the API server would prune them silently, which hides a builder's typo.
+The CRDs are vendored, unchanged, in `third_party/gateway-api/` (source, version and how to
+update them in its README), so these checks run in a fresh clone. Unknown fields fail too:
+the API server would prune them silently, which hides a builder's typo.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import yaml
 
 from support import cel
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD = (
-    ROOT.parent
-    / "shared"
-    / "schemas"
-    / "gateway-api-v1.6.1"
-    / "gateway.networking.k8s.io_httproutes.yaml"
-)
+CRDS = ROOT / "third_party" / "gateway-api"
+# The Gateway API release the project targets; every vendored CRD must come from it.
+VERSION = "v1.6.1"
+GROUP = "gateway.networking.k8s.io"
+FILES = {
+    "HTTPRoute": f"{GROUP}_httproutes.yaml",
+    "GRPCRoute": f"{GROUP}_grpcroutes.yaml",
+}
 
 
 @functools.cache
-def schema() -> dict[str, Any] | None:
-    """Give the v1 HTTPRoute openAPIV3Schema, or None when the CRD file is absent."""
-    if not CRD.exists():
-        return None
-    crd = yaml.safe_load(CRD.read_text())
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+def crd(kind: str) -> dict[str, Any]:
+    """Give the vendored standard-channel CRD of `kind`, checked to be from VERSION."""
+    path = CRDS / FILES[kind]
+    document: dict[str, Any] = yaml.safe_load(path.read_text())
+    annotations = document["metadata"]["annotations"]
+    found = (annotations[f"{GROUP}/bundle-version"], annotations[f"{GROUP}/channel"])
+    assert found == (VERSION, "standard"), (
+        f"{path} is {found}, not ({VERSION!r}, 'standard'): see {CRDS / 'README.md'}"
+    )
+    return document
+
+
+@functools.cache
+def schema(kind: str = "HTTPRoute") -> dict[str, Any]:
+    """Give the openAPIV3Schema of `kind` at version v1."""
+    version = next(v for v in crd(kind)["spec"]["versions"] if v["name"] == "v1")
     result: dict[str, Any] = version["schema"]["openAPIV3Schema"]
     return result
 
 
 def require_schema() -> dict[str, Any]:
-    """Give the schema or skip the test, saying why."""
-    s = schema()
-    if s is None:
-        pytest.skip(f"Gateway API CRD not found at {CRD}: HTTPRoute schema checks skipped")
-    return s
+    """Give the HTTPRoute schema (kept for callers from when the CRD could be absent)."""
+    return schema("HTTPRoute")
 
 
 def _unknown_fields(s: dict[str, Any], obj: Any, path: str) -> list[str]:
@@ -59,10 +68,31 @@ def _unknown_fields(s: dict[str, Any], obj: Any, path: str) -> list[str]:
     return found
 
 
+def _defaulted(s: dict[str, Any], obj: Any) -> Any:
+    """Give `obj` with the schema's defaults filled in where fields are absent.
+
+    The API server defaults before it validates, and some rules read defaulted fields (a
+    GRPCRoute method match's `type`); an object that leaves them out is still valid.
+    """
+    if isinstance(obj, dict) and "properties" in s:
+        result = dict(obj)
+        for key, sub in s["properties"].items():
+            if key not in result and "default" in sub:
+                result[key] = copy.deepcopy(sub["default"])
+            if key in result:
+                result[key] = _defaulted(sub, result[key])
+        return result
+    if isinstance(obj, list) and "items" in s:
+        return [_defaulted(s["items"], value) for value in obj]
+    return obj
+
+
 def assert_valid(route: dict[str, Any]) -> None:
-    """Fail on any schema error, unknown field or CEL rule the HTTPRoute breaks."""
-    s = require_schema()
-    # metadata is the API server's ObjectMeta; the CRD schema only says `type: object`.
-    jsonschema.validate(route, s)
+    """Fail on any schema error, unknown field or CEL rule the route (by its kind) breaks."""
+    assert route["apiVersion"] == f"{GROUP}/v1"
+    s = schema(route["kind"])
     assert _unknown_fields(s, route, "") == []
-    assert list(cel.violations(s, route)) == []
+    stored = _defaulted(s, route)
+    # metadata is the API server's ObjectMeta; the CRD schema only says `type: object`.
+    jsonschema.validate(stored, s)
+    assert list(cel.violations(s, stored)) == []
