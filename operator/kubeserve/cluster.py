@@ -1,8 +1,9 @@
 """The only module that talks to the Kubernetes API.
 
-Every read and write of the operator goes through `Cluster`: it maps objects to API paths,
-sends JSON merge patches, and turns HTTP failures into the few exceptions the reconciler
-acts on (NotFound is an answer, not an error; AlreadyExists and Conflict are retried).
+Every read and write of the operator and of `kubeserve traffic | promote | rollback` goes
+through `Cluster`: it maps objects to API paths, sends JSON merge patches (and JSON Patches
+pinned to a resourceVersion), and turns HTTP failures into the few exceptions its callers act
+on (NotFound is an answer, not an error; AlreadyExists and Conflict are retried).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +23,10 @@ import kubeserve
 logger = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+# A pod's own namespace, which kubectl also takes as the default inside a cluster.
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+DEFAULT_NAMESPACE = "default"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,26 +103,55 @@ class AlreadyExists(ApiError):
     """A create found an object of that name."""
 
 
+class Conflict(ApiError):
+    """The object changed since it was read: a 409, or a JSON Patch `test` that failed."""
+
+    @property
+    def retriable(self) -> bool:
+        """Always: reading the object again and re-planning can succeed."""
+        return True
+
+
+class NotConfigured(Exception):
+    """Neither a pod's service account nor a usable kubeconfig; the message says why."""
+
+
 Objects = list[dict[str, Any]]
 
 
 class Cluster:
     """Typed access to the objects kubeserve manages."""
 
-    def __init__(self, api: kubernetes.client.ApiClient, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        api: kubernetes.client.ApiClient,
+        *,
+        timeout: float = 30.0,
+        default_namespace: str = DEFAULT_NAMESPACE,
+    ) -> None:
         self._api = api
         self._timeout = timeout
+        # Where a command without -n works, as kubectl decides it (see from_environment).
+        self.default_namespace = default_namespace
 
     @classmethod
-    def from_environment(cls, *, pool_size: int = 32) -> Cluster:
-        """Connect with the in-cluster service account, or with KUBECONFIG outside a cluster."""
+    def from_environment(cls, *, pool_size: int = 32, context: str | None = None) -> Cluster:
+        """Connect with the pod's service account, or with the kubeconfig outside a cluster.
+
+        The default namespace follows kubectl: the pod's own in a cluster, else the kubeconfig
+        context's, else "default". Naming a `context` means the kubeconfig, even in a pod.
+        Raises NotConfigured when there is nothing to connect with.
+        """
         configuration = kubernetes.client.Configuration()
-        try:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        if context is None and _load_service_account(configuration):
+            namespace = _pod_namespace()
+        else:
+            namespace = _load_kubeconfig(configuration, context)
         configuration.connection_pool_maxsize = pool_size
-        return cls(kubernetes.client.ApiClient(configuration))
+        return cls(
+            kubernetes.client.ApiClient(configuration),
+            default_namespace=namespace or DEFAULT_NAMESPACE,
+        )
 
     def _call(
         self,
@@ -145,7 +180,7 @@ class Cluster:
         payload = json.loads(data) if data else {}
         if response.status >= 400:
             error = AlreadyExists if payload.get("reason") == "AlreadyExists" else ApiError
-            raise error(response.status, payload.get("reason", "Error"), payload.get("message", ""))
+            raise error(response.status, payload.get("reason", "Error"), _status_message(payload))
         return payload
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -281,6 +316,29 @@ class Cluster:
             raise
         return result
 
+    def json_patch(
+        self, kind: Kind, namespace: str | None, name: str, ops: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """Apply a JSON Patch (RFC 6902), as `kubectl patch --type json`; None when gone.
+
+        A patch that starts with a `test` of metadata.resourceVersion changes the object only
+        as it was read: if it changed since, this raises Conflict, and so does a 409.
+        """
+        try:
+            result: dict[str, Any] = self._call(
+                "PATCH", kind.path(namespace, name), body=ops, content_type=JSON_PATCH
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            # A failed `test` comes back as 422 ("testing value ... failed"), or as 500 from
+            # API servers before 1.16.
+            failed_test = exc.status in {422, 500} and _is_failed_test(exc.message)
+            if exc.status == 409 or failed_test:
+                raise Conflict(exc.status, exc.reason, exc.message) from None
+            raise
+        return result
+
     def delete(
         self, kind: Kind, namespace: str | None, name: str, *, uid: str | None = None
     ) -> bool:
@@ -295,3 +353,47 @@ class Cluster:
                 return False
             raise
         return True
+
+
+def _load_service_account(configuration: kubernetes.client.Configuration) -> bool:
+    """Load the pod's service account into `configuration`; False outside a cluster."""
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        return False
+    return True
+
+
+def _pod_namespace() -> str:
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _load_kubeconfig(configuration: kubernetes.client.Configuration, context: str | None) -> str:
+    """Load the kubeconfig into `configuration`; give the chosen context's namespace or ""."""
+    # The client reads KUBECONFIG once, when it is imported; read it at the call instead.
+    path = os.environ.get("KUBECONFIG")
+    try:
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=path, context=context, client_configuration=configuration
+        )
+        contexts, active = kubernetes.config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
+    except (kubernetes.config.ConfigException, OSError) as exc:
+        raise NotConfigured(f"no cluster configured: {exc}") from None
+    chosen = next((c for c in contexts if c["name"] == context), active) if context else active
+    namespace: str = ((chosen or {}).get("context") or {}).get("namespace") or ""
+    return namespace
+
+
+def _status_message(payload: dict[str, Any]) -> str:
+    """Give a Status's message with its causes, where the API server puts the details."""
+    causes = [c.get("message", "") for c in (payload.get("details") or {}).get("causes") or []]
+    return "; ".join(m for m in [payload.get("message", ""), *causes] if m)
+
+
+def _is_failed_test(message: str) -> bool:
+    text = message.lower()
+    return "testing value" in text or "test failed" in text

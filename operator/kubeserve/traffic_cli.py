@@ -1,32 +1,31 @@
 """`kubeserve traffic | promote | rollback`: read the InferenceService, plan, patch it back.
 
 The plan is `traffic`'s pure logic; this module only reads and writes. Against a cluster it
-sends a JSON Patch, like `kubectl patch --type json`, pinned to the resourceVersion it read
-(a concurrent edit makes it re-read and re-plan, up to three times). With `-f FILE` it edits a
-YAML file instead and prints the result, for GitOps repositories; `--dry-run` prints the patch
-and sends nothing.
+sends, through `cluster.Cluster`, a JSON Patch like `kubectl patch --type json`, pinned to the
+resourceVersion it read (a concurrent edit makes it re-read and re-plan, up to three times).
+With `-f FILE` it edits a YAML file instead and prints the result, for GitOps repositories;
+`--dry-run` prints the patch and sends nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import kubeserve
 from kubeserve import manifests, traffic
 
-PLURAL = "inferenceservices"
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+if TYPE_CHECKING:
+    from kubeserve import cluster
+
 ATTEMPTS = 3
 EXIT_FAILED = 1
 
 
 class Api(Protocol):
-    """The two calls the commands need; `KubernetesApi` makes them, tests fake them."""
+    """The two calls the commands need; `ClusterApi` makes them, tests fake them."""
 
     default_namespace: str
 
@@ -43,69 +42,55 @@ class ApiUnavailableError(Exception):
     """No cluster to talk to, or the API server refused; the message says which."""
 
 
-class KubernetesApi:
-    """The InferenceService API through the official client and the usual kubeconfig."""
+class ClusterApi:
+    """The InferenceService calls through `cluster.Cluster`, the one module that talks to the API.
 
-    def __init__(self, context: str | None = None) -> None:
-        # The client is untyped and only the operator extra installs it: import it here.
-        import kubernetes
+    `cluster` is imported inside the methods: it needs the Kubernetes client, which only the
+    operator extra installs, and `kubeserve validate` must run without it.
+    """
 
-        client: Any = kubernetes.client
-        config: Any = kubernetes.config
-        # Like kubectl: the context's namespace, or the pod's own in a cluster, else default.
-        self.default_namespace = "default"
+    def __init__(self, client: cluster.Cluster) -> None:
+        self._client = client
+        self.default_namespace = client.default_namespace
+
+    @classmethod
+    def connect(cls, context: str | None = None) -> ClusterApi:
+        """Connect as kubectl would: the kubeconfig (or `context` of it), or the pod's account."""
         try:
-            config.load_incluster_config()
-            with contextlib.suppress(OSError), open(SERVICE_ACCOUNT_NAMESPACE) as f:
-                self.default_namespace = f.read().strip() or "default"
-        except config.ConfigException:
-            # The client reads KUBECONFIG once, at import; read it now instead.
-            kubeconfig = os.environ.get("KUBECONFIG")
-            try:
-                config.load_kube_config(config_file=kubeconfig, context=context)
-                contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
-            except (config.ConfigException, OSError) as exc:
-                raise ApiUnavailableError(f"no cluster configured: {exc}") from None
-            chosen = (
-                next((c for c in contexts if c["name"] == context), active) if context else active
-            )
-            self.default_namespace = (chosen or {}).get("context", {}).get("namespace") or "default"
-        self._api = client.CustomObjectsApi()
-        self._errors = client.exceptions.ApiException
+            from kubeserve import cluster
+        except ImportError as exc:
+            raise ApiUnavailableError(
+                f"the Kubernetes client is not installed ({exc}); "
+                "install it with: pip install 'kubeserve[operator]'"
+            ) from None
+        try:
+            return cls(cluster.Cluster.from_environment(context=context, pool_size=1))
+        except cluster.NotConfigured as exc:
+            raise ApiUnavailableError(str(exc)) from None
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
+        from kubeserve import cluster
+
         try:
-            obj: Any = self._api.get_namespaced_custom_object(
-                kubeserve.API_GROUP, kubeserve.API_VERSION, namespace, PLURAL, name
-            )
-        except self._errors as exc:
-            if exc.status == 404:
-                raise traffic.TrafficError(f"not found in namespace {namespace!r}") from None
+            obj = self._client.get(cluster.INFERENCE_SERVICE, namespace, name)
+        except cluster.ApiError as exc:
             raise ApiUnavailableError(f"reading it failed: {exc.status} {exc.reason}") from None
-        return dict(obj)
+        if obj is None:
+            raise traffic.TrafficError(f"not found in namespace {namespace!r}")
+        return obj
 
     def patch(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        from kubeserve import cluster
+
         try:
-            obj: Any = self._api.patch_namespaced_custom_object(
-                kubeserve.API_GROUP,
-                kubeserve.API_VERSION,
-                namespace,
-                PLURAL,
-                name,
-                ops,
-                _content_type="application/json-patch+json",
-            )
-        except self._errors as exc:
-            # A failed `test` operation comes back as 422 ("testing value ... failed"; 500 on
-            # old API servers); a stale resourceVersion as 409.
-            if exc.status in (422, 500) and "test" in str(exc.body or "").lower():
-                raise ConflictError(str(exc.body)) from exc
-            if exc.status == 409:
-                raise ConflictError(str(exc.body)) from exc
-            raise ApiUnavailableError(
-                f"the patch was refused: {exc.status} {exc.reason}: {exc.body}"
-            ) from None
-        return dict(obj)
+            obj = self._client.json_patch(cluster.INFERENCE_SERVICE, namespace, name, ops)
+        except cluster.Conflict as exc:
+            raise ConflictError(str(exc)) from None
+        except cluster.ApiError as exc:
+            raise ApiUnavailableError(f"the patch was refused: {exc}") from None
+        if obj is None:
+            raise traffic.TrafficError(f"not found in namespace {namespace!r}")
+        return obj
 
 
 def plan(args: argparse.Namespace, obj: dict[str, Any]) -> traffic.Change:
@@ -169,7 +154,7 @@ def run(args: argparse.Namespace, api: Api | None = None) -> int:
     try:
         if args.filename:
             return _run_on_file(args)
-        return _run_on_cluster(args, api or KubernetesApi(args.context))
+        return _run_on_cluster(args, api or ClusterApi.connect(args.context))
     except (traffic.TrafficError, ApiUnavailableError) as exc:
         print(f"kubeserve {args.command}: {args.name}: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -1,12 +1,13 @@
-"""`KubernetesApi` through the real kubernetes client against a loopback stand-in API server.
+"""The traffic commands through `cluster.Cluster` and the real client, against a stand-in API.
 
 The stand-in speaks just enough of the API for the two calls: GET of one InferenceService and
 PATCH with `application/json-patch+json`, applying the patch (test operations included) and
-answering 422 when a test fails, as the API server does.
+answering a failed test as the API server does: 422, a general message, the reason in a cause.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import threading
@@ -15,13 +16,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import kubernetes
 import pytest
 import yaml
 from test_traffic import apply_json_patch, three
 
-from kubeserve import cli, traffic, traffic_cli
+from kubeserve import cli, cluster, traffic, traffic_cli
 
 PATH = "/apis/serving.kubeserve.dev/v1alpha1/namespaces/default/inferenceservices/digits"
+PACKAGE = Path(__file__).resolve().parents[3] / "operator" / "kubeserve"
 
 
 class StandIn(BaseHTTPRequestHandler):
@@ -50,13 +53,24 @@ class StandIn(BaseHTTPRequestHandler):
         StandIn.content_types.append(self.headers["Content-Type"])
         try:
             new = apply_json_patch(StandIn.obj, body)
-        except ValueError as exc:
+        except ValueError:
+            # What the API server (k8s.io/apiserver, patch.go) answers to a failed `test`.
             self._send(
                 422,
                 {
                     "kind": "Status",
                     "code": 422,
-                    "message": f"the server rejected our request: {exc}",
+                    "reason": "Invalid",
+                    "message": "the server rejected our request due to an error in our request",
+                    "details": {
+                        "causes": [
+                            {
+                                "reason": "UnexpectedServerResponse",
+                                "message": "testing value /metadata/resourceVersion failed: "
+                                "test failed",
+                            }
+                        ]
+                    },
                 },
             )
             return
@@ -91,24 +105,30 @@ def api_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[type
     server.shutdown()
 
 
-def test_commands_patch_through_the_kubernetes_client(
+def test_commands_patch_through_the_cluster_module(
     api_server: type[StandIn], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["traffic", "digits", "v1=50,v2=50"]) == 0
     assert traffic.summary(api_server.obj) == "v1=50,v2=50,v3=mirror20%"
-    assert api_server.content_types == ["application/json-patch+json"]
+    assert api_server.content_types == [cluster.JSON_PATCH]
     assert cli.main(["rollback", "digits"]) == 0
     assert traffic.summary(api_server.obj) == "v1=90,v2=10,v3=mirror20%"
     assert "v1=50,v2=50,v3=mirror20% -> v1=90,v2=10,v3=mirror20%" in capsys.readouterr().out
 
 
 def test_a_failed_test_operation_is_a_conflict(api_server: type[StandIn]) -> None:
-    api = traffic_cli.KubernetesApi()
-    obj = api.get("default", "digits")
+    client = cluster.Cluster.from_environment()
+    obj = client.get(cluster.INFERENCE_SERVICE, "default", "digits")
+    assert obj is not None
     stale = copy.deepcopy(obj)
     stale["metadata"]["resourceVersion"] = "1"
+    ops = traffic.json_patch(stale, traffic.promote(stale, "v2"))
+    with pytest.raises(cluster.Conflict) as info:
+        client.json_patch(cluster.INFERENCE_SERVICE, "default", "digits", ops)
+    assert "testing value /metadata/resourceVersion failed" in str(info.value)
     with pytest.raises(traffic_cli.ConflictError):
-        api.patch("default", "digits", traffic.json_patch(stale, traffic.promote(stale, "v2")))
+        traffic_cli.ClusterApi(client).patch("default", "digits", ops)
+    assert traffic.summary(api_server.obj) == "v1=90,v2=10,v3=mirror20%"
 
 
 def test_a_missing_object_says_not_found(
@@ -121,8 +141,52 @@ def test_a_missing_object_says_not_found(
 def test_the_namespace_defaults_to_the_contexts(
     api_server: type[StandIn], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert traffic_cli.KubernetesApi().default_namespace == "default"
-    assert traffic_cli.KubernetesApi(context="ml").default_namespace == "ml"
+    assert cluster.Cluster.from_environment().default_namespace == "default"
+    assert cluster.Cluster.from_environment(context="ml").default_namespace == "ml"
     # The stand-in only has default/digits, so the context's namespace shows in the error.
     assert cli.main(["promote", "digits", "v2", "--context", "ml"]) == 1
     assert "not found in namespace 'ml'" in capsys.readouterr().err
+
+
+def test_in_a_pod_the_namespace_is_the_pods_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("t")
+    (account / "ca.crt").write_text("not checked before a call")
+    (account / "namespace").write_text("team-a\n")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    incluster = kubernetes.config.incluster_config
+    monkeypatch.setattr(incluster, "SERVICE_TOKEN_FILENAME", str(account / "token"))
+    monkeypatch.setattr(incluster, "SERVICE_CERT_FILENAME", str(account / "ca.crt"))
+    monkeypatch.setattr(cluster, "SERVICE_ACCOUNT_NAMESPACE", str(account / "namespace"))
+    assert cluster.Cluster.from_environment().default_namespace == "team-a"
+    (account / "namespace").unlink()
+    assert cluster.Cluster.from_environment().default_namespace == "default"
+
+
+def test_no_cluster_configured_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert cli.main(["rollback", "digits"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kubeserve rollback: digits: no cluster configured:")
+    assert "Traceback" not in err
+
+
+def test_only_the_cluster_module_imports_the_kubernetes_client() -> None:
+    importers = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            if any(n == "kubernetes" or n.startswith("kubernetes.") for n in names):
+                importers.add(path.relative_to(PACKAGE).as_posix())
+    assert importers == {"cluster.py"}
