@@ -1,19 +1,19 @@
-"""Fixtures for the server tests: example models trained once, real servers started once.
+"""Fixtures for the server tests: real servers started once, on models made once.
 
-Models are trained by the project's own script into a pytest temporary directory (a few
-seconds, no download); servers are real ``python -m kubeserve.server`` processes.
+The digits models are the session's `example_models` (tests/conftest.py: the project's own
+script, trained once for every suite); the echo models are written here. Servers are real
+``python -m kubeserve.server`` processes.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from support.server import REPO, Server
+from support.server import Server
 
 DATATYPES = {
     "BOOL": "bool",
@@ -32,23 +32,11 @@ DATATYPES = {
 }
 
 
-def _load_training_script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "train_example_models", REPO / "scripts" / "train_example_models.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """Train the digits models and write ONNX, skops and joblib copies."""
-    out = tmp_path_factory.mktemp("models")
-    script = _load_training_script()
-    script.export(script.train(), out, script.FORMATS)
-    _write_echo_models(out / "echo")
+def echo_models(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """Write the echo models: one ONNX Identity version per V2 datatype."""
+    out = tmp_path_factory.mktemp("echo-models")
+    _write_echo_models(out)
     return out
 
 
@@ -100,7 +88,7 @@ def _start(args: list[str], env: dict[str, str] | None = None) -> Server:
 
 
 @pytest.fixture(scope="session")
-def servers(models_dir: pathlib.Path) -> Iterator[dict[str, Server]]:
+def servers(example_models: pathlib.Path, echo_models: pathlib.Path) -> Iterator[dict[str, Server]]:
     """Start every shared server at once (their start-up overlaps), stop them at the end."""
     started = {
         # Configured through the environment, as the operator does it.
@@ -108,7 +96,7 @@ def servers(models_dir: pathlib.Path) -> Iterator[dict[str, Server]]:
             [],
             env={
                 "KUBESERVE_MODEL_NAME": "digits",
-                "KUBESERVE_MODEL_DIR": str(models_dir / "digits-onnx"),
+                "KUBESERVE_MODEL_DIR": str(example_models / "digits-onnx"),
                 "KUBESERVE_MODEL_FORMAT": "onnx",
             },
         ),
@@ -117,7 +105,7 @@ def servers(models_dir: pathlib.Path) -> Iterator[dict[str, Server]]:
                 "--model-name",
                 "digits",
                 "--model-dir",
-                str(models_dir / "digits-sklearn"),
+                str(example_models / "digits-sklearn"),
                 "--variant",
                 "v1",
             ]
@@ -127,7 +115,7 @@ def servers(models_dir: pathlib.Path) -> Iterator[dict[str, Server]]:
                 "--model-name",
                 "echo",
                 "--model-dir",
-                str(models_dir / "echo"),
+                str(echo_models),
                 "--max-body-bytes",
                 "65536",
             ]
@@ -137,7 +125,7 @@ def servers(models_dir: pathlib.Path) -> Iterator[dict[str, Server]]:
                 "--model-name",
                 "digits",
                 "--model-dir",
-                str(models_dir / "digits-onnx"),
+                str(example_models / "digits-onnx"),
                 "--batch-max-size",
                 "64",
                 "--batch-max-wait-ms",

@@ -60,7 +60,7 @@ def test_batches_really_form(servers: dict[str, Server]) -> None:
     assert counts["sum"] / counts["count"] > 1.5
 
 
-def test_adaptive_batching_without_a_wait_window(models_dir, digits_rows) -> None:
+def test_adaptive_batching_without_a_wait_window(example_models, digits_rows) -> None:
     # --batch-max-wait-ms 0: no waiting when the model is idle; batches form while it runs.
     from support.server import running
 
@@ -69,7 +69,7 @@ def test_adaptive_batching_without_a_wait_window(models_dir, digits_rows) -> Non
         "--model-name",
         "digits",
         "--model-dir",
-        str(models_dir / "digits-onnx"),
+        str(example_models / "digits-onnx"),
         "--batch-max-size",
         "64",
         "--batch-max-wait-ms",

@@ -174,8 +174,8 @@ def test_not_ready_model_answers_503_with_the_reason(tmp_path: pathlib.Path) -> 
         assert request(server.port, "GET", "/v2/health/live")[0] == 200
 
 
-def test_pickle_needs_the_explicit_flag(models_dir: pathlib.Path, digits_rows) -> None:
-    args = ["--model-name", "digits", "--model-dir", str(models_dir / "digits-joblib")]
+def test_pickle_needs_the_explicit_flag(example_models: pathlib.Path, digits_rows) -> None:
+    args = ["--model-name", "digits", "--model-dir", str(example_models / "digits-joblib")]
     with running(args, wait_for="/v2/health/live") as server:
         assert "refusing to unpickle" in _settled_readiness(server.port)["error"]
     x, _ = digits_rows

@@ -13,14 +13,14 @@ import time
 from support.server import REPO, request, running
 
 
-def test_sigterm_drains_in_flight_requests(models_dir: pathlib.Path, digits_rows) -> None:
+def test_sigterm_drains_in_flight_requests(example_models: pathlib.Path, digits_rows) -> None:
     x, _ = digits_rows
     # A long batching wait keeps a request in flight while SIGTERM arrives.
     args = [
         "--model-name",
         "digits",
         "--model-dir",
-        str(models_dir / "digits-onnx"),
+        str(example_models / "digits-onnx"),
         "--batch-max-size",
         "1000",
         "--batch-max-wait-ms",
@@ -44,12 +44,12 @@ def test_sigterm_drains_in_flight_requests(models_dir: pathlib.Path, digits_rows
         assert server.proc.wait(10) == 0
 
 
-def test_two_workers_share_the_port_and_the_metrics(models_dir: pathlib.Path) -> None:
+def test_two_workers_share_the_port_and_the_metrics(example_models: pathlib.Path) -> None:
     args = [
         "--model-name",
         "digits",
         "--model-dir",
-        str(models_dir / "digits-onnx"),
+        str(example_models / "digits-onnx"),
         "--workers",
         "2",
     ]
@@ -133,14 +133,14 @@ def test_openapi_document_lists_every_route(onnx_port: int) -> None:
     assert {"200", "400", "404", "413", "503"} <= set(infer["responses"])
 
 
-def test_silent_connections_are_closed(models_dir: pathlib.Path) -> None:
+def test_silent_connections_are_closed(example_models: pathlib.Path) -> None:
     import socket
 
     args = [
         "--model-name",
         "digits",
         "--model-dir",
-        str(models_dir / "digits-onnx"),
+        str(example_models / "digits-onnx"),
         "--idle-timeout",
         "1",
     ]

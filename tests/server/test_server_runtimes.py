@@ -34,13 +34,13 @@ def test_cuda_requested_without_cuda_fails_loudly() -> None:
         onnx_runtime.select_providers("tpu", [CPU])
 
 
-def test_onnx_model_loads_and_predicts(models_dir: pathlib.Path, digits_rows) -> None:
+def test_onnx_model_loads_and_predicts(example_models: pathlib.Path, digits_rows) -> None:
     x, y = digits_rows
     m = runtimes.create(
         fmt="onnx",
         name="d",
         version="1",
-        path=models_dir / "digits-onnx" / "v1" / "model.onnx",
+        path=example_models / "digits-onnx" / "v1" / "model.onnx",
         options=runtimes.RuntimeOptions(),
     )
     assert not m.ready
@@ -81,8 +81,8 @@ def test_skops_refuses_untrusted_types_until_trusted(tmp_path: pathlib.Path, dig
     assert trusted.predict({"input": x[:2]})["label"].shape == (2,)
 
 
-def test_pickle_only_with_opt_in(models_dir: pathlib.Path) -> None:
-    path = models_dir / "digits-joblib" / "v1" / "model.joblib"
+def test_pickle_only_with_opt_in(example_models: pathlib.Path) -> None:
+    path = example_models / "digits-joblib" / "v1" / "model.joblib"
     refused = runtimes.create(
         fmt="sklearn", name="m", version="1", path=path, options=runtimes.RuntimeOptions()
     )
