@@ -4,10 +4,10 @@ The calls are derived from the operator's code, not restated by hand:
 - kubeserve/cluster.py's KINDS and the verbs reconcile.py sends through `Cluster`
   (get/create/patch/delete of children, a merge patch of the InferenceService's status);
 - the resources the operator lists and watches: every `kopf.index`/`kopf.on.*` in
-  handlers.py, and the children and pods its informers watch (handlers.py's lists);
+  handlers.py, and the children and pods its informers watch (runtime.py's lists);
 - kopf's own calls: merge patches of its annotations on the InferenceService (the progress
-  and diff-base storages handlers.py configures), Warning Events (`kopf.warn`), and in
-  cluster-wide mode the CRD watch of its resource observer.
+  and diff-base storages handlers.py configures), Warning Events (`kopf.warn` in runtime.py),
+  and in cluster-wide mode the CRD watch of its resource observer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from kubeserve import API_GROUP, cluster
-from kubeserve.controller import handlers, reconcile
+from kubeserve.controller import handlers, reconcile, runtime
 from support.chart import by_kind, one, render
 
 Grant = tuple[str, str, str]  # apiGroup, resource, verb
@@ -56,11 +56,11 @@ def watched_by_kopf(gateway_api: bool) -> set[tuple[str, str]]:
     literal = set(
         re.findall(r'kopf\.(?:index|on\.\w+)\(\s*"([^"]*)",\s*"[^"]+",\s*"([^"]+)"', source)
     )
-    watched = [*handlers.CHILD_KINDS, handlers.POD_KIND]
+    watched = [*runtime.CHILD_KINDS, runtime.POD_KIND]
     resources = literal | {(group_of(k.api_version), k.plural) for k in watched}
     resources.add((API_GROUP, handlers.PLURAL))
     if gateway_api:
-        resources |= {(group_of(k.api_version), k.plural) for k in handlers.GATEWAY_KINDS}
+        resources |= {(group_of(k.api_version), k.plural) for k in runtime.GATEWAY_KINDS}
     return resources
 
 
@@ -73,7 +73,7 @@ def expected_calls(*, gateway_api: bool, clusterwide: bool) -> set[Grant]:
     assert child_verbs == {"get", "create", "patch", "delete"}, (
         f"reconcile.py now sends {sorted(child_verbs)}: update charts/kubeserve/templates/rbac.yaml"
     )
-    gateway_kinds = {k.plural for k in handlers.GATEWAY_KINDS}
+    gateway_kinds = {k.plural for k in runtime.GATEWAY_KINDS}
     for kind in cluster.KINDS.values():
         if kind.kind in NOT_CHILDREN:
             continue
@@ -91,7 +91,7 @@ def expected_calls(*, gateway_api: bool, clusterwide: bool) -> set[Grant]:
     if "self._api.get(ISVC_KIND" in inspect.getsource(reconcile):
         calls.add((API_GROUP, isvc.plural, "get"))
     # kopf posts Warning events (kopf.warn) as core v1 Events.
-    assert "kopf.warn," in inspect.getsource(handlers)
+    assert "kopf.warn," in inspect.getsource(runtime)
     event = cluster.KINDS[("v1", "Event")]
     calls.add((group_of(event.api_version), event.plural, "create"))
     if clusterwide:

@@ -11,13 +11,14 @@ import kubernetes
 import pytest
 
 from kubeserve import cluster
-from kubeserve.controller import informer, reconcile
+from kubeserve.builders import meta
+from kubeserve.controller import informer, packed
 from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.kube_client import Kube, wait_for
 
 CM = ("v1", "configmaps")
 KIND = cluster.KINDS[("v1", "ConfigMap")]
-OWNER = "serving.kubeserve.dev/inferenceservice"
+OWNER = meta.ISVC_LABEL
 MANAGED = "app.kubernetes.io/managed-by=kubeserve"
 
 
@@ -53,9 +54,7 @@ def test_lists_in_pages_then_follows_the_watch(monkeypatch: pytest.MonkeyPatch) 
         configuration.host = em.url
         api = cluster.Cluster(kubernetes.client.ApiClient(configuration))
         changes = Changes()
-        watch = informer.Informer(
-            api, KIND, "ns", labels=MANAGED, owner_label=OWNER, on_change=changes
-        )
+        watch = informer.Informer(api, KIND, "ns", labels=MANAGED, on_change=changes)
         watch.start()
         try:
             assert watch.synced.wait(10)
@@ -69,7 +68,7 @@ def test_lists_in_pages_then_follows_the_watch(monkeypatch: pytest.MonkeyPatch) 
             assert changes.seen == [("ADDED", "b0"), ("MODIFIED", "a1"), ("DELETED", "a2")]
             assert [n for n, _ in watch.children(("ns", "b"))] == ["b0"]
             cached = dict(watch.children(("ns", "a")))
-            assert "a2" not in cached and reconcile.unpack(cached["a1"])["data"] == {"x": "1"}
+            assert "a2" not in cached and packed.unpack(cached["a1"])["data"] == {"x": "1"}
         finally:
             watch.stop()
 
@@ -102,7 +101,6 @@ def test_a_relist_tells_what_changed_and_what_is_gone() -> None:
         KIND,
         "ns",
         labels=MANAGED,
-        owner_label=OWNER,
         on_change=changes,
     )
     api.objects = [obj("keep", "1"), obj("edit", "1"), obj("gone", "1")]
@@ -127,7 +125,6 @@ def test_a_kind_the_cluster_does_not_serve_counts_as_empty_and_is_tried_again() 
         cluster.KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")],
         None,
         labels=MANAGED,
-        owner_label=OWNER,
         on_change=Changes(),
     )
     watch.start()
@@ -160,7 +157,6 @@ def informer_on(api: FakeApi, changes: Changes) -> informer.Informer:
         KIND,
         "ns",
         labels=MANAGED,
-        owner_label=OWNER,
         on_change=changes,
     )
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubeserve import cluster
-from kubeserve.controller import reconcile
+from kubeserve.builders import meta
+from kubeserve.controller import packed
 
 logger = logging.getLogger(__name__)
 
@@ -32,19 +33,26 @@ BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 SHORTEST_WATCH = 1.0
 
 
+def owner_of(obj: Mapping[str, Any]) -> Owner | None:
+    """Give the InferenceService an object belongs to, by its owner label (None: no label)."""
+    metadata = obj.get("metadata") or {}
+    owner = (metadata.get("labels") or {}).get(meta.ISVC_LABEL)
+    return (metadata.get("namespace"), owner) if owner else None
+
+
 def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     """What the caches keep of an object: everything but managedFields, which are never read."""
-    meta = obj.get("metadata") or {}
-    if "managedFields" in meta:
-        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    metadata = obj.get("metadata") or {}
+    if "managedFields" in metadata:
+        obj = {**obj, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
     return obj
 
 
 def pod_summary(obj: dict[str, Any]) -> dict[str, Any]:
     """What the status reads of a pod: pods are many, and the cache lives in memory."""
-    meta = obj.get("metadata") or {}
+    metadata = obj.get("metadata") or {}
     return {
-        "metadata": {k: meta[k] for k in ("name", "namespace", "labels") if k in meta},
+        "metadata": {k: metadata[k] for k in ("name", "namespace", "labels") if k in metadata},
         "status": obj.get("status") or {},
     }
 
@@ -59,7 +67,6 @@ class Informer:
         namespace: str | None,
         *,
         labels: str,
-        owner_label: str,
         on_change: OnChange,
         transform: Transform = without_managed_fields,
     ) -> None:
@@ -68,7 +75,6 @@ class Informer:
         self._api = api
         self._namespace = namespace
         self._labels = labels
-        self._owner_label = owner_label
         self._on_change = on_change
         self._transform = transform
         self._stop = threading.Event()
@@ -95,21 +101,16 @@ class Informer:
 
     # Keeping the cache
 
-    def _owner(self, obj: Mapping[str, Any]) -> Owner | None:
-        meta = obj.get("metadata") or {}
-        owner = (meta.get("labels") or {}).get(self._owner_label)
-        return (meta.get("namespace"), owner) if owner else None
-
     def _put(self, obj: dict[str, Any]) -> None:
-        meta = obj["metadata"]
-        key = (meta.get("namespace"), meta["name"])
-        owner = self._owner(obj)
-        packed = reconcile.pack(self._transform(obj))
+        metadata = obj["metadata"]
+        key = (metadata.get("namespace"), metadata["name"])
+        owner = owner_of(obj)
+        data = packed.pack(self._transform(obj))
         with self._lock:
             before = self._drop_locked(key)
-            self._where[key] = (owner, str(meta.get("resourceVersion", "")))
+            self._where[key] = (owner, str(metadata.get("resourceVersion", "")))
             if owner is not None:
-                self._by_owner.setdefault(owner, {})[meta["name"]] = packed
+                self._by_owner.setdefault(owner, {})[metadata["name"]] = data
         if before is not None and before != owner:
             # Relabelled away from its owner: for that owner, the child is gone.
             self._gone(key, before)
@@ -126,7 +127,7 @@ class Informer:
     def _gone(self, key: tuple[str | None, str], owner: Owner | None) -> None:
         """Tell that an object left `owner`'s cache without an event of its own saying so."""
         namespace, name = key
-        labels = {self._owner_label: owner[1]} if owner else {}
+        labels = {meta.ISVC_LABEL: owner[1]} if owner else {}
         self._on_change(
             "DELETED",
             {
@@ -155,12 +156,12 @@ class Informer:
                 self.kind, self._namespace, labels=self._labels, limit=PAGE, token=token
             )
             for obj in items:
-                meta = obj["metadata"]
-                key = (meta.get("namespace"), meta["name"])
+                metadata = obj["metadata"]
+                key = (metadata.get("namespace"), metadata["name"])
                 seen.add(key)
                 with self._lock:
                     known = self._where.get(key)
-                changed = known is None or known[1] != str(meta.get("resourceVersion", ""))
+                changed = known is None or known[1] != str(metadata.get("resourceVersion", ""))
                 self._put(obj)
                 if changed and not first:
                     self._on_change("MODIFIED" if known else "ADDED", obj)
@@ -191,9 +192,9 @@ class Informer:
             if kind == "BOOKMARK":
                 continue
             if kind == "DELETED":
-                meta = obj["metadata"]
+                metadata = obj["metadata"]
                 with self._lock:
-                    self._drop_locked((meta.get("namespace"), meta["name"]))
+                    self._drop_locked((metadata.get("namespace"), metadata["name"]))
             else:
                 self._put(obj)
             self._on_change(str(kind), obj)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import kopf
 
 from kubeserve import cluster
-from kubeserve.controller import handlers, reconcile
+from kubeserve.controller import handlers, reconcile, runtime
 from kubeserve.controller.config import OperatorConfig
 from kubeserve.controller.metrics import OperatorMetrics
 
@@ -85,12 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     registry = kopf.OperatorRegistry()
     metrics = OperatorMetrics()
-    handlers.register(
-        registry,
-        config,
-        reconcile.Reconciler(cluster.Cluster.from_environment(), config.build_config()),
-        metrics,
-    )
+    reconciler = reconcile.Reconciler(cluster.Cluster.from_environment(), config.build_config())
+    handlers.register(registry, runtime.OperatorRuntime(config, reconciler, metrics))
     if config.metrics_port:
         metrics.serve(config.metrics_port)
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None

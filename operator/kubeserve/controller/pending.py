@@ -3,9 +3,9 @@
 Why not a reconcile inside each kopf handler: a burst (1,000 creations, or a restart that
 resumes them all) brings a dozen events per InferenceService, and each event waiting for a
 thread holds its parsed body and kopf's machinery for it. The backlog, not the live data, made
-the operator's peak memory. Here an event costs a set entry; the events of one
-InferenceService that arrive while it waits become one reconcile, which reads the latest
-state from the watch caches; and a reconcile the API refused is tried again after a delay.
+the operator's peak memory. Here an event costs a small entry; the work of one
+InferenceService noted while it waits becomes one piece of work (see `work`), which reads the
+latest state from the watch caches; and work the API refused is tried again after a delay.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from kubeserve.controller import work
+
 logger = logging.getLogger(__name__)
 
-ChildKey = tuple[str, str]
 UNEXPECTED_DELAY = 30.0
-# What to do for one owner: `children` None for a full reconcile, else the children (kind,
-# name) its events named, empty for a status refresh; `reason` says what asked for it.
-Work = Callable[[Hashable, "set[ChildKey] | None", str], None]
+# Do `work` for one owner; the trigger (a metrics label: "create", "pod-event" ...) says what
+# asked for it.
+WorkOff = Callable[[Hashable, work.Work, str], None]
 
 
 class Timers:
@@ -77,25 +78,21 @@ class Retry(Exception):
 
 @dataclasses.dataclass
 class _Entry:
-    children: set[ChildKey] | None = dataclasses.field(default_factory=set)
-    reason: str = ""
+    todo: work.Work
+    trigger: str
 
-    def merge(self, children: set[ChildKey] | None, reason: str) -> None:
-        # A full reconcile covers any child; its reason is the one that says more.
-        if children is None or self.children is None:
-            if self.children is not None or not self.reason:
-                self.reason = reason
-            self.children = None
-        else:
-            self.children |= children
-            self.reason = self.reason or reason
+    def merge(self, more: work.Work, trigger: str) -> None:
+        # A full reconcile's trigger says more than the events it covers; else the first stays.
+        if isinstance(more, work.FullReconcile) and not isinstance(self.todo, work.FullReconcile):
+            self.trigger = trigger
+        self.todo = work.merge(self.todo, more)
 
 
 class PendingWork:
     """A set of owners with work pending; an owner is worked on by one thread at a time."""
 
-    def __init__(self, work: Work, *, threads: int, retry_delay: float) -> None:
-        self._work = work
+    def __init__(self, work_off: WorkOff, *, threads: int, retry_delay: float) -> None:
+        self._work_off = work_off
         self._threads = threads
         self._retry_delay = retry_delay
         self._pending: dict[Hashable, _Entry] = {}
@@ -105,29 +102,18 @@ class PendingWork:
         self._stopped = False
         self.timers = Timers()
 
-    def reconcile(self, owner: Hashable, reason: str) -> None:
-        """Note a full reconcile of `owner`."""
-        self._add(owner, None, reason)
-
-    def compare(self, owner: Hashable, child: ChildKey, reason: str) -> None:
-        """Note that one child of `owner` must be compared with its desired state."""
-        self._add(owner, {child}, reason)
-
-    def refresh_status(self, owner: Hashable, reason: str) -> None:
-        """Note that the status of `owner` must be computed again."""
-        self._add(owner, set(), reason)
-
-    def _add(self, owner: Hashable, children: set[ChildKey] | None, reason: str) -> None:
+    def add(self, owner: Hashable, more: work.Work, trigger: str) -> None:
+        """Note work for `owner`; it joins the work already waiting for it (`work.merge`)."""
         with self._cond:
             entry = self._pending.get(owner)
             if entry is None:
-                entry = self._pending[owner] = _Entry(children, reason)
+                self._pending[owner] = _Entry(more, trigger)
                 # An owner being worked on is queued again when its worker is done.
                 if owner not in self._busy:
                     self._order.append(owner)
                     self._cond.notify()
             else:
-                entry.merge(children, reason)
+                entry.merge(more, trigger)
 
     def __len__(self) -> int:
         with self._cond:
@@ -167,7 +153,7 @@ class PendingWork:
         while (taken := self._take()) is not None:
             owner, entry = taken
             try:
-                self._work(owner, entry.children, entry.reason)
+                self._work_off(owner, entry.todo, entry.trigger)
             except Retry:
                 self._later(self._retry_delay, owner, entry)
             except Exception:
@@ -179,4 +165,4 @@ class PendingWork:
                 self._done(owner)
 
     def _later(self, delay: float, owner: Hashable, entry: _Entry) -> None:
-        self.timers.call_later(delay, self._add, owner, entry.children, entry.reason)
+        self.timers.call_later(delay, self.add, owner, entry.todo, entry.trigger)

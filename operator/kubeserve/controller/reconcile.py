@@ -1,21 +1,19 @@
 """One level-based reconcile for create, update, resume, resync and child events.
 
 Desired children come from the pure builders; actual children from the operator's watch
-caches (see `informer`) overlaid with the answers to our own writes, so a steady state costs no
-API calls at all and an unchanged InferenceService is never written to. Every write goes
-through `kubeserve.cluster`.
+caches (see `informer`) overlaid with the answers to our own writes (see `overlay`), so a
+steady state costs no API calls at all and an unchanged InferenceService is never written to.
+What to do comes as a `work.Work`; status changes close together are written once (see
+`settle`). Every write goes through `kubeserve.cluster`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import threading
-import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import kopf
@@ -25,57 +23,12 @@ from kubeserve.api import spec, validation
 from kubeserve.api.errors import SpecError
 from kubeserve.builders import children, meta
 from kubeserve.builders.config import BuildConfig
-from kubeserve.controller import diff, status
+from kubeserve.controller import diff, overlay, packed, settle, status, work
+from kubeserve.controller.work import ChildKey
 
 logger = logging.getLogger(__name__)
 
-ChildKey = tuple[str, str]  # kind, name (the namespace is the InferenceService's)
 ISVC_KIND = cluster.INFERENCE_SERVICE
-
-
-class JsonObjects(MutableMapping[ChildKey, dict[str, Any]]):
-    """Objects kept packed (see `pack`) and decoded on first access.
-
-    The watch caches and the desired state hold thousands of objects; packed, they take a
-    fortieth of the memory of nested dicts, and a reconcile decodes only the few it looks at.
-    """
-
-    def __init__(self, items: Mapping[ChildKey, bytes | dict[str, Any]] | None = None) -> None:
-        self._items: dict[ChildKey, bytes | dict[str, Any]] = dict(items or {})
-
-    def __getitem__(self, key: ChildKey) -> dict[str, Any]:
-        value = self._items[key]
-        if isinstance(value, bytes):
-            value = self._items[key] = unpack(value)
-        return value
-
-    def __setitem__(self, key: ChildKey, value: dict[str, Any]) -> None:
-        self._items[key] = value
-
-    def __delitem__(self, key: ChildKey) -> None:
-        del self._items[key]
-
-    def __iter__(self) -> Iterator[ChildKey]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def pack(obj: Mapping[str, Any]) -> bytes:
-    """Serialise an object compactly for the caches: compressed compact JSON.
-
-    Objects of one kind repeat their keys and labels, so even the fastest zlib level keeps
-    about a third of the text (a Deployment: 3.4 kB of JSON, 1.1 kB packed), for tens of
-    microseconds per object.
-    """
-    return zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), 1)
-
-
-def unpack(data: bytes) -> dict[str, Any]:
-    """Give back an object that `pack` packed."""
-    unpacked: dict[str, Any] = json.loads(zlib.decompress(data))
-    return unpacked
 
 
 @dataclasses.dataclass
@@ -83,7 +36,7 @@ class Observed:
     """What the watch caches hold for one InferenceService."""
 
     children: MutableMapping[ChildKey, dict[str, Any]] = dataclasses.field(
-        default_factory=JsonObjects
+        default_factory=packed.JsonObjects
     )
     pods: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     # Kinds the operator was not set up to manage (HTTPRoute unless --gateway-api): children
@@ -109,13 +62,6 @@ def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _revision(obj: Mapping[str, Any] | None) -> int:
-    try:
-        return int((obj or {}).get("metadata", {}).get("resourceVersion", ""))
-    except ValueError:
-        return -1
-
-
 def controlled_by(obj: Mapping[str, Any], uid: str | None) -> bool | None:
     """Tell whether `obj` is controlled by `uid`: True, False (someone else), None (nobody)."""
     for ref in obj.get("metadata", {}).get("ownerReferences") or []:
@@ -125,63 +71,30 @@ def controlled_by(obj: Mapping[str, Any], uid: str | None) -> bool | None:
 
 
 class Reconciler:
-    """Holds the write-through overlay and the per-InferenceService locks; thread-safe."""
+    """Reconciles InferenceServices one at a time each, from any thread.
+
+    Composed of the write overlay (`overlay`), the status settling (`settle`) and the desired
+    state, built once per generation; a lock per InferenceService keeps two threads from
+    reconciling the same one at once.
+    """
 
     def __init__(self, api: cluster.Cluster, config: BuildConfig) -> None:
         self._api = api
         self._config = config
-        self._settle = 0.0
-        self._defer: Callable[[str | None, str, float], None] | None = None
-        self._last_status: dict[tuple[str | None, str], float] = {}
-        self._deferred: set[tuple[str | None, str]] = set()
-        # (revision, JSON text): a burst of creates would otherwise hold thousands of dicts.
-        self._written: dict[tuple[str, str | None, str], tuple[int, bytes]] = {}
+        self.overlay = overlay.WriteOverlay()
+        self._settling = settle.StatusSettling()
         self._locks: dict[tuple[str | None, str], threading.Lock] = {}
         self._guard = threading.Lock()
         # uid -> (generation, parsed spec, packed desired children): one generation each.
         self._desired: dict[str, tuple[int, spec.InferenceService, dict[ChildKey, bytes]]] = {}
 
-    def settle_status(
-        self, seconds: float, defer: Callable[[str | None, str, float], None]
-    ) -> None:
-        """Write status changes that follow one another within `seconds` once.
+    def settle_status(self, seconds: float, defer: settle.Defer) -> None:
+        """Write status changes that follow one another within `seconds` once (see `settle`).
 
-        Three Deployments becoming available one after the other would otherwise be three
-        status writes (and three events for every watcher). `defer(namespace, name, delay)`
-        must reconcile that InferenceService's status again, with `settle=False`, after `delay`.
+        `defer(owner, delay)` must do `work.RefreshStatus(settled=True)` for that
+        InferenceService after `delay`.
         """
-        self._settle, self._defer = seconds, defer
-
-    # The overlay: answers to our own writes, until the watch cache has caught up with them.
-
-    def observe(
-        self, kind: str, namespace: str | None, name: str, obj: Mapping[str, Any] | None
-    ) -> bool:
-        """Tell the overlay what a watch event said; it drops what the event supersedes.
-
-        True when the event shows the object exactly as our own last write left it.
-        """
-        key = (kind, namespace, name)
-        with self._guard:
-            written = self._written.get(key)
-            if written is not None and (obj is None or _revision(obj) >= written[0]):
-                del self._written[key]
-                return obj is not None and written[0] >= 0 and _revision(obj) == written[0]
-        return False
-
-    def _current(
-        self, kind: str, namespace: str | None, name: str, cached: Mapping[str, Any] | None
-    ) -> Mapping[str, Any] | None:
-        written = self._written.get((kind, namespace, name))
-        if written is not None and written[0] > _revision(cached):
-            return unpack(written[1])
-        return cached
-
-    def _remember(self, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata", {})
-        entry = (_revision(obj), pack(obj))
-        with self._guard:
-            self._written[(obj["kind"], meta.get("namespace"), meta["name"])] = entry
+        self._settling = settle.StatusSettling(seconds, defer)
 
     def _lock(self, namespace: str | None, name: str) -> threading.Lock:
         with self._guard:
@@ -191,22 +104,23 @@ class Reconciler:
         """Drop what is kept for a deleted InferenceService."""
         with self._guard:
             self._locks.pop((namespace, name), None)
-            self._last_status.pop((namespace, name), None)
-            self._deferred.discard((namespace, name))
             self._desired.pop(uid or "", None)
+        self._settling.forget((namespace, name))
 
     # Desired state, built once per generation.
 
-    def desired(self, body: Mapping[str, Any]) -> tuple[spec.InferenceService, JsonObjects]:
+    def desired(
+        self, body: Mapping[str, Any]
+    ) -> tuple[spec.InferenceService, packed.JsonObjects[ChildKey]]:
         """Parse and build the desired children, by (kind, name) in apply order.
 
-        Built once per generation and kept as text; raises SpecError when the spec is refused.
+        Built once per generation and kept packed; raises SpecError when the spec is refused.
         """
         meta = body.get("metadata", {})
         uid, generation = meta.get("uid", ""), meta.get("generation") or 0
         cached = self._desired.get(uid) if uid and generation else None
         if cached is not None and cached[0] == generation:
-            return cached[1], JsonObjects(cached[2])
+            return cached[1], packed.JsonObjects(cached[2])
         isvc = validation.parse(dict(body))
         objects = children.build_children(isvc, self._config)
         owner = {
@@ -215,12 +129,12 @@ class Reconciler:
             "metadata": dict(meta),
         }
         kopf.append_owner_reference(objects, owner=kopf.Body(owner))  # type: ignore[arg-type]
-        texts = {(o["kind"], o["metadata"]["name"]): pack(o) for o in objects}
+        texts = {(o["kind"], o["metadata"]["name"]): packed.pack(o) for o in objects}
         with self._guard:
             if uid and generation:
                 # One generation per InferenceService: older ones are never asked again.
                 self._desired[uid] = (generation, isvc, texts)
-        return isvc, JsonObjects({(o["kind"], o["metadata"]["name"]): o for o in objects})
+        return isvc, packed.JsonObjects({(o["kind"], o["metadata"]["name"]): o for o in objects})
 
     # The reconcile.
 
@@ -228,11 +142,9 @@ class Reconciler:
         self,
         body: Mapping[str, Any],
         observe: Callable[[], Observed],
-        *,
-        only: Iterable[ChildKey] | None = None,
-        settle: bool = True,
+        todo: work.Work,
     ) -> Outcome:
-        """Bring the children of one InferenceService to their desired state, then its status.
+        """Do `todo` for one InferenceService: bring children to their desired state, then status.
 
         `observe` reads the watch caches; it is called once the InferenceService's lock is
         held, so the reconcile sees every write of the reconcile that held it before.
@@ -240,21 +152,12 @@ class Reconciler:
         meta = body.get("metadata", {})
         with self._lock(meta.get("namespace"), meta.get("name", "")):
             # Our own last status write may be newer than the cache's copy of the resource.
-            latest = self._current(
+            latest = self.overlay.current(
                 ISVC_KIND.kind, meta.get("namespace"), meta.get("name", ""), body
             )
-            return self._reconcile(
-                latest or body, observe(), None if only is None else set(only), settle=settle
-            )
+            return self._reconcile(latest or body, observe(), todo)
 
-    def _reconcile(
-        self,
-        body: Mapping[str, Any],
-        observed: Observed,
-        only: set[ChildKey] | None,
-        *,
-        settle: bool,
-    ) -> Outcome:
+    def _reconcile(self, body: Mapping[str, Any], observed: Observed, todo: work.Work) -> Outcome:
         outcome = Outcome()
         meta = body.get("metadata", {})
         namespace, uid = meta.get("namespace"), meta.get("uid")
@@ -277,32 +180,38 @@ class Reconciler:
             outcome.status_written = self._write_status(body, previous, new_status)
             return outcome
 
-        if only is not None and self._owner_gone(body, desired, observed, only):
-            return outcome
+        match todo:
+            case work.FullReconcile():
+                compared: frozenset[ChildKey] = frozenset(desired)
+            case work.CompareChildren(children=compared):
+                if self._owner_gone(body, desired, observed, compared):
+                    return outcome
+            case work.RefreshStatus():
+                compared = frozenset()
         current: dict[ChildKey, Mapping[str, Any]] = {}
         for key in desired:
             if key[0] in observed.unmanaged_kinds:
                 continue
-            if only is not None and key not in only:
-                # Not this event's child: only what the status reads is looked at.
-                if key[0] in status.STATUS_KINDS:
-                    actual = self._current(key[0], namespace, key[1], observed.children.get(key))
-                    if actual is not None:
-                        current[key] = actual
-                continue
-            actual = self._current(key[0], namespace, key[1], observed.children.get(key))
-            result = self._apply(desired[key], actual, uid, outcome)
-            if result is not None:
-                current[key] = result
-        if only is None:
+            if key in compared:
+                actual = self.overlay.current(key[0], namespace, key[1], observed.children.get(key))
+                result = self._apply(desired[key], actual, uid, outcome)
+                if result is not None:
+                    current[key] = result
+            elif key[0] in status.STATUS_KINDS:
+                # Not this work's child: only what the status reads is looked at (and decoded).
+                actual = self.overlay.current(key[0], namespace, key[1], observed.children.get(key))
+                if actual is not None:
+                    current[key] = actual
+        if isinstance(todo, work.FullReconcile):
             self._prune(observed, set(desired), namespace, uid, outcome)
 
         if (
-            only
+            isinstance(todo, work.CompareChildren)
+            and todo.status is None
             and not outcome.conflicts
-            and all(kind not in status.STATUS_KINDS for kind, _ in only)
+            and all(kind not in status.STATUS_KINDS for kind, _ in todo.children)
         ):
-            return outcome  # the status reads nothing of what this event was about
+            return outcome  # the status reads nothing of what this work was about
         if outcome.conflicts:
             new_status = status.invalid(
                 outcome.conflicts,
@@ -325,7 +234,11 @@ class Reconciler:
             c["type"] == status.READY and c["status"] == "True"
             for c in new_status.get("conditions", [])
         )
-        if settle and only is not None and self._defer_status(meta, previous, new_status):
+        if (
+            _may_put_off(todo)
+            and not status.same_status(previous, new_status)
+            and self._settling.put_off((namespace, meta.get("name", "")))
+        ):
             outcome.status_deferred = True
             return outcome
         outcome.status_written = self._write_status(body, previous, new_status)
@@ -336,7 +249,7 @@ class Reconciler:
         body: Mapping[str, Any],
         desired: Mapping[ChildKey, Any],
         observed: Observed,
-        only: set[ChildKey],
+        compared: frozenset[ChildKey],
     ) -> bool:
         """Tell, before a child event makes us create a child, whether its owner is gone.
 
@@ -348,10 +261,12 @@ class Reconciler:
         meta = body.get("metadata", {})
         missing = [
             key
-            for key in only
+            for key in compared
             if key in desired
             and key[0] not in observed.unmanaged_kinds
-            and self._current(key[0], meta.get("namespace"), key[1], observed.children.get(key))
+            and self.overlay.current(
+                key[0], meta.get("namespace"), key[1], observed.children.get(key)
+            )
             is None
         ]
         if not missing:
@@ -363,23 +278,6 @@ class Reconciler:
             or live_meta.get("uid") != meta.get("uid")
             or bool(live_meta.get("deletionTimestamp"))
         )
-
-    def _defer_status(
-        self, meta: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any]
-    ) -> bool:
-        """Put off a status write that follows the last one closely; True when put off."""
-        if self._defer is None or self._settle <= 0 or status.same_status(previous, new):
-            return False
-        key = (meta.get("namespace"), meta.get("name", ""))
-        since = time.monotonic() - self._last_status.get(key, -self._settle)
-        if since >= self._settle:
-            return False
-        with self._guard:
-            first = key not in self._deferred
-            self._deferred.add(key)
-        if first:
-            self._defer(key[0], key[1], self._settle - since)
-        return True
 
     def _apply(
         self,
@@ -400,7 +298,7 @@ class Reconciler:
                 if actual is None:
                     raise
             else:
-                self._remember(created)
+                self.overlay.remember(created)
                 outcome.created.append(key)
                 return created
         owner = controlled_by(actual, uid)
@@ -418,7 +316,7 @@ class Reconciler:
             outcome.created.append(key)
         else:
             outcome.patched.append(key)
-        self._remember(patched)
+        self.overlay.remember(patched)
         return patched
 
     def _prune(
@@ -435,7 +333,7 @@ class Reconciler:
                 continue
             kind = cluster.KINDS[(obj["apiVersion"], obj["kind"])]
             self._api.delete(kind, namespace, key[1], uid=obj["metadata"].get("uid"))
-            self.observe(key[0], namespace, key[1], None)
+            self.overlay.observe(key[0], namespace, key[1], None)
             outcome.deleted.append(key)
 
     def _write_status(
@@ -450,12 +348,25 @@ class Reconciler:
             ISVC_KIND, meta.get("namespace"), meta["name"], patch, subresource="status"
         )
         if written is not None:
-            self._remember(written)
-        key = (meta.get("namespace"), meta["name"])
-        with self._guard:
-            self._last_status[key] = time.monotonic()
-            self._deferred.discard(key)
+            self.overlay.remember(written)
+        self._settling.written((meta.get("namespace"), meta["name"]))
         return True
+
+
+def _may_put_off(todo: work.Work) -> bool:
+    """Tell whether a status this work computes may wait for the settle window.
+
+    A full reconcile writes at once (the InferenceService changed: its reader waits for news);
+    a settled refresh is the write that was put off.
+    """
+    match todo:
+        case work.FullReconcile():
+            return False
+        case work.CompareChildren(status=refresh):
+            return refresh is None or not refresh.settled
+        case work.RefreshStatus(settled=settled):
+            return not settled
+    return False
 
 
 def _ours(obj: Mapping[str, Any]) -> bool:

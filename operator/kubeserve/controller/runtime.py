@@ -1,0 +1,291 @@
+"""The operator's runtime: its threads, its work queue, and where they meet kopf's asyncio loop.
+
+kopf watches the InferenceServices and calls the handlers (`handlers`); everything else runs
+here, on threads of our own:
+
+- kopf's asyncio loop runs the handlers. They are async and only note work, so a burst of
+  events never waits for a thread. (kopf's own pool runs the sync startup and cleanup
+  handlers, which call `start` and `stop`.)
+- Informer threads (`kubeserve-watch-<plural>-<namespace>`), one per watched kind and
+  namespace, list and then watch the children and their pods (see `informer`); each event
+  notes work through `_child_changed`.
+- The start-work thread (`kubeserve-start-work`) waits until every informer has listed,
+  then starts the workers: a reconcile must see every child there is, or it would create
+  what exists.
+- Reconcile worker threads (`kubeserve-pending-<n>`, `config.workers` of them) take the
+  noted work, one InferenceService at a time each (see `pending`), and reconcile.
+- The timer thread (`kubeserve-timers`) makes the delayed calls: settled statuses (see
+  `settle`) and retries of work the API refused. They only note work.
+- The resync thread (`kubeserve-resync`) notes a full reconcile of every InferenceService
+  every `config.resync_seconds`, a safety net for missed events. (kopf's timers would put a
+  finalizer on every InferenceService, and a finalizer outlives an uninstalled operator.)
+- The memory trimmer (`kubeserve-malloc-trim`) gives freed heap back (see `memory`).
+
+Where threads meet asyncio:
+- Handlers only note work (a dict entry under a lock); nothing they call blocks the loop.
+- The InferenceServices' index is kopf's and changes on the loop; threads read it with
+  `list()`, which copies a store in one step under the GIL.
+- `kopf.warn` finds where to post Events in context variables set on the loop: the first
+  handler call copies its context (`capture`), and threads post Events in a copy of it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, cast
+
+import kopf
+
+from kubeserve import cluster
+from kubeserve.builders import meta
+from kubeserve.controller import informer, memory, packed, pending, reconcile, settle, work
+from kubeserve.controller.config import OperatorConfig
+from kubeserve.controller.metrics import OperatorMetrics
+from kubeserve.controller.work import ChildKey
+
+MANAGED = {"app.kubernetes.io/managed-by": meta.MANAGED_BY}
+MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+# What the informers watch: the kinds of the children, and the pods of the variants.
+CHILD_KINDS = [
+    cluster.KINDS[key]
+    for key in [
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+        ("v1", "ConfigMap"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("policy/v1", "PodDisruptionBudget"),
+    ]
+]
+GATEWAY_KINDS = [cluster.KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")]]
+POD_KIND = cluster.KINDS[("v1", "Pod")]
+RETRY_DELAY = 5.0
+TRIM_SECONDS = 5.0
+# Triggers: what asked for a piece of work, a label of the reconcile metrics (public: keep).
+RESYNC, POD_EVENT, SETTLED_STATUS = "resync", "pod-event", "settled-status"
+logger = logging.getLogger("kubeserve.reconcile")
+changes_logger = logging.getLogger("kubeserve.changes")
+
+
+def child_event(kind: str) -> str:
+    """Give the trigger of a watch event of a child of `kind` ("deployment-event" ...)."""
+    return f"{kind.lower()}-event"
+
+
+def _values(index: Any, key: Any) -> list[Any]:
+    """The values an index holds for `key`, copied at once.
+
+    kopf changes its indexes on the event loop while reconciles read them on other threads;
+    list() copies a store in one step under the GIL, where a Python loop over it could see
+    it change size.
+    """
+    return list(index.get(key, [])) if index is not None else []
+
+
+class OperatorRuntime:
+    """The informers, the work queue and the threads around one `Reconciler`.
+
+    `watch_api` lists and watches the children (default: a client of its own, from the
+    environment, so long watches do not take the reconciles' connections).
+    """
+
+    def __init__(
+        self,
+        config: OperatorConfig,
+        reconciler: reconcile.Reconciler,
+        metrics: OperatorMetrics,
+        *,
+        watch_api: cluster.Cluster | None = None,
+    ) -> None:
+        self.config = config
+        self.reconciler = reconciler
+        self.metrics = metrics
+        self._watch_api = watch_api
+        self.kinds = CHILD_KINDS + (GATEWAY_KINDS if config.gateway_api else [])
+        # Kinds of children the operator does not apply (see `reconcile.Observed`).
+        self.unmanaged_kinds = frozenset() if config.gateway_api else frozenset({"HTTPRoute"})
+        self.informers: list[informer.Informer] = []
+        self._by_kind: dict[cluster.Kind, list[informer.Informer]] = {}
+        # Handed over by the first handler call (see `capture`): kopf's index of the
+        # InferenceServices, and a context in which kopf.warn can post Events from any thread.
+        self._index: Any = None
+        self._context: contextvars.Context | None = None
+        self._stop = threading.Event()
+        self.work = pending.PendingWork(
+            self._work_off, threads=config.workers, retry_delay=RETRY_DELAY
+        )
+        reconciler.settle_status(config.status_settle_seconds, self._settle_later)
+
+    # Called by the handlers, on kopf's event loop: quick, and they only note work.
+
+    def capture(self, index: Any) -> None:
+        """Keep kopf's InferenceServices index and a copy of the context, once.
+
+        Only the index: a handler's other arguments are that one call's body, patch and logger.
+        """
+        if self._index is None:
+            self._context = contextvars.copy_context()
+            self._index = index
+
+    def note(self, owner: Hashable, todo: work.Work, trigger: str) -> None:
+        """Note work for one InferenceService (namespace, name); a worker thread does it."""
+        self.work.add(owner, todo, trigger)
+
+    def inferenceservice_seen(
+        self,
+        event: str | None,
+        body: Mapping[str, Any],
+        *,
+        namespace: str | None,
+        name: str,
+        uid: str | None,
+    ) -> None:
+        """Tell the reconciler's overlay what a watch event of an InferenceService said."""
+        gone = event == "DELETED"
+        self.reconciler.overlay.observe(
+            body.get("kind", cluster.INFERENCE_SERVICE.kind),
+            namespace,
+            name,
+            None if gone else body,
+        )
+        if gone:
+            self.reconciler.forget(namespace, name, uid)
+
+    # Starting and stopping the threads (from kopf's startup and cleanup handlers).
+
+    def start(self) -> None:
+        """Start the informers, and the threads that start the workers, resync and trim."""
+        api = self._watch_api or cluster.Cluster.from_environment()
+        namespaces: list[str | None] = list(self.config.namespaces) or [None]
+        for kind, namespace in itertools.product([*self.kinds, POD_KIND], namespaces):
+            watch = informer.Informer(
+                api,
+                kind,
+                namespace,
+                labels=MANAGED_SELECTOR,
+                on_change=self._child_changed,
+                transform=(
+                    informer.pod_summary if kind == POD_KIND else informer.without_managed_fields
+                ),
+            )
+            self.informers.append(watch)
+            self._by_kind.setdefault(kind, []).append(watch)
+            watch.start()
+        threading.Thread(target=self._start_work, name="kubeserve-start-work", daemon=True).start()
+        threading.Thread(target=self._resync_forever, name="kubeserve-resync", daemon=True).start()
+        memory.start_trimming(TRIM_SECONDS, self._stop)
+
+    def stop(self) -> None:
+        """Stop every thread (the workers finish the work they hold)."""
+        self._stop.set()
+        self.work.stop()
+        for watch in self.informers:
+            watch.stop()
+
+    def _start_work(self) -> None:
+        # A reconcile must see every child there is, or it would create what exists.
+        for watch in self.informers:
+            while not watch.synced.wait(30):
+                logger.warning(f"still listing {watch.kind.plural}: reconciles wait")
+        self.work.start()
+
+    def _resync_forever(self) -> None:
+        while not self._stop.wait(self.config.resync_seconds):
+            if self._index is not None:
+                for owner in list(self._index):
+                    self.note(owner, work.FullReconcile(), RESYNC)
+
+    def _settle_later(self, owner: settle.Owner, delay: float) -> None:
+        self.work.timers.call_later(
+            delay, self.note, owner, work.RefreshStatus(settled=True), SETTLED_STATUS
+        )
+
+    # The informers' events (on informer threads).
+
+    def _child_changed(self, event: str, obj: dict[str, Any]) -> None:
+        owner = informer.owner_of(obj)
+        metadata = obj.get("metadata") or {}
+        if obj.get("kind") == "Pod":
+            if owner is not None:
+                self.note(owner, work.RefreshStatus(), POD_EVENT)
+            return
+        kind, child = obj["kind"], metadata["name"]
+        ours = self.reconciler.overlay.observe(
+            kind, metadata.get("namespace"), child, None if event == "DELETED" else obj
+        )
+        if owner is not None and not ours:  # our own write coming back needs nothing
+            self.note(owner, work.compare((kind, child)), child_event(kind))
+
+    def observed(self, namespace: str | None, name: str) -> reconcile.Observed:
+        """Give what the informers hold for one InferenceService."""
+        seen: dict[ChildKey, bytes | dict[str, Any]] = {}
+        for kind in self.kinds:
+            for watch in self._by_kind.get(kind, []):
+                for child, data in watch.children((namespace, name)):
+                    seen[(watch.kind.kind, child)] = data
+        pods = reconcile.pods_by_variant(
+            [
+                packed.unpack(data)
+                for watch in self._by_kind.get(POD_KIND, [])
+                for _, data in watch.children((namespace, name))
+            ]
+        )
+        return reconcile.Observed(
+            children=packed.JsonObjects(seen), pods=pods, unmanaged_kinds=self.unmanaged_kinds
+        )
+
+    # The work (on worker threads).
+
+    def _work_off(self, owner: Hashable, todo: work.Work, trigger: str) -> None:
+        namespace, name = cast(informer.Owner, owner)
+        values = _values(self._index, owner)
+        if not values:
+            return  # gone (or not seen yet): garbage collection deals with its children
+        body = packed.unpack(values[0])
+        try:
+            self._reconcile(body, functools.partial(self.observed, namespace, name), todo, trigger)
+        except cluster.ApiError as exc:
+            if exc.retriable:
+                logger.warning(
+                    f"{namespace}/{name}: the API refused a call, retrying in {RETRY_DELAY}s: {exc}"
+                )
+                raise pending.Retry from exc
+            logger.error(f"{namespace}/{name}: the API refused a call: {exc}")
+
+    def _reconcile(
+        self,
+        body: Mapping[str, Any],
+        observe: Callable[[], reconcile.Observed],
+        todo: work.Work,
+        trigger: str,
+    ) -> reconcile.Outcome:
+        with self.metrics.timed(trigger):
+            outcome = self.reconciler.reconcile(body, observe, todo)
+        self.metrics.record(outcome)
+        if outcome.status_written and (outcome.invalid or outcome.conflicts):
+            reason = "InvalidSpec" if outcome.invalid else "NameConflict"
+            self.warn(body, reason, "; ".join(outcome.invalid or outcome.conflicts)[:1024])
+        if outcome.created or outcome.patched or outcome.deleted:
+            metadata = body.get("metadata", {})
+            changes_logger.info(
+                f"{metadata.get('namespace')}/{metadata.get('name')} {trigger}: "
+                f"{reconcile.summarise(outcome)}"
+            )
+        return outcome
+
+    def warn(self, body: Mapping[str, Any], reason: str, message: str) -> None:
+        """Post a Warning Event on an InferenceService, from any thread."""
+        post = functools.partial(
+            kopf.warn,
+            kopf.Body(dict(body)),  # type: ignore[arg-type]
+            reason=reason,
+            message=message,
+        )
+        try:
+            self._context.copy().run(post) if self._context is not None else post()
+        except LookupError:  # no handler has run yet: nowhere to post to
+            changes_logger.warning(f"event not posted: {reason}: {message}")

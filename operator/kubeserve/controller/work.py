@@ -1,0 +1,72 @@
+"""The kinds of work the operator does for one InferenceService, and how they combine.
+
+Events ask for one of three things: a full reconcile (the InferenceService changed, a resync),
+a comparison of the children an event named (a child edited or deleted), or a fresh status
+(a pod changed, a settled status is due). Work noted for one InferenceService while it waits
+becomes one piece of work (`merge`): a full reconcile covers everything, child comparisons
+join, and a status refresh rides along with anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+ChildKey = tuple[str, str]  # kind, name (the namespace is the InferenceService's)
+
+
+@dataclasses.dataclass(frozen=True)
+class FullReconcile:
+    """Compare every desired child, prune the children no longer desired, write the status."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RefreshStatus:
+    """Compute the status again from the caches; compare no child.
+
+    `settled`: this is the write a settling status was put off to (see `settle`), so it is
+    written now rather than put off again.
+    """
+
+    settled: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareChildren:
+    """Compare these children with their desired state (putting back one that is missing).
+
+    The status is computed again when one of them is a kind the status reads, or when a
+    status refresh was noted while they waited (`status`).
+    """
+
+    children: frozenset[ChildKey]
+    status: RefreshStatus | None = None
+
+
+Work = FullReconcile | CompareChildren | RefreshStatus
+
+
+def compare(*children: ChildKey) -> CompareChildren:
+    """Give the work of comparing these children."""
+    return CompareChildren(frozenset(children))
+
+
+def _join(a: RefreshStatus | None, b: RefreshStatus | None) -> RefreshStatus | None:
+    if a is None or b is None:
+        return a or b
+    return RefreshStatus(settled=a.settled or b.settled)
+
+
+def merge(old: Work, new: Work) -> Work:
+    """Give one piece of work that does what both do."""
+    match old, new:
+        case (FullReconcile(), _) | (_, FullReconcile()):
+            return FullReconcile()
+        case CompareChildren(), CompareChildren():
+            return CompareChildren(old.children | new.children, _join(old.status, new.status))
+        case CompareChildren(), RefreshStatus():
+            return CompareChildren(old.children, _join(old.status, new))
+        case RefreshStatus(), CompareChildren():
+            return CompareChildren(new.children, _join(old, new.status))
+        case RefreshStatus(), RefreshStatus():
+            return RefreshStatus(settled=old.settled or new.settled)
+    raise TypeError(f"not work: {old!r}, {new!r}")
