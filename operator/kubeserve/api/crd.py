@@ -115,7 +115,8 @@ ROOT_RULES = [
         "rule": "self.spec.variants.all(v, self.metadata.name.size() + v.name.size() < "
         + str(names.MAX_LABEL)
         + ")",
-        "message": "'<name>-<variant>' must fit in 63 characters for every variant",
+        "message": f"'<metadata.name>-<variant>' must be at most {names.MAX_LABEL} characters "
+        "for every variant (it names the variant's Deployment and Service)",
     },
 ]
 PRINTER_COLUMNS = [

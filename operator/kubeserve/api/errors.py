@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import re
+import types
+import typing
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pydantic
 
@@ -75,21 +79,88 @@ _MESSAGES = {
 }
 
 
+Loc = tuple[str | int, ...]
+
+
 def from_pydantic(
-    exc: pydantic.ValidationError, *, prefix: Iterable[str | int] = ()
+    exc: pydantic.ValidationError,
+    *,
+    prefix: Iterable[str | int] = (),
+    model: type[pydantic.BaseModel] | None = None,
 ) -> list[FieldError]:
-    """Turn a pydantic ValidationError into field errors with YAML field paths."""
+    """Turn a pydantic ValidationError into field errors with YAML field paths.
+
+    Given the `model` that was validated, an unknown field names the nearest known one.
+    """
     errors = []
     for err in exc.errors(include_url=False):
-        # Union members and function validators add their own names to the location;
-        # a user only knows the field names they wrote.
-        loc = [p for p in err["loc"] if isinstance(p, int) or not _is_internal_loc(p)]
+        loc = user_loc(err["loc"])
         message = _MESSAGES.get(err["type"]) or _reword(err["msg"])
         if err["type"] == "string_pattern_mismatch":
             explained = patterns.EXPLANATIONS.get(err.get("ctx", {}).get("pattern", ""))
             message = f"{err['input']!r} {explained}" if explained else message
+        if err["type"] == "extra_forbidden" and model is not None and loc:
+            nearest = _nearest_field(model, loc)
+            message = f"unknown field (did you mean {nearest!r}?)" if nearest else message
         errors.append(FieldError(join_path(*prefix, *loc), message))
     return sorted(set(errors), key=lambda e: (e.path, e.message))
+
+
+def user_loc(loc: Iterable[str | int]) -> Loc:
+    """Keep the parts of a pydantic error location that a user wrote: keys and indices.
+
+    Union members and function validators add their own names to the location, and a bad
+    mapping key ends in `[key]`; a user only knows the field names they wrote.
+    """
+    return tuple(p for p in loc if isinstance(p, int) or not _is_internal_loc(p))
+
+
+def _nearest_field(model: type[pydantic.BaseModel], loc: Loc) -> str | None:
+    """Give the known field name closest to the unknown one at `loc`, if one is close."""
+    parent = _model_at(model, loc[:-1])
+    if parent is None or not isinstance(loc[-1], str):
+        return None
+    known = {(f.alias or name).lower(): f.alias or name for name, f in parent.model_fields.items()}
+    close = difflib.get_close_matches(loc[-1].lower(), known, n=1, cutoff=0.6)
+    return known[close[0]] if close else None
+
+
+def _model_at(annotation: Any, loc: Loc) -> type[pydantic.BaseModel] | None:
+    """Follow `loc` through the type annotations from `annotation` to the model found there."""
+    for part in loc:
+        annotation = next(
+            (t for c in _members(annotation) if (t := _step(c, part)) is not None), None
+        )
+        if annotation is None:
+            return None
+    return next((c for c in _members(annotation) if _is_model(c)), None)
+
+
+def _members(annotation: Any) -> list[Any]:
+    """Unwrap Annotated[X, ...] and X | Y | None into the types a value may have."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in _members(a)]
+    return [annotation]
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if isinstance(part, int):
+        return args[0] if origin is list and args else None
+    if origin is dict and len(args) == 2:
+        return args[1]
+    if _is_model(annotation):
+        for name, field in annotation.model_fields.items():
+            if part in (name, field.alias):
+                return field.annotation
+    return None
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)
 
 
 # Pydantic's sentence openings, and what a YAML writer reads instead.
@@ -116,4 +187,5 @@ def _is_internal_loc(part: str) -> bool:
         "str",
         "constrained-str",
         "list[...]",
+        "[key]",
     }

@@ -18,14 +18,21 @@ MAX_LABEL = 63
 ROUTER_SUFFIX = "router"
 RESERVED_VARIANT_NAMES = frozenset({ROUTER_SUFFIX})
 MAX_SERVICE_NAME = MAX_LABEL - len(ROUTER_SUFFIX) - 1
+# A variant name this short fits beside any valid InferenceService name.
+FITS_BESIDE_ANY_NAME = MAX_LABEL - MAX_SERVICE_NAME - 1
 
 
 def dns1035_problem(value: str) -> str | None:
     """Say why `value` is not a DNS-1035 label, or None when it is one."""
-    if not value:
-        return "must not be empty"
     if len(value) > MAX_LABEL:
         return f"must be at most {MAX_LABEL} characters (has {len(value)})"
+    return dns1035_form_problem(value)
+
+
+def dns1035_form_problem(value: str) -> str | None:
+    """Say why `value` is not of the form of a DNS-1035 label, whatever its length."""
+    if not value:
+        return "must not be empty"
     if not DNS1035_LABEL_RE.match(value):
         return (
             f"{value!r} is not a DNS-1035 label: use lowercase letters, digits and '-', "
@@ -42,8 +49,3 @@ def variant_object_name(service: str, variant: str) -> str:
 def router_object_name(service: str) -> str:
     """Name the router's Deployment and ConfigMap (its Service carries the bare name)."""
     return f"{service}-{ROUTER_SUFFIX}"
-
-
-def max_variant_name_length(service: str) -> int:
-    """How long a variant name may be so that `<service>-<variant>` fits in a label."""
-    return MAX_LABEL - len(service) - 1

@@ -2,7 +2,9 @@
 
 Pydantic checks shapes and single fields; the rules here span fields. Each rule that the API
 server can enforce itself is also a CEL rule in the CRD (see `crd`); this module is what the
-operator and `kubeserve validate` rely on when the CRD was bypassed or is older.
+operator and `kubeserve validate` rely on when the CRD was bypassed or is older. When some
+fields have the wrong type, the rules still run on what parsed (see `salvage`), so one run
+reports every problem.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import pydantic
 
-from kubeserve.api import core, names, patterns, quantity, spec
+from kubeserve.api import core, names, patterns, quantity, salvage, spec
 from kubeserve.api.errors import FieldError, SpecError, extend_path, from_pydantic, join_path
 
 RESERVED_ENV_PREFIX = "KUBESERVE_"
@@ -33,7 +35,11 @@ def parse(obj: Any) -> spec.InferenceService:
     try:
         isvc = spec.InferenceService.model_validate(obj)
     except pydantic.ValidationError as exc:
-        raise SpecError(from_pydantic(exc)) from None
+        errors = from_pydantic(exc, model=spec.InferenceService)
+        salvaged = salvage.salvage(obj)
+        if salvaged is not None:
+            errors += check(*salvaged)
+        raise SpecError(sorted(set(errors))) from None
     errors = sorted(set(check(isvc)))
     if errors:
         raise SpecError(errors)
@@ -49,11 +55,18 @@ def validate(obj: Any) -> list[FieldError]:
     return []
 
 
-def check(isvc: spec.InferenceService) -> Iterator[FieldError]:
-    """Yield the cross-field problems of an InferenceService whose shape is already valid."""
-    yield from _check_name(isvc.metadata)
-    yield from _check_variants(isvc)
-    yield from _check_routing(isvc.spec)
+def check(
+    isvc: spec.InferenceService, dropped: salvage.Dropped = salvage.NOTHING
+) -> Iterator[FieldError]:
+    """Yield the cross-field problems of an InferenceService whose shape is already valid.
+
+    `dropped` says which wrong-typed fields were left out of `isvc`: a rule that would read
+    one is skipped rather than report a problem the dropped value may not have.
+    """
+    if not dropped.touches("metadata.name"):
+        yield from _check_name(isvc.metadata)
+    yield from _check_variants(isvc, dropped)
+    yield from _check_routing(isvc.spec, dropped)
 
 
 def _kind_of(obj: Any) -> str:
@@ -61,24 +74,29 @@ def _kind_of(obj: Any) -> str:
 
 
 def _check_name(meta: spec.ObjectMeta) -> Iterator[FieldError]:
-    problem = names.dns1035_problem(meta.name)
-    if problem:
-        yield FieldError("metadata.name", f"{problem} (it names the Service of the endpoint)")
-    elif len(meta.name) > names.MAX_SERVICE_NAME:
+    # The real limit, said once: not the 63 of a DNS label first, then 56 once that is met.
+    if len(meta.name) > names.MAX_SERVICE_NAME:
         yield FieldError(
             "metadata.name",
             f"must be at most {names.MAX_SERVICE_NAME} characters (has {len(meta.name)}): the "
             f"router's objects are named '<name>-{names.ROUTER_SUFFIX}'",
         )
+    problem = names.dns1035_form_problem(meta.name)
+    if problem:
+        yield FieldError("metadata.name", f"{problem} (it names the Service of the endpoint)")
     if meta.namespace is not None and not _DNS1123_LABEL_RE.match(meta.namespace):
         yield FieldError("metadata.namespace", f"{meta.namespace!r} is not a valid namespace name")
 
 
-def _check_variants(isvc: spec.InferenceService) -> Iterator[FieldError]:
+def _check_variants(isvc: spec.InferenceService, dropped: salvage.Dropped) -> Iterator[FieldError]:
     variants = isvc.spec.variants
     seen: dict[str, int] = {}
     mirror = isvc.spec.routing.mirror.variant if isvc.spec.routing.mirror else None
-    for i, variant in enumerate(variants):
+    weights_known = not dropped.touches(
+        "spec.variants.*.name", "spec.variants.*.weight", "spec.routing.mirror.variant"
+    )
+    for parsed_index, variant in enumerate(variants):
+        i = dropped.position(("spec", "variants"), parsed_index)
         path = join_path("spec", "variants", i)
         if variant.name in seen:
             yield FieldError(
@@ -90,23 +108,35 @@ def _check_variants(isvc: spec.InferenceService) -> Iterator[FieldError]:
             yield FieldError(
                 f"{path}.name", f"{variant.name!r} is reserved for the router's objects"
             )
-        room = names.max_variant_name_length(isvc.metadata.name)
-        if len(variant.name) > room:
+        combined = len(names.variant_object_name(isvc.metadata.name, variant.name))
+        # A short variant name is too long only beside a metadata.name over its own limit,
+        # which is reported there: once, not again for every variant.
+        if (
+            combined > names.MAX_LABEL
+            and len(variant.name) > names.FITS_BESIDE_ANY_NAME
+            and not dropped.touches("metadata.name")
+        ):
             yield FieldError(
                 f"{path}.name",
-                f"must be at most {room} characters with metadata.name {isvc.metadata.name!r}: "
-                f"'{names.variant_object_name(isvc.metadata.name, variant.name)}' names its "
-                f"Service and must fit in {names.MAX_LABEL}",
+                f"'<metadata.name>-<variant>' must be at most {names.MAX_LABEL} characters "
+                f"(has {combined}): it names the variant's Deployment and Service",
             )
-        live = isvc.spec.live_weights()[variant.name] > 0 or variant.name == mirror
-        yield from _check_variant(variant, path, live=live)
-    yield from _check_weights(isvc.spec)
+        live = None
+        if weights_known:
+            live = isvc.spec.live_weights()[variant.name] > 0 or variant.name == mirror
+        yield from _check_variant(variant, path, live=live, dropped=dropped, index=i)
+    if weights_known:
+        yield from _check_weights(isvc.spec, dropped)
 
 
-def _check_weights(s: spec.InferenceServiceSpec) -> Iterator[FieldError]:
+def _check_weights(s: spec.InferenceServiceSpec, dropped: salvage.Dropped) -> Iterator[FieldError]:
     weights = s.live_weights()
     mirror = s.routing.mirror.variant if s.routing.mirror else None
-    live = [(i, v) for i, v in enumerate(s.variants) if v.name != mirror]
+    live = [
+        (dropped.position(("spec", "variants"), i), v)
+        for i, v in enumerate(s.variants)
+        if v.name != mirror
+    ]
     total = sum(weights[v.name] for _, v in live)
     if live and total != 100:
         split = ", ".join(f"{v.name}={weights[v.name]}" for _, v in live)
@@ -117,7 +147,10 @@ def _check_weights(s: spec.InferenceServiceSpec) -> Iterator[FieldError]:
         )
 
 
-def _check_variant(v: spec.Variant, path: str, *, live: bool) -> Iterator[FieldError]:
+def _check_variant(
+    v: spec.Variant, path: str, *, live: bool | None, dropped: salvage.Dropped, index: int
+) -> Iterator[FieldError]:
+    """Check one variant; `live` is None when a dropped weight leaves it unknown."""
     yield from _check_storage_uri(v.model.storage_uri, f"{path}.model.storageUri")
     if v.replicas is not None and v.autoscaling is not None:
         yield FieldError(f"{path}.autoscaling", "set replicas or autoscaling, not both")
@@ -130,7 +163,8 @@ def _check_variant(v: spec.Variant, path: str, *, live: bool) -> Iterator[FieldE
             f"{path}.autoscaling.maxReplicas",
             f"must be at least minReplicas ({v.autoscaling.min_replicas}), is {v.autoscaling.max_replicas}",
         )
-    yield from _check_resources(v, f"{path}.resources")
+    cpu_request_known = not dropped.touches("spec.variants.*.resources.requests")
+    yield from _check_resources(v, f"{path}.resources", cpu_request_known=cpu_request_known)
     if v.gpu and v.gpu.product and v.node_selector:
         chosen = v.node_selector.get(GPU_PRODUCT_LABEL)
         if chosen is not None and chosen != v.gpu.product:
@@ -139,7 +173,8 @@ def _check_variant(v: spec.Variant, path: str, *, live: bool) -> Iterator[FieldE
                 f"{GPU_PRODUCT_LABEL}={chosen!r} contradicts gpu.product {v.gpu.product!r}",
             )
     seen_env: set[str] = set()
-    for j, env in enumerate(v.env or []):
+    for parsed_index, env in enumerate(v.env or []):
+        j = dropped.position(("spec", "variants", index, "env"), parsed_index)
         if env.name.startswith(RESERVED_ENV_PREFIX) or env.name in RESERVED_ENV_NAMES:
             yield FieldError(
                 f"{path}.env[{j}].name",
@@ -154,7 +189,9 @@ def _check_variant(v: spec.Variant, path: str, *, live: bool) -> Iterator[FieldE
         seen_env.add(env.name)
 
 
-def _check_resources(v: spec.Variant, path: str) -> Iterator[FieldError]:
+def _check_resources(
+    v: spec.Variant, path: str, *, cpu_request_known: bool
+) -> Iterator[FieldError]:
     res = v.resources or core.ResourceRequirements()
     requests, limits = res.requests or {}, res.limits or {}
     for section, values in (("requests", requests), ("limits", limits)):
@@ -166,7 +203,7 @@ def _check_resources(v: spec.Variant, path: str) -> Iterator[FieldError]:
                     "scheduled onto GPU nodes",
                 )
     yield from _check_requests_within_limits(res, path)
-    if v.autoscaling and v.resources is not None and "cpu" not in requests:
+    if v.autoscaling and v.resources is not None and "cpu" not in requests and cpu_request_known:
         yield FieldError(
             extend_path(path, "requests", "cpu"),
             "autoscaling on CPU utilization needs a cpu request to measure against",
@@ -217,10 +254,11 @@ def _check_storage_uri(uri: str, path: str) -> Iterator[FieldError]:
         )
 
 
-def _check_routing(s: spec.InferenceServiceSpec) -> Iterator[FieldError]:
+def _check_routing(s: spec.InferenceServiceSpec, dropped: salvage.Dropped) -> Iterator[FieldError]:
     r = s.routing
     known = {v.name for v in s.variants}
-    if r.mirror:
+    mode_known = not dropped.touches("spec.routing.mode")
+    if r.mirror and not dropped.touches("spec.variants.*.name", "spec.variants.*.weight"):
         if r.mirror.variant not in known:
             yield FieldError(
                 "spec.routing.mirror.variant",
@@ -236,7 +274,11 @@ def _check_routing(s: spec.InferenceServiceSpec) -> Iterator[FieldError]:
                 )
             elif len(s.variants) == 1:
                 yield FieldError("spec.routing.mirror.variant", "cannot mirror to the only variant")
-    if r.mode == "gateway-api" and not r.parent_refs:
+    if (
+        r.mode == "gateway-api"
+        and not r.parent_refs
+        and not dropped.touches("spec.routing.parentRefs")
+    ):
         yield FieldError(
             "spec.routing.parentRefs",
             "routing mode gateway-api needs at least one Gateway in parentRefs",
@@ -247,10 +289,10 @@ def _check_routing(s: spec.InferenceServiceSpec) -> Iterator[FieldError]:
             "not supported in routing mode gateway-api: the standard channel of Gateway API "
             "v1.6.1 has no session persistence (use mode nginx for sticky users)",
         )
-    if r.mode != "gateway-api" and r.parent_refs:
+    if r.mode != "gateway-api" and r.parent_refs and mode_known:
         yield FieldError("spec.routing.parentRefs", "only used with routing mode gateway-api")
     if r.router is not None:
-        if r.mode != "nginx":
+        if r.mode != "nginx" and mode_known:
             # Refused rather than ignored: a user who sized a router would otherwise believe
             # one runs, while the Gateway's own data plane serves the traffic.
             yield FieldError(

@@ -168,7 +168,10 @@ def test_examples_pass_openapi_and_cel(path: Path, schema: dict[str, Any]) -> No
         (specs.isvc(specs.variant("router")), "reserved for the router"),
         (specs.isvc(name="a" * 57), "at most 56 characters"),
         (specs.isvc(name="Digits"), "DNS-1035"),
-        (specs.isvc(specs.variant("b" * 20), name="a" * 45), "must fit in 63 characters"),
+        (
+            specs.isvc(specs.variant("b" * 20), name="a" * 45),
+            "'<metadata.name>-<variant>' must be at most 63 characters",
+        ),
     ],
 )
 def test_cel_rules_reject_what_validation_rejects(

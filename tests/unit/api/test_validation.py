@@ -69,11 +69,37 @@ def test_derived_names_fit_in_63_characters() -> None:
     ok = specs.isvc(specs.variant("b" * 12), name=name)
     assert errors_of(ok) == []
     too_long = specs.isvc(specs.variant("b" * 13), name=name)
-    assert_error(too_long, "spec.variants[0].name", "at most 12 characters")
+    assert errors_of(too_long) == [
+        "spec.variants[0].name: '<metadata.name>-<variant>' must be at most 63 characters "
+        "(has 64): it names the variant's Deployment and Service"
+    ]
 
 
-def test_isvc_name_leaves_room_for_router_suffix() -> None:
-    assert_error(specs.isvc(specs.variant("v"), name="a" * 57), "metadata.name", "at most 56")
+@pytest.mark.parametrize("length", [57, 60, 63, 64, 70])
+def test_isvc_name_limit_is_56_whatever_the_length(length: int) -> None:
+    # Not "at most 63" first and "at most 56" once that is met; never a negative room.
+    found = errors_of(specs.isvc(specs.variant("v1"), name="a" * length))
+    assert found == [
+        f"metadata.name: must be at most 56 characters (has {length}): "
+        "the router's objects are named '<name>-router'"
+    ]
+
+
+def test_a_long_variant_beside_a_long_name_says_the_combined_limit() -> None:
+    found = errors_of(specs.isvc(specs.variant("canary-b"), name="a" * 70))
+    assert found == [
+        "metadata.name: must be at most 56 characters (has 70): "
+        "the router's objects are named '<name>-router'",
+        "spec.variants[0].name: '<metadata.name>-<variant>' must be at most 63 characters "
+        "(has 79): it names the variant's Deployment and Service",
+    ]
+
+
+def test_isvc_name_too_long_and_malformed_reports_both() -> None:
+    found = validation.validate(specs.isvc(name="A" * 60))
+    assert [e.path for e in found] == ["metadata.name", "metadata.name"]
+    assert any("must be at most 56 characters (has 60)" in e.message for e in found)
+    assert any("is not a DNS-1035 label" in e.message for e in found)
 
 
 def test_isvc_name_must_be_dns1035() -> None:
@@ -142,14 +168,45 @@ def test_storage_uri_good_schemes(uri: str) -> None:
     )
 
 
-def test_unknown_field_is_named() -> None:
+def test_unknown_field_is_named_with_the_nearest_known_one() -> None:
     obj = specs.isvc(specs.variant("v1", model={"format": "onnx", "storageURI": "file:///m"}))
     found = errors_of(obj)
-    assert (
-        "spec.variants[0].model.storageURI: unknown field (check the spelling; field names are camelCase)"
-        in found
-    )
+    assert "spec.variants[0].model.storageURI: unknown field (did you mean 'storageUri'?)" in found
     assert "spec.variants[0].model.storageUri: required field is missing" in found
+
+
+@pytest.mark.parametrize(
+    ("where", "typo", "nearest"),
+    [
+        (("spec", "variants", 0), "wieght", "weight"),
+        (("spec", "variants", 0), "nodeselector", "nodeSelector"),
+        (("spec", "routing"), "overideHeader", "overrideHeader"),
+        (("spec", "variants", 0, "resources"), "limit", "limits"),
+        (("spec", "variants", 0, "env", 0), "valueFromm", "valueFrom"),
+        ((), "specs", "spec"),
+    ],
+)
+def test_unknown_fields_suggest_the_nearest_name(
+    where: tuple[str | int, ...], typo: str, nearest: str
+) -> None:
+    obj = specs.isvc(
+        specs.variant("v1", resources={}, env=[{"name": "A", "value": "1"}]), routing={}
+    )
+    target: Any = obj
+    for part in where:
+        target = target[part]
+    target[typo] = target.pop(nearest, 1)
+    path = ".".join(str(p) for p in where).replace(".0", "[0]")
+    path = f"{path}.{typo}" if path else typo
+    assert f"{path}: unknown field (did you mean {nearest!r}?)" in errors_of(obj)
+
+
+def test_an_unknown_field_like_no_other_keeps_the_spelling_hint() -> None:
+    obj = specs.isvc(specs.variant("v1", colour="blue"))
+    assert (
+        "spec.variants[0].colour: unknown field (check the spelling; field names are camelCase)"
+        in errors_of(obj)
+    )
 
 
 def test_wrong_types_are_named() -> None:
@@ -380,3 +437,77 @@ def test_every_pattern_has_an_explanation_for_users() -> None:
     # These two get their own sentences (names.dns1035_problem, core._check_quantity).
     explained_elsewhere = {names.DNS1035_LABEL, quantity.NON_NEGATIVE_QUANTITY_PATTERN}
     assert found - explained_elsewhere <= set(patterns.EXPLANATIONS)
+
+
+# --- a wrong type hides no other problem ------------------------------------------------------
+
+
+def test_a_wrong_type_hides_no_other_problem() -> None:
+    obj = specs.isvc(
+        specs.variant(
+            "v1",
+            "fifty",
+            model={"format": "onnx", "storageUri": "ftp://host/m"},
+            env=[{"name": "KUBESERVE_PORT", "value": "1"}],
+        ),
+        specs.variant("v2", 50, replicas=1, autoscaling={"maxReplicas": 2}),
+        routing={"overrideHeader": "x-v", "sticky": {"header": "X-V"}},
+    )
+    assert errors_of(obj) == [
+        "spec.routing.overrideHeader: must differ from sticky.header",
+        "spec.variants[0].env[0].name: 'KUBESERVE_PORT' is set by kubeserve "
+        "(reserved: KUBESERVE_*, HOME)",
+        "spec.variants[0].model.storageUri: unsupported storage URI 'ftp': "
+        "use one of file://, pvc://, http://, https://, s3://, gs://",
+        "spec.variants[0].weight: must be an integer",
+        "spec.variants[1].autoscaling: set replicas or autoscaling, not both",
+    ]
+
+
+def test_a_dropped_weight_invents_no_sum_or_replica_problem() -> None:
+    obj = specs.isvc(specs.variant("v1", "fifty", replicas=0), specs.variant("v2", 50))
+    assert errors_of(obj) == ["spec.variants[0].weight: must be an integer"]
+
+
+def test_a_variant_that_cannot_parse_leaves_the_others_at_their_indices() -> None:
+    obj = specs.isvc(
+        specs.variant("v1", 50),
+        specs.variant("v2", 50, model={"format": "pytorch", "storageUri": "file:///m"}),
+        specs.variant("v3", 0, model={"format": "onnx", "storageUri": "s3:///no-bucket"}),
+        specs.variant("v1", 0),
+    )
+    assert errors_of(obj) == [
+        "spec.variants[1].model.format: must be 'onnx' or 'sklearn'",
+        "spec.variants[2].model.storageUri: s3 URIs need a bucket, e.g. s3://bucket/models/v1",
+        "spec.variants[3].name: duplicate variant name 'v1' (also spec.variants[0].name)",
+    ]
+
+
+def test_an_env_entry_that_cannot_parse_leaves_the_others_at_their_indices() -> None:
+    env = [{"name": 7}, {"name": "HOME", "value": "/"}]
+    found = errors_of(specs.isvc(specs.variant("v1", env=env)))
+    assert found == [
+        "spec.variants[0].env[0].name: must be a string",
+        "spec.variants[0].env[1].name: 'HOME' is set by kubeserve (reserved: KUBESERVE_*, HOME)",
+    ]
+
+
+def test_a_bad_quantity_is_not_also_a_missing_cpu_request() -> None:
+    obj = specs.isvc(
+        specs.variant("v1", autoscaling={"maxReplicas": 3}, resources={"requests": {"cpu": "lots"}})
+    )
+    assert [e.split(":")[0] for e in errors_of(obj)] == ["spec.variants[0].resources.requests.cpu"]
+
+
+def test_a_bad_routing_mode_invents_no_mode_problems() -> None:
+    obj = specs.isvc(routing={"mode": "istio", "parentRefs": [{"name": "gw"}]})
+    assert errors_of(obj) == ["spec.routing.mode: must be 'nginx' or 'gateway-api'"]
+
+
+@pytest.mark.parametrize("metadata", [{"name": 7}, {}, "digits"])
+def test_a_bad_metadata_still_has_the_spec_checked(metadata: Any) -> None:
+    obj = specs.isvc(specs.variant("v1", model={"format": "onnx", "storageUri": "ftp://h/m"}))
+    obj["metadata"] = metadata
+    found = errors_of(obj)
+    assert "spec.variants[0].model.storageUri: unsupported storage URI 'ftp'" in found[-1]
+    assert not any("unnamed" in e for e in found)
