@@ -19,6 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ab-sticky.yaml"
 MODELS = ROOT / "models"
+USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
+# Enough requests per user that one variant answering all of them is no coincidence.
+REQUESTS_PER_USER = 5
 
 
 def predict(url: str, row: list[float], headers: dict[str, str]) -> tuple[str, int]:
@@ -74,13 +77,23 @@ def main() -> int:
     try:
         url = f"{base}/v1/models/digits-ab:predict"
         digits = load_digits()
-        print("\nSticky users (x-user-id): each user keeps one variant")
-        print(f"{'user':8} {'variant':8} {'digit':>5} {'predicted':>9}")
-        for i, user in enumerate(["alice", "bob", "carol", "dave", "erin", "frank"]):
-            for j in range(2):
-                k = 7 * i + j
+        print(f"\nSticky users (x-user-id), {REQUESTS_PER_USER} requests each:")
+        rows, variants_per_user = [], []
+        for i, user in enumerate(USERS):
+            served, answers = [], []
+            for j in range(REQUESTS_PER_USER):
+                k = REQUESTS_PER_USER * i + j
                 variant, predicted = predict(url, digits.data[k].tolist(), {"x-user-id": user})
-                print(f"{user:8} {variant:8} {digits.target[k]:>5} {predicted:>9}")
+                served.append(variant)
+                answers.append(f"{digits.target[k]}->{predicted}")
+            rows.append((user, " ".join(served), " ".join(answers)))
+            variants_per_user.append(len(set(served)))
+        header = ("user", "variant per request", "digit->predicted")
+        widths = [max(len(row[c]) for row in [header, *rows]) for c in range(2)]
+        for user, served_by, answered in [header, *rows]:
+            print(f"{user:{widths[0]}}  {served_by:{widths[1]}}  {answered}")
+        kept = sum(n == 1 for n in variants_per_user)
+        print(f"{kept} of {len(USERS)} users were served by one variant throughout")
         counts: collections.Counter[str] = collections.Counter()
         for k in range(200):
             counts[predict(url, digits.data[k].tolist(), {})[0]] += 1
