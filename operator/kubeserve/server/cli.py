@@ -12,9 +12,13 @@ import os
 import pathlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from kubeserve.server import config
+
+# What add_subparsers returns: argparse leaves the class undocumented, and generic only in
+# typeshed (a string, so it is never subscripted at run time).
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -44,7 +48,7 @@ def _formats(raw: str) -> str:
     return raw
 
 
-def _serve_parser(sub: Any) -> None:
+def _serve_parser(sub: Subcommands) -> None:
     p = sub.add_parser(
         "serve",
         help="serve one model (all versions under --model-dir) over KServe V1 and V2",
@@ -177,7 +181,7 @@ def _serve_parser(sub: Any) -> None:
     )
 
 
-def _fetch_parser(sub: Any) -> None:
+def _fetch_parser(sub: Subcommands) -> None:
     p = sub.add_parser(
         "fetch",
         help="download a model directory or file to a local directory, atomically",
