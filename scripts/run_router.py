@@ -3,10 +3,10 @@
     .venv/bin/python scripts/run_router.py -f examples/ab-sticky.yaml \\
         --upstream v1=127.0.0.1:9001 --upstream v2=127.0.0.1:9002 --listen 8080
 
-renders the config exactly as the operator does, points each variant at the given address
-(variants not given get a stand-in from upstream.py that answers with its name), listens on
-127.0.0.1:PORT (health on PORT+1) and runs Debian's nginx in the foreground until Ctrl-C.
-`--print` prints the rewritten config instead of running it.
+renders the config as the operator does, placed on this machine: each variant at the given
+address (variants not given get a stand-in from upstream.py that answers with its name),
+listening on 127.0.0.1:PORT (health on PORT+1), writing under a temporary directory. It runs
+Debian's nginx in the foreground until Ctrl-C; `--print` prints the config instead.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 
 from kubeserve import manifests
 from kubeserve.api import validation
+from kubeserve.builders import nginx_config
+from kubeserve.local import router_config
 from kubeserve.testing import nginx as dataplane
 
 
@@ -44,15 +46,26 @@ def main() -> int:
     docs = [validation.parse(d) for d in manifests.load_documents(args.filename)]
     isvc = next(d for d in docs if args.name in (None, d.metadata.name))
     given = dict(u.split("=", 1) for u in args.upstream)
-    missing = [v.name for v in isvc.spec.variants if v.name not in given]
+    variants = [v.name for v in isvc.spec.variants]
+    unknown = sorted(set(given) - set(variants))
+    if unknown:
+        parser.error(f"no variant named {', '.join(unknown)} (variants: {', '.join(variants)})")
+    missing = [name for name in variants if name not in given]
     stand_ins = dataplane.Upstreams(missing) if missing and not args.print else None
-    targets: dict[str, int | str] = {**(stand_ins.ports if stand_ins else {}), **given}
-    for name in missing:
-        targets.setdefault(name, 9)  # --print without stand-ins: a placeholder port
+    stand_in_ports = stand_ins.ports if stand_ins else {}
+    # --print without stand-ins: a placeholder port for the variants not given.
+    upstreams = {
+        name: f"{router_config.LOOPBACK}:{stand_in_ports.get(name, 9)}" for name in missing
+    } | given
     work = Path(tempfile.mkdtemp(prefix="kubeserve-router-"))
-    text = dataplane.loopback_config(
-        isvc, targets, listen=args.listen, health=args.listen + 1, workdir=work
+    placement = nginx_config.Placement(
+        host=router_config.LOOPBACK,
+        port=args.listen,
+        health_port=args.listen + 1,
+        upstreams=upstreams,
+        temp_dir=work,
     )
+    text = nginx_config.render_config(isvc, placement=placement)
     if args.print:
         sys.stdout.write(text)
         return 0
@@ -61,7 +74,7 @@ def main() -> int:
     print(
         f"router for {isvc.metadata.name} on http://127.0.0.1:{args.listen} (config {work}/nginx.conf)"
     )
-    for name, port in (stand_ins.ports if stand_ins else {}).items():
+    for name, port in stand_in_ports.items():
         print(f"  {name}: stand-in on 127.0.0.1:{port}")
     try:
         while nginx.proc.poll() is None:

@@ -34,8 +34,9 @@ sys.path.insert(0, str(HERE.parent))
 
 import loadgen  # noqa: E402
 
-from kubeserve.api import spec, validation  # noqa: E402
-from kubeserve.builders import router  # noqa: E402
+from kubeserve.api import validation  # noqa: E402
+from kubeserve.builders import nginx_config  # noqa: E402
+from kubeserve.local import router_config  # noqa: E402
 from kubeserve.testing import nginx as dataplane  # noqa: E402
 
 PATH = "/v2/models/digits/infer"
@@ -188,7 +189,7 @@ def main() -> int:
     parser.add_argument(
         "--upstream-keepalive",
         type=int,
-        help="replace the rendered upstream `keepalive` (idle connections per worker), to compare",
+        help="render the upstream `keepalive` (idle connections per worker) with this, to compare",
     )
     parser.add_argument(
         "--router-workers",
@@ -233,13 +234,13 @@ def main() -> int:
             listen, health = dataplane.free_port(), dataplane.free_port()
             nginx_dir = work / "nginx"
             nginx_dir.mkdir()
-            conf = dataplane.loopback_config(
-                isvc, {"v1": port}, listen=listen, health=health, workdir=nginx_dir
+            conf = nginx_config.render_config(
+                isvc,
+                placement=router_config.loopback_placement(
+                    {"v1": port}, listen=listen, health=health, workdir=nginx_dir
+                ),
+                upstream_keepalive=args.upstream_keepalive or nginx_config.UPSTREAM_KEEPALIVE,
             )
-            if args.upstream_keepalive:
-                rendered = f"keepalive {router.UPSTREAM_KEEPALIVE};"
-                assert conf.count(rendered) == 1, "the template's keepalive line changed"
-                conf = conf.replace(rendered, f"keepalive {args.upstream_keepalive};")
             nginx = dataplane.Nginx(nginx_dir, conf, health=health)
             try:
                 results: list[dict[str, Any]] = []
@@ -288,8 +289,8 @@ def main() -> int:
         "rounds": args.rounds,
         "wrk_threads": args.threads,
         "server_workers": args.server_workers,
-        "router_workers": int((isvc.spec.routing.router or spec.Router()).workers),
-        "upstream_keepalive": args.upstream_keepalive or router.UPSTREAM_KEEPALIVE,
+        "router_workers": int(nginx_config.router_settings(isvc).workers),
+        "upstream_keepalive": args.upstream_keepalive or nginx_config.UPSTREAM_KEEPALIVE,
         "pinned": bool(args.pin),
         "runs_on_a_quiet_machine": f"{sum(r['quiet'] for r in results)} of {len(results)}",
     }

@@ -1,10 +1,11 @@
-"""Traffic changes as pure logic: parse `v1=50,v2=50`, promote, roll back, and the patch to send.
+"""Traffic changes as pure logic: set a split, promote, roll back, and the patch to send.
 
 Every change works on the InferenceService as a dict (as read from the API or from a file) and
 gives a `Change`: the new weights, whether the mirror goes or comes back, and the split being
 replaced. The split being replaced is kept in the annotation `serving.kubeserve.dev/
-previous-traffic`, in the same form as `status.traffic` (`v1=90,v2=10,v3=mirror20%`), so that
-`rollback` can restore it; rolling back twice therefore returns to where it started.
+previous-traffic`, in the text form of `status.traffic` (`v1=90,v2=10,v3=mirror20%`, written
+and read by `builders.traffic_text`), so that `rollback` can restore it; rolling back twice
+therefore returns to where it started.
 
 Choices: `traffic` sets the named variants and gives every variant it does not name weight 0
 (dark, still deployed). `promote V` gives V 100 and every other variant 0; they stay deployed,
@@ -16,15 +17,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from typing import Any
 
 from kubeserve.api import validation
 from kubeserve.api.errors import SpecError
-from kubeserve.builders import router
+from kubeserve.builders import traffic_text
 
 PREVIOUS_ANNOTATION = "serving.kubeserve.dev/previous-traffic"
-_PART_RE = re.compile(r"^([a-z]([-a-z0-9]*[a-z0-9])?)=(mirror)?([0-9]{1,3})(%?)$")
 
 
 class TrafficError(ValueError):
@@ -32,69 +31,23 @@ class TrafficError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Split:
-    """A traffic split: weight per variant and the optional mirror (variant, percent)."""
-
-    weights: dict[str, int]
-    mirror: tuple[str, int] | None = None
-
-    def __str__(self) -> str:
-        parts = []
-        for name, weight in self.weights.items():
-            if self.mirror and name == self.mirror[0]:
-                parts.append(f"{name}=mirror{self.mirror[1]}%")
-            else:
-                parts.append(f"{name}={weight}")
-        return ",".join(parts)
-
-
-@dataclasses.dataclass(frozen=True)
 class Change:
     """What a command does to one InferenceService: the split before and after."""
 
-    before: Split
-    after: Split
+    before: traffic_text.Split
+    after: traffic_text.Split
 
 
-def parse_split(text: str) -> Split:
-    """Parse `v1=90,v2=10` (and `v3=mirror20%`, the form status.traffic and the annotation use)."""
-    weights: dict[str, int] = {}
-    mirror = None
-    for raw in text.split(","):
-        part = raw.strip()
-        match = _PART_RE.match(part)
-        if not match:
-            raise TrafficError(
-                f"cannot read {part!r}: write VARIANT=PERCENT, e.g. v1=90,v2=10 "
-                "(or VARIANT=mirrorPERCENT% for the shadow)"
-            )
-        name, is_mirror, number = match.group(1), match.group(3), int(match.group(4))
-        if name in weights:
-            raise TrafficError(f"{name!r} is given twice")
-        if number > 100:
-            raise TrafficError(f"{name}={number}: a weight is a percent from 0 to 100")
-        if is_mirror:
-            if mirror is not None:
-                raise TrafficError("only one variant can be the mirror")
-            if number < 1:
-                raise TrafficError(f"{part}: a mirror copies 1 to 100 percent")
-            mirror = (name, number)
-            weights[name] = 0
-        else:
-            if match.group(5):
-                raise TrafficError(f"{part}: write weights without '%', e.g. {name}={number}")
-            weights[name] = number
-    total = sum(weights.values())
-    if total != 100:
-        raise TrafficError(f"weights sum to {total}, must be 100 ({text})")
-    return Split(weights, mirror)
+def _read(text: str) -> traffic_text.Split:
+    try:
+        return traffic_text.parse(text)
+    except traffic_text.SplitTextError as exc:
+        raise TrafficError(str(exc)) from None
 
 
-def current_split(obj: dict[str, Any]) -> Split:
+def current_split(obj: dict[str, Any]) -> traffic_text.Split:
     """Give the split an InferenceService dict has now."""
-    isvc = _parse(obj)
-    m = isvc.spec.routing.mirror
-    return Split(isvc.spec.live_weights(), (m.variant, m.percent) if m else None)
+    return traffic_text.of(_parse(obj))
 
 
 def _parse(obj: dict[str, Any]) -> Any:
@@ -105,19 +58,21 @@ def _parse(obj: dict[str, Any]) -> Any:
         raise TrafficError(f"the InferenceService is not valid: {problems}") from None
 
 
-def _complete(before: Split, weights: dict[str, int], mirror: tuple[str, int] | None) -> Split:
+def _complete(
+    before: traffic_text.Split, weights: dict[str, int], mirror: tuple[str, int] | None
+) -> traffic_text.Split:
     unknown = sorted(set(weights) - set(before.weights))
     if unknown:
         raise TrafficError(
             f"no variant named {', '.join(unknown)} (variants: {', '.join(before.weights)})"
         )
-    return Split({name: weights.get(name, 0) for name in before.weights}, mirror)
+    return traffic_text.Split({name: weights.get(name, 0) for name in before.weights}, mirror)
 
 
 def set_traffic(obj: dict[str, Any], text: str) -> Change:
     """Plan `kubeserve traffic NAME v1=50,v2=50`: named weights, every other variant 0."""
     before = current_split(obj)
-    wanted = parse_split(text)
+    wanted = _read(text)
     mirror = wanted.mirror if wanted.mirror else before.mirror
     if mirror and wanted.weights.get(mirror[0], 0) > 0:
         raise TrafficError(
@@ -145,7 +100,7 @@ def rollback(obj: dict[str, Any]) -> Change:
             "(it is written by `kubeserve traffic` and `kubeserve promote`)"
         )
     try:
-        wanted = parse_split(previous)
+        wanted = _read(previous)
     except TrafficError as exc:
         raise TrafficError(f"the {PREVIOUS_ANNOTATION} annotation is unreadable: {exc}") from None
     return Change(before, _complete(before, wanted.weights, wanted.mirror))
@@ -226,4 +181,4 @@ def json_patch(obj: dict[str, Any], change: Change) -> list[dict[str, Any]]:
 
 def summary(obj: dict[str, Any]) -> str:
     """Give the split of an InferenceService dict as status.traffic shows it."""
-    return router.traffic_summary(_parse(obj))
+    return str(current_split(obj))

@@ -24,7 +24,8 @@ from kubeserve.builders import meta, variant
 COMPONENT = "router"
 API_VERSION = "gateway.networking.k8s.io/v1"
 # An HTTPRoute holds at most 16 rules and the split needs one: with 16 variants, the last
-# one in spec order has no override rule (the API should cap gateway-api specs at 15).
+# one in spec order has no override rule. The API does not refuse that spec yet, so that
+# variant is then reachable by weight only.
 MAX_OVERRIDE_RULES = 15
 
 

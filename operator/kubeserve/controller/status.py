@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubeserve.api import names, spec
-from kubeserve.builders import pod, router
+from kubeserve.builders import endpoint, pod
 from kubeserve.builders.config import BuildConfig
 
 READY, VARIANTS_READY, ROUTING_READY = "Ready", "VariantsReady", "RoutingReady"
@@ -276,8 +276,8 @@ def compute(
     conditions += [_stamp(v, t, previous, now, generation) for t, v in verdicts]
     return {
         "observedGeneration": generation,
-        "url": router.endpoint_url(isvc, BuildConfig(cluster_domain=cluster_domain)),
-        "traffic": router.traffic_summary(isvc),
+        "url": endpoint.endpoint_url(isvc, BuildConfig(cluster_domain=cluster_domain)),
+        "traffic": endpoint.traffic_summary(isvc),
         "conditions": conditions,
         "variants": variants,
     }

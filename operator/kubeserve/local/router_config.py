@@ -1,41 +1,50 @@
-"""The router config the operator renders, pointed at loopback ports and a private directory.
+"""The router config the operator renders, placed on loopback ports and in a private directory.
 
-The config in a pod listens on fixed ports, proxies to cluster DNS names and writes under
-the /tmp emptyDir; on a developer machine each of those must differ. Every edit expects the
-exact number of matches, so a template change that would make the local run differ from the
-cluster's router fails loudly instead of silently.
+In a pod the router listens on fixed ports, proxies to the variants' Services by cluster DNS
+name and writes under the /tmp emptyDir; on a developer machine each of those must differ.
+`kubeserve up`, the data-plane tests and the router benchmark render the config for such a
+`nginx_config.Placement`; everything else in it is the cluster's config.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from kubeserve.api import spec
-from kubeserve.builders import router
+from kubeserve.builders import nginx_config
 from kubeserve.builders.config import BuildConfig
 
-# client_body, proxy, fastcgi, uwsgi, scgi temp paths and the pid file.
+LOOPBACK = "127.0.0.1"
+# Files and directories the config puts under its temp directory: the pid file and the
+# client_body, proxy, fastcgi, uwsgi and scgi temp paths.
 TMP_PATHS = 6
 
 
 def free_port() -> int:
     """Give a loopback port that was free a moment ago."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
 
 
-def _replace(text: str, old: str, new: str, count: int) -> str:
-    found = text.count(old)
-    if found != count:
-        raise ValueError(f"expected {count} x {old!r} in the rendered router config, found {found}")
-    return text.replace(old, new)
+def loopback_placement(
+    ports: Mapping[str, int], *, listen: int, health: int, workdir: Path
+) -> nginx_config.Placement:
+    """Place a router on loopback: variants on `ports` (by name), its files under `workdir`."""
+    return nginx_config.Placement(
+        host=LOOPBACK,
+        port=listen,
+        health_port=health,
+        upstreams={name: f"{LOOPBACK}:{port}" for name, port in ports.items()},
+        temp_dir=workdir,
+    )
 
 
 def loopback_config(
     isvc: spec.InferenceService,
-    ports: dict[str, int],
+    ports: Mapping[str, int],
     *,
     listen: int,
     health: int,
@@ -43,11 +52,5 @@ def loopback_config(
     config: BuildConfig | None = None,
 ) -> str:
     """Render the router config for upstreams on 127.0.0.1 `ports` (by variant)."""
-    config = config or BuildConfig()
-    text = router.render_config(isvc, config)
-    for v in isvc.spec.variants:
-        address = router.upstream_address(isvc, v.name, config)
-        text = _replace(text, f"server {address};", f"server 127.0.0.1:{ports[v.name]};", 1)
-    text = _replace(text, f"listen {router.ROUTER_PORT};", f"listen 127.0.0.1:{listen};", 1)
-    text = _replace(text, f"listen {router.HEALTH_PORT};", f"listen 127.0.0.1:{health};", 1)
-    return _replace(text, " /tmp/", f" {workdir}/", TMP_PATHS)
+    placement = loopback_placement(ports, listen=listen, health=health, workdir=workdir)
+    return nginx_config.render_config(isvc, config, placement=placement)

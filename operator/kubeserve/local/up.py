@@ -27,7 +27,7 @@ from pathlib import Path
 from kubeserve import manifests
 from kubeserve.api import spec, validation
 from kubeserve.api.errors import SpecError
-from kubeserve.builders import pod, router
+from kubeserve.builders import endpoint, pod
 from kubeserve.local import router_config
 
 # Examples name paths inside the server image; locally the training script writes them here.
@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
 def _announce(isvc: spec.InferenceService, listen: int, ports: dict[str, int], work: Path) -> None:
     url = f"http://127.0.0.1:{listen}"
     name = isvc.metadata.name
-    print(f"InferenceService {name} is up at {url}  (traffic {router.traffic_summary(isvc)})")
+    print(f"InferenceService {name} is up at {url}  (traffic {endpoint.traffic_summary(isvc)})")
     for variant, port in ports.items():
         print(f"  variant {variant}: http://127.0.0.1:{port}")
     sample = ",".join(["0"] * 64)

@@ -1,9 +1,8 @@
 """Run the rendered router for real: Debian's nginx on loopback ports in front of stand-ins.
 
-The config under test is the ConfigMap text the builder renders, changed only where a test
-machine must differ from a pod: upstream addresses become loopback ports, the listen ports
-become free loopback ports, and /tmp becomes the test's own directory. Each of those edits
-must match the expected number of times, so a template change cannot silently escape them.
+The config under test is the one the operator renders for its ConfigMap, placed where a test
+machine must differ from a pod (`local.router_config`): the variants on loopback ports, free
+loopback ports to listen on, and the test's own directory instead of /tmp.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kubeserve.api import spec
-from kubeserve.builders import router
+from kubeserve.builders import nginx_config
 from kubeserve.local import router_config
 
 NGINX = shutil.which("nginx") or (
@@ -30,7 +29,7 @@ NGINX = shutil.which("nginx") or (
 UPSTREAM_SCRIPT = Path(__file__).with_name("upstream.py")
 
 
-# The local run's own rewrite: what `kubeserve up` runs is what these tests run.
+# The local run's own placement: what `kubeserve up` runs is what these tests run.
 free_port = router_config.free_port
 loopback_config = router_config.loopback_config
 
@@ -165,7 +164,7 @@ class Client:
         self.conn.request("POST", path, body=b"{}", headers=headers or {})
         resp = self.conn.getresponse()
         body = resp.read().decode()
-        return resp.status, resp.getheader(router.SERVED_BY_HEADER, ""), body
+        return resp.status, resp.getheader(nginx_config.SERVED_BY_HEADER, ""), body
 
     def close(self) -> None:
         self.conn.close()

@@ -12,6 +12,7 @@ of them were mirror copies (`NAME/mirror`) and how many were dropped (`NAME/drop
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 from collections import Counter
@@ -74,7 +75,7 @@ async def main(specs: list[str]) -> None:
     for item in specs:
         name, _, mode = item.partition(":")
         server = await asyncio.start_server(
-            lambda r, w, n=name, m=mode or "echo": _serve(n, m, r, w), "127.0.0.1", 0, backlog=1024
+            functools.partial(_serve, name, mode or "echo"), "127.0.0.1", 0, backlog=1024
         )
         servers.append(server)
         ports[name] = server.sockets[0].getsockname()[1]

@@ -17,7 +17,7 @@ import pytest
 
 from kubeserve import manifests
 from kubeserve.api import validation
-from kubeserve.builders import router
+from kubeserve.builders import nginx_config
 from kubeserve.builders.config import BuildConfig
 from support import specs
 
@@ -83,7 +83,7 @@ CASES = cases()
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_the_cluster_config_is_unchanged(name: str) -> None:
     doc, config = CASES[name]
-    text = router.render_config(validation.parse(doc), config)
+    text = nginx_config.render_config(validation.parse(doc), config)
     golden = GOLDEN / f"{name}.conf"
     if os.environ.get("KUBESERVE_UPDATE_GOLDEN"):
         golden.write_text(text)

@@ -1,25 +1,16 @@
-"""The router's objects: schema-valid, deterministic, restricted, rolled on change, injection-proof."""
+"""The router's objects, or the HTTPRoute in their place: schema-valid, deterministic, restricted."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 
 from kubeserve import manifests
 from kubeserve.api import spec, validation
-from kubeserve.builders import children, httproute, router
+from kubeserve.builders import children, httproute, nginx_config, router
 from kubeserve.builders.config import BuildConfig
-from kubeserve.testing import nginx as dataplane
 from support import gateway_schema, k8s_schema, specs, strategies
-from support.nginx import requires_nginx
-
-PROFILE = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def parse(obj: dict[str, Any]) -> spec.InferenceService:
@@ -126,8 +117,8 @@ def test_router_service_selects_router_pods_and_targets_nginx() -> None:
     assert svc["spec"]["ports"][0]["targetPort"] == "http"
     [container] = dep["spec"]["template"]["spec"]["containers"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
-        "http": router.ROUTER_PORT,
-        "health": router.HEALTH_PORT,
+        "http": nginx_config.ROUTER_PORT,
+        "health": nginx_config.HEALTH_PORT,
     }
 
 
@@ -146,25 +137,6 @@ def test_router_pod_is_restricted_non_root_with_a_read_only_root() -> None:
     assert c["image"] == BuildConfig().router_image
     assert c["readinessProbe"]["httpGet"]["port"] == "health"
     assert c["livenessProbe"]["httpGet"]["port"] == "health"
-
-
-def test_nginx_writes_only_under_tmp() -> None:
-    text = router.render_config(parse(sticky_ab()))
-    assert "pid /tmp/nginx.pid;" in text
-    for directive in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        assert f"{directive}_temp_path /tmp/" in text
-    # Logs go to the container's streams, not to files.
-    assert "error_log stderr" in text
-    assert "access_log /dev/stdout" in text
-
-
-def test_upstream_connections_are_kept_and_access_log_lines_stay_whole() -> None:
-    text = router.render_config(parse(sticky_ab()))
-    # One idle pool per variant and worker, large enough for the benchmark's 64 connections.
-    assert text.count(f"keepalive {router.UPSTREAM_KEEPALIVE};") == 4
-    assert router.UPSTREAM_KEEPALIVE >= 64
-    # Buffered writes no larger than PIPE_BUF are atomic on the container's stdout pipe.
-    assert "access_log /dev/stdout kubeserve buffer=4k flush=1s;" in text
 
 
 def test_rollout_surges_and_never_drops_below_the_replicas() -> None:
@@ -196,142 +168,6 @@ def test_same_spec_gives_byte_identical_router_objects() -> None:
     obj = sticky_ab()
     first = manifests.dump_documents(children.build_children(parse(obj)))
     assert first == manifests.dump_documents(children.build_children(parse(obj)))
-
-
-def test_split_leaves_zero_weight_variants_out_and_lets_the_last_take_the_rest() -> None:
-    text = router.render_config(parse(sticky_ab()))
-    split = text.split('split_clients "digits/$kubeserve_key" $kubeserve_split {')[1].split("}")[0]
-    assert [line.strip() for line in split.strip().splitlines()] == ["50% v1;", "30% v2;", "* v3;"]
-    # ...but every variant has an upstream, so the override header reaches it.
-    for v in ("v1", "v2", "v3", "shadow"):
-        assert f"upstream {v} {{" in text
-        assert f'"{v}" {v};' in text
-
-
-def test_single_variant_takes_everything() -> None:
-    text = router.render_config(parse(specs.isvc()))
-    assert 'split_clients "digits/$request_id" $kubeserve_split {\n        * v1;\n    }' in text
-
-
-def test_upstreams_are_the_variant_services_by_cluster_dns() -> None:
-    text = router.render_config(parse(specs.canary()), BuildConfig(cluster_domain="k8s.example"))
-    assert "server digits-v1.default.svc.k8s.example:80;" in text
-    text = router.render_config(parse(specs.isvc(namespace=None)))
-    assert "server digits-v1:80;" in text
-
-
-def test_cookie_names_with_dashes_and_dots_are_matched_on_the_raw_cookie_header() -> None:
-    obj = specs.isvc(
-        specs.variant("v1", 50),
-        specs.variant("v2", 50),
-        routing={"sticky": {"cookie": "ab.user-id"}},
-    )
-    text = router.render_config(parse(obj))
-    assert r'"~(?:^|;\\s*)ab\\.user\\-id=([^;]*)" $1;' in text
-    assert "map $cookie_" not in text
-
-
-@pytest.mark.parametrize(
-    "hostile",
-    [
-        'x"; return 200 "pwned',
-        "x;\n    return 200 pwned;",
-        "x-$host",
-        "x}",
-        "x y",
-        "x\\",
-    ],
-)
-@pytest.mark.parametrize("where", ["sticky-header", "sticky-cookie", "override", "variant", "name"])
-def test_hostile_values_never_reach_the_config(hostile: str, where: str) -> None:
-    # The API refuses these; build a spec past it to check the builder's own defence.
-    isvc = parse(
-        specs.isvc(
-            specs.variant("v1", 50),
-            specs.variant("v2", 50),
-            routing={"sticky": {"header": "x-user-id"}, "overrideHeader": "x-variant"},
-        )
-    )
-    routing = isvc.spec.routing
-    assert routing.sticky is not None
-    if where == "sticky-header":
-        routing.sticky.__dict__["header"] = hostile
-    elif where == "sticky-cookie":
-        routing.sticky.__dict__.update(header=None, cookie=hostile)
-    elif where == "override":
-        routing.__dict__["override_header"] = hostile
-    elif where == "variant":
-        isvc.spec.variants[1].__dict__["name"] = hostile
-    else:
-        isvc.metadata.__dict__["name"] = hostile
-    with pytest.raises(router.UnsafeValueError):
-        router.render_config(isvc)
-
-
-def test_quote_escapes_quotes_and_backslashes_and_refuses_variables() -> None:
-    assert router.quote('a"b\\c') == '"a\\"b\\\\c"'
-    for bad in ("$host", "a\nb", "a\x00"):
-        with pytest.raises(router.UnsafeValueError):
-            router.quote(bad)
-
-
-@requires_nginx
-@PROFILE
-@given(strategies.inference_services())
-def test_nginx_accepts_the_config_of_any_valid_spec(obj: dict[str, Any]) -> None:
-    with tempfile.TemporaryDirectory() as d:
-        assert_nginx_accepts(parse(obj), Path(d))
-
-
-def assert_nginx_accepts(isvc: spec.InferenceService, work: Path) -> None:
-    """Run `nginx -t` on the router config of `isvc`, pointed at loopback ports in `work`."""
-    ports = {v.name: 9 for v in isvc.spec.variants}
-    os.chmod(work, 0o755)
-    text = dataplane.loopback_config(isvc, ports, listen=1, health=2, workdir=work)
-    (work / "nginx.conf").write_text(text)
-    assert dataplane.NGINX is not None
-    command = [
-        dataplane.NGINX,
-        "-t",
-        "-q",
-        "-e",
-        str(work / "e.log"),
-        "-p",
-        str(work),
-        "-c",
-        str(work / "nginx.conf"),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr + (work / "e.log").read_text()
-
-
-# --- endpoint and status -------------------------------------------------------------------
-
-
-def test_endpoint_url_is_the_router_service() -> None:
-    isvc = parse(specs.canary())
-    assert router.endpoint_url(isvc) == "http://digits.default.svc.cluster.local"
-    assert router.endpoint_url(isvc, BuildConfig(cluster_domain="c.example")) == (
-        "http://digits.default.svc.c.example"
-    )
-    assert router.endpoint_url(parse(specs.isvc(namespace=None))) == "http://digits"
-
-
-def test_endpoint_url_in_gateway_mode_names_the_gateway() -> None:
-    obj = specs.canary()
-    obj["spec"]["routing"] = {
-        "mode": "gateway-api",
-        "parentRefs": [{"name": "gw", "namespace": "infra"}],
-    }
-    assert router.endpoint_url(parse(obj)) == "gateway://infra/gw"
-
-
-def test_traffic_summary() -> None:
-    assert router.traffic_summary(parse(specs.canary())) == "v1=90,v2=10"
-    assert router.traffic_summary(parse(specs.isvc())) == "v1=100"
-    assert router.traffic_summary(parse(sticky_ab())) == "v1=50,v2=30,v3=20,shadow=mirror20%"
-    dark = specs.isvc(specs.variant("v1", 100), specs.variant("v2", 0))
-    assert router.traffic_summary(parse(dark)) == "v1=100,v2=0"
 
 
 # --- Gateway API ----------------------------------------------------------------------------
@@ -423,13 +259,3 @@ def test_any_valid_gateway_spec_renders_a_valid_httproute(obj: dict[str, Any]) -
     routing = {k: v for k, v in obj["spec"].get("routing", {}).items() if k in kept}
     route = httproute.http_route(parse(gateway(obj, **routing)))
     gateway_schema.assert_valid(route)
-
-
-EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("*.yaml"))
-
-
-@requires_nginx
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_nginx_accepts_every_example(path: Path, tmp_path: Path) -> None:
-    for doc in manifests.load_documents(str(path)):
-        assert_nginx_accepts(parse(doc), tmp_path)

@@ -13,7 +13,7 @@ import yaml
 
 from kubeserve import cli, traffic, traffic_cli
 from kubeserve.api import validation
-from kubeserve.builders import router
+from kubeserve.builders import endpoint, nginx_config
 from support import specs
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -53,45 +53,25 @@ def apply_json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
     return doc
 
 
-@pytest.mark.parametrize(
-    ("text", "weights", "mirror"),
-    [
-        ("v1=90,v2=10", {"v1": 90, "v2": 10}, None),
-        (" v1=100 ", {"v1": 100}, None),
-        ("v1=50,v2=30,v3=20", {"v1": 50, "v2": 30, "v3": 20}, None),
-        ("v1=100,v3=mirror20%", {"v1": 100, "v3": 0}, ("v3", 20)),
-    ],
-)
-def test_parse_split(text: str, weights: dict[str, int], mirror: tuple[str, int] | None) -> None:
-    split = traffic.parse_split(text)
-    assert split.weights == weights
-    assert split.mirror == mirror
-
-
-@pytest.mark.parametrize(
-    ("text", "says"),
-    [
-        ("v1=90,v2=20", "sum to 110"),
-        ("v1=90", "sum to 90"),
-        ("v1=90,v1=10", "twice"),
-        ("v1:90", "VARIANT=PERCENT"),
-        ("v1=abc", "VARIANT=PERCENT"),
-        ("V1=100", "VARIANT=PERCENT"),
-        ("v1=101", "0 to 100"),
-        ("v1=100%", "without '%'"),
-        ("v1=100,a=mirror5%,b=mirror5%", "only one"),
-        ("", "VARIANT=PERCENT"),
-    ],
-)
-def test_parse_split_says_what_is_wrong(text: str, says: str) -> None:
-    with pytest.raises(traffic.TrafficError, match=says):
-        traffic.parse_split(text)
-
-
-def test_split_text_round_trips_through_the_status_form() -> None:
+def test_the_current_split_is_written_as_status_shows_it() -> None:
     obj = three()
-    assert str(traffic.current_split(obj)) == router.traffic_summary(validation.parse(obj))
-    assert traffic.parse_split(str(traffic.current_split(obj))) == traffic.current_split(obj)
+    assert str(traffic.current_split(obj)) == endpoint.traffic_summary(validation.parse(obj))
+    assert traffic.summary(obj) == "v1=90,v2=10,v3=mirror20%"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"), [("v1=90,v2=20", "sum to 110"), ("v1=50,v2=mirror0%", "1 to 100")]
+)
+def test_an_unreadable_split_is_a_traffic_error(text: str, says: str) -> None:
+    with pytest.raises(traffic.TrafficError, match=says):
+        traffic.set_traffic(three(), text)
+
+
+def test_an_unreadable_previous_split_says_where_it_was_read() -> None:
+    obj = three()
+    obj["metadata"]["annotations"] = {traffic.PREVIOUS_ANNOTATION: "v1=90,v2=9"}
+    with pytest.raises(traffic.TrafficError, match="annotation is unreadable: weights sum to 99"):
+        traffic.rollback(obj)
 
 
 def test_traffic_sets_named_weights_and_zeroes_the_rest() -> None:
@@ -121,7 +101,7 @@ def test_promote_gives_one_variant_everything_and_keeps_the_others_at_zero() -> 
     change = traffic.promote(three(), "v2")
     assert change.after.weights == {"v1": 0, "v2": 100, "v3": 0}
     assert change.after.mirror == ("v3", 20)
-    assert router.traffic_summary(validation.parse(traffic.apply(three(), change))) == (
+    assert endpoint.traffic_summary(validation.parse(traffic.apply(three(), change))) == (
         "v1=0,v2=100,v3=mirror20%"
     )
 
@@ -275,7 +255,7 @@ def test_file_mode_edits_yaml_for_gitops(capsys: pytest.CaptureFixture[str]) -> 
     assert doc["metadata"]["annotations"][traffic.PREVIOUS_ANNOTATION] == "v1=90,v2=10"
     assert "v1=90,v2=10 -> v1=50,v2=50" in captured.err
     # The result renders a router with the new split.
-    conf = router.render_config(validation.parse(doc))
+    conf = nginx_config.render_config(validation.parse(doc))
     assert "50% v1;\n        * v2;" in conf
     assert cli.main(["promote", "-f", str(path), "nope", "v2"]) == 1
 
