@@ -3,8 +3,9 @@
 The plan is `traffic`'s pure logic; this module only reads and writes. Against a cluster it
 sends, through `cluster.Cluster`, a JSON Patch like `kubectl patch --type json`, pinned to the
 resourceVersion it read (a concurrent edit makes it re-read and re-plan, up to three times).
-With `-f FILE` it edits a YAML file instead and prints the result, for GitOps repositories;
-`--dry-run` prints the patch and sends nothing.
+With `-f FILE` it edits a YAML file instead and prints the result, for GitOps repositories:
+only the changed values differ, comments and layout kept; `--dry-run` prints the patch and
+sends nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
 import kubeserve
-from kubeserve import manifests, traffic
+from kubeserve import manifests, traffic, yaml_text
 
 if TYPE_CHECKING:
     from kubeserve import cluster
@@ -103,26 +104,29 @@ def plan(args: argparse.Namespace, obj: dict[str, Any]) -> traffic.Change:
 
 
 def _run_on_file(args: argparse.Namespace) -> int:
-    docs = manifests.load_documents(args.filename)
-    out = []
-    found = False
-    for doc in docs:
-        if (
+    text = manifests.read_text(args.filename)
+    # Refuse what kubectl would (duplicate keys, bad YAML), saying where, before any edit.
+    manifests.parse_documents(text, source=args.filename)
+    changes: list[traffic.Change] = []
+
+    def edit(doc: Any) -> dict[str, Any] | None:
+        if not (
             isinstance(doc, dict)
             and doc.get("kind") == kubeserve.KIND
             and (doc.get("metadata") or {}).get("name") == args.name
         ):
-            change = plan(args, doc)
-            doc = traffic.apply(doc, change)
-            print(
-                f"inferenceservice/{args.name}: {change.before} -> {change.after}", file=sys.stderr
-            )
-            found = True
-        out.append(doc)
-    if not found:
+            return None
+        change = plan(args, doc)
+        changes.append(change)
+        return traffic.apply(doc, change)
+
+    edited = yaml_text.edit_documents(text, edit)
+    if not changes:
         print(f"no InferenceService {args.name!r} in {args.filename}", file=sys.stderr)
         return EXIT_FAILED
-    sys.stdout.write(manifests.dump_documents(out))
+    for change in changes:
+        print(f"inferenceservice/{args.name}: {change.before} -> {change.after}", file=sys.stderr)
+    sys.stdout.write(edited)
     return 0
 
 

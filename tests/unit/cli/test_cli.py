@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import shutil
 import subprocess
 import sys
@@ -171,3 +172,64 @@ def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["render"])
     assert info.value.code == 2
+
+
+# --- traffic -f: GitOps edits ----------------------------------------------------------------
+
+
+def changed_lines(before: str, after: str) -> list[str]:
+    diff = difflib.ndiff(before.splitlines(), after.splitlines())
+    return [line for line in diff if line.startswith(("+ ", "- "))]
+
+
+def test_traffic_on_a_file_changes_only_the_weights_and_the_annotation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = ROOT / "examples" / "canary.yaml"
+    assert cli.main(["traffic", "-f", str(path), "digits-canary", "v1=50,v2=50"]) == 0
+    assert changed_lines(path.read_text(), capsys.readouterr().out) == [
+        "+   annotations:",
+        "+     serving.kubeserve.dev/previous-traffic: v1=90,v2=10",
+        "-       weight: 90",
+        "+       weight: 50",
+        "-       weight: 10",
+        "+       weight: 50",
+    ]
+
+
+def test_traffic_on_a_file_changes_only_the_named_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = (ROOT / "examples" / "canary.yaml").read_text()
+    second = """\
+# Kept as written: flow style, quotes, comments, list indentation.
+apiVersion: serving.kubeserve.dev/v1alpha1
+kind: InferenceService
+metadata: {name: other, annotations: {team: "ml"}}
+spec:
+  variants:
+  - {name: v1, weight: 90, model: {format: onnx, storageUri: 'file:///models/v1'}}  # stable
+  - {name: v2, weight: 10, model: {format: onnx, storageUri: "file:///models/v2"}}
+"""
+    path = tmp_path / "both.yaml"
+    path.write_text(f"---\n{first}---\n{second}")
+    assert cli.main(["promote", "-f", str(path), "other", "v2"]) == 0
+    assert changed_lines(path.read_text(), capsys.readouterr().out) == [
+        '- metadata: {name: other, annotations: {team: "ml"}}',
+        '+ metadata: {name: other, annotations: {team: "ml", '
+        "serving.kubeserve.dev/previous-traffic: 'v1=90,v2=10'}}",
+        "-   - {name: v1, weight: 90, model: {format: onnx, storageUri: 'file:///models/v1'}}  # stable",
+        # The comment keeps its column.
+        "+   - {name: v1, weight: 0, model: {format: onnx, storageUri: 'file:///models/v1'}}   # stable",
+        '-   - {name: v2, weight: 10, model: {format: onnx, storageUri: "file:///models/v2"}}',
+        '+   - {name: v2, weight: 100, model: {format: onnx, storageUri: "file:///models/v2"}}',
+    ]
+
+
+def test_traffic_on_a_file_with_duplicate_keys_says_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text((ROOT / "examples" / "canary.yaml").read_text() + "kind: Again\n")
+    assert cli.main(["traffic", "-f", str(path), "digits-canary", "v1=50,v2=50"]) == 2
+    assert "duplicate key 'kind'" in capsys.readouterr().err
