@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,8 @@ def test_up_serves_the_split_and_stops_cleanly_on_ctrl_c(example_models: Path) -
     proc, base = start(
         "-f", str(REPO / "examples" / "canary.yaml"), "--models-root", str(example_models)
     )
+    # --port 0 picked a free port, and the URL says which.
+    assert re.fullmatch(r"http://127\.0\.0\.1:[1-9][0-9]*", base), base
     try:
         url = f"{base}/v1/models/digits-canary:predict"
         seen = Counter(call(url)[0] for _ in range(60))
@@ -97,6 +100,33 @@ def test_up_reports_a_missing_model_with_a_hint(tmp_path: Path) -> None:
         "variant v1: cannot fetch" in result.stderr and "train_example_models.py" in result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_busy_port_fails_at_once_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        code = up.main(
+            [
+                "-f",
+                str(REPO / "examples" / "single.yaml"),
+                "--models-root",
+                str(tmp_path),
+                "--port",
+                str(port),
+            ]
+        )
+        elapsed = time.monotonic() - started
+    assert code == 1
+    assert elapsed < 1.0
+    assert capsys.readouterr().err.splitlines() == [
+        f"kubeserve up: port {port} on 127.0.0.1 is in use: choose another with --port, "
+        "or --port 0 for any free one"
+    ]
 
 
 def test_up_refuses_an_invalid_file(tmp_path: Path) -> None:

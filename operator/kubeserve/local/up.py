@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--port",
         type=int,
         default=8080,
-        help="router port on 127.0.0.1 (default 8080; 0: any free)",
+        help="router port on 127.0.0.1 (default 8080; 0: any free one, named in the URL printed)",
     )
     parser.add_argument(
         "--models-root",
@@ -86,6 +88,28 @@ def local_uri(uri: str, models_root: Path) -> str:
     if path.exists() or not str(path).startswith(IMAGE_MODELS):
         return uri
     return (models_root.resolve() / str(path).removeprefix(IMAGE_MODELS)).as_uri()
+
+
+def check_port(port: int) -> None:
+    """Refuse at once a router port that is taken, rather than after the models load.
+
+    Bound as nginx binds it (SO_REUSEADDR), so a connection still closing on the port does
+    not count as taken; port 0 means any free port, picked later.
+    """
+    if port == 0:
+        return
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((router_config.LOOPBACK, port))
+        except OSError as exc:
+            why = (
+                "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+            )
+            raise UpError(
+                f"port {port} on {router_config.LOOPBACK} {why}: choose another with --port, "
+                "or --port 0 for any free one"
+            ) from None
 
 
 def find_nginx(explicit: str | None) -> str:
@@ -214,6 +238,7 @@ def load(path: str) -> spec.InferenceService:
 def run(args: argparse.Namespace) -> int:
     """Start everything, print the URL, wait for Ctrl-C or --duration, stop everything."""
     isvc = load(args.filename)
+    check_port(args.port)
     nginx = find_nginx(args.nginx)
     models_root = Path(args.models_root)
     processes: list[Process] = []
