@@ -21,9 +21,16 @@ Defer = Callable[[Owner, float], None]
 class StatusSettling:
     """When each InferenceService's status was last written, and which writes are put off."""
 
-    def __init__(self, seconds: float = 0.0, defer: Defer | None = None) -> None:
+    def __init__(
+        self,
+        seconds: float = 0.0,
+        defer: Defer | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._seconds = seconds
         self._defer = defer
+        self._clock = clock
         self._lock = threading.Lock()
         self._last: dict[Owner, float] = {}
         self._deferred: set[Owner] = set()
@@ -36,7 +43,7 @@ class StatusSettling:
         if self._defer is None or self._seconds <= 0:
             return False
         with self._lock:
-            since = time.monotonic() - self._last.get(owner, -self._seconds)
+            since = self._clock() - self._last.get(owner, -self._seconds)
             if since >= self._seconds:
                 return False
             first = owner not in self._deferred
@@ -48,7 +55,7 @@ class StatusSettling:
     def written(self, owner: Owner) -> None:
         """Note that `owner`'s status was just written: the window starts again."""
         with self._lock:
-            self._last[owner] = time.monotonic()
+            self._last[owner] = self._clock()
             self._deferred.discard(owner)
 
     def forget(self, owner: Owner) -> None:

@@ -1,0 +1,498 @@
+"""The reconciler against an in-memory API: what each kind of work writes, and what it leaves."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any, cast
+
+import pytest
+
+from kubeserve import cluster
+from kubeserve.api import validation
+from kubeserve.builders import children, meta
+from kubeserve.builders.config import BuildConfig
+from kubeserve.controller import informer, packed, reconcile, status, work
+from kubeserve.controller.work import ChildKey
+from support import specs
+
+NAMESPACE, NAME = "default", "digits"
+OWNER = (NAMESPACE, NAME)
+ISVC = cluster.INFERENCE_SERVICE.kind
+V1 = ("Deployment", "digits-v1")
+V1_SERVICE = ("Service", "digits-v1")
+V2 = ("Deployment", "digits-v2")
+V2_SERVICE = ("Service", "digits-v2")
+ROUTER = ("Deployment", "digits-router")
+ROUTER_CONFIG = ("ConfigMap", "digits-router")
+ENDPOINT = ("Service", "digits")
+Key = tuple[str, str | None, str]  # kind, namespace, name
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """Apply a JSON merge patch (RFC 7386)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+class FakeCluster:
+    """The `Cluster` calls the reconciler makes, on objects kept in a dict.
+
+    Like the API server: resourceVersions grow with every write, uids are given at creation,
+    a create of a taken name is AlreadyExists, reads and writes of a missing object answer
+    None, a status patch changes only the status. `failures` are raised by the next calls.
+    """
+
+    def __init__(self) -> None:
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str, str]] = []  # verb, kind, name
+        self.patches: list[tuple[ChildKey, dict[str, Any]]] = []
+        self.failures: list[cluster.ApiError] = []
+        self._revisions = itertools.count(1)
+        self._uids = itertools.count(1)
+
+    def _called(self, verb: str, kind: str, name: str) -> None:
+        self.calls.append((verb, kind, name))
+        if self.failures:
+            raise self.failures.pop(0)
+
+    def writes(self) -> list[tuple[str, str, str]]:
+        """Every call but the reads, in order."""
+        return [call for call in self.calls if call[0] != "get"]
+
+    def _stored(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
+        obj["metadata"]["resourceVersion"] = str(next(self._revisions))
+        self.objects[key] = obj
+        return copy.deepcopy(obj)
+
+    def get(self, kind: cluster.Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        self._called("get", kind.kind, name)
+        found = self.objects.get((kind.kind, namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        cluster.kind_of(obj)  # only kinds the real client knows
+        metadata = obj["metadata"]
+        self._called("create", obj["kind"], metadata["name"])
+        key = (obj["kind"], metadata.get("namespace"), metadata["name"])
+        if key in self.objects:
+            raise cluster.AlreadyExists(409, "AlreadyExists", f"{metadata['name']} exists")
+        stored = copy.deepcopy(obj)
+        stored["metadata"].update(uid=f"uid-{next(self._uids)}", generation=1)
+        return self._stored(key, stored)
+
+    def patch(
+        self,
+        kind: cluster.Kind,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any] | None:
+        self._called("patch-status" if subresource == "status" else "patch", kind.kind, name)
+        self.patches.append(((kind.kind, name), copy.deepcopy(patch)))
+        key = (kind.kind, namespace, name)
+        if key not in self.objects:
+            return None
+        before = self.objects[key]
+        if subresource == "status":
+            patch = {"status": patch.get("status")}
+        after = merge_patch(before, patch)
+        if after.get("spec") != before.get("spec"):
+            after["metadata"]["generation"] = before["metadata"].get("generation", 1) + 1
+        return self._stored(key, after)
+
+    def delete(
+        self, kind: cluster.Kind, namespace: str | None, name: str, *, uid: str | None = None
+    ) -> bool:
+        self._called("delete", kind.kind, name)
+        found = self.objects.get((kind.kind, namespace, name))
+        if found is None:
+            return False
+        if uid and found["metadata"]["uid"] != uid:
+            raise cluster.ApiError(409, "Conflict", "precondition failed: uid")
+        del self.objects[(kind.kind, namespace, name)]
+        return True
+
+    # What a person (or another controller) does, behind the reconciler's back.
+
+    def edit(self, key: ChildKey, change: dict[str, Any]) -> None:
+        stored = (key[0], NAMESPACE, key[1])
+        self._stored(stored, merge_patch(self.objects[stored], change))
+
+    def remove(self, kind: str, name: str) -> None:
+        del self.objects[(kind, NAMESPACE, name)]
+
+    def child(self, key: ChildKey) -> dict[str, Any]:
+        return self.objects[(key[0], NAMESPACE, key[1])]
+
+
+class Harness:
+    """One InferenceService in a FakeCluster, and a Reconciler that reads caches of it."""
+
+    def __init__(self, body: dict[str, Any] | None = None) -> None:
+        self.api = FakeCluster()
+        self.reconciler = reconcile.Reconciler(cast(cluster.Cluster, self.api), BuildConfig())
+        self.api.create(body or specs.isvc(name=NAME, namespace=NAMESPACE))
+        self.api.calls.clear()
+
+    def body(self) -> dict[str, Any]:
+        """The InferenceService as kopf's index holds it."""
+        return copy.deepcopy(self.api.objects[(ISVC, NAMESPACE, NAME)])
+
+    def caches(self) -> reconcile.Observed:
+        """What up-to-date informers would hold for the InferenceService."""
+        found: dict[ChildKey, dict[str, Any]] = {}
+        for (kind, _, name), obj in self.api.objects.items():
+            if kind != ISVC and informer.owner_of(obj) == OWNER:
+                found[(kind, name)] = copy.deepcopy(obj)
+        return reconcile.Observed(children=packed.JsonObjects(found))
+
+    def run(
+        self,
+        todo: work.Work,
+        observed: reconcile.Observed | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> reconcile.Outcome:
+        """Do `todo`, by default with caches that have seen every event so far."""
+        if observed is None:
+            self.catch_up()
+        self.api.calls.clear()
+        seen = self.caches() if observed is None else observed
+        return self.reconciler.reconcile(body or self.body(), lambda: seen, todo)
+
+    def catch_up(self) -> None:
+        """Deliver the watch events of every object there is, as the informers would."""
+        for (kind, namespace, name), obj in self.api.objects.items():
+            self.reconciler.overlay.observe(kind, namespace, name, copy.deepcopy(obj))
+
+    def remove(self, key: ChildKey) -> None:
+        """Delete an object behind the reconciler's back; the informers tell the overlay."""
+        self.api.remove(*key)
+        self.reconciler.overlay.observe(key[0], NAMESPACE, key[1], None)
+
+    def status(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.body().get("status") or {}
+        return found
+
+    def ready(self, key: ChildKey) -> None:
+        """Do what the Deployment controller does once every replica is ready."""
+        deployment = self.api.child(key)
+        replicas = deployment["spec"].get("replicas", 1)
+        self.api.edit(
+            key,
+            {
+                "status": {
+                    "observedGeneration": deployment["metadata"]["generation"],
+                    "replicas": replicas,
+                    "readyReplicas": replicas,
+                    "updatedReplicas": replicas,
+                    "conditions": [{"type": "Available", "status": "True"}],
+                }
+            },
+        )
+
+
+def desired_keys(body: dict[str, Any]) -> set[ChildKey]:
+    return {
+        (o["kind"], o["metadata"]["name"])
+        for o in children.build_children(validation.parse(body), BuildConfig())
+    }
+
+
+def condition(st: dict[str, Any], type_: str = status.READY) -> dict[str, Any]:
+    return next(c for c in st.get("conditions", []) if c["type"] == type_)
+
+
+# Full reconciles
+
+
+def test_a_new_inferenceservice_gets_every_desired_child_and_a_status() -> None:
+    h = Harness()
+    outcome = h.run(work.FullReconcile())
+    assert set(outcome.created) == desired_keys(h.body())
+    assert {(kind, name) for kind, _, name in h.api.objects if kind != ISVC} == set(outcome.created)
+    assert outcome.status_written and h.api.writes()[-1] == ("patch-status", ISVC, NAME)
+    assert condition(h.status())["status"] == "False", "nothing is ready yet"
+    uid = h.body()["metadata"]["uid"]
+    for key in outcome.created:
+        assert reconcile.controlled_by(h.api.child(key), uid) is True
+
+
+def test_a_second_reconcile_over_caches_holding_the_result_writes_nothing() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    again = h.run(work.FullReconcile())
+    assert h.api.writes() == []
+    assert not again.created and not again.patched and not again.status_written
+
+
+def test_a_child_edited_by_hand_is_patched_back_in_the_fields_we_own_only() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    image = h.api.child(V1)["spec"]["template"]["spec"]["containers"][0]["image"]
+    h.api.edit(
+        V1,
+        {
+            "metadata": {"annotations": {"example.com/note": "kept"}},
+            "spec": {"minReadySeconds": 7, "template": {"metadata": {"labels": {"x": "y"}}}},
+        },
+    )
+    h.api.child(V1)["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else:1"
+    outcome = h.run(work.FullReconcile())
+    assert outcome.patched == [V1]
+    [(_, sent)] = [p for p in h.api.patches if p[0] == V1]
+    assert "example.com/note" not in str(sent), "another's annotation is not ours to send"
+    repaired = h.api.child(V1)
+    assert repaired["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    assert repaired["metadata"]["annotations"]["example.com/note"] == "kept"
+    assert repaired["spec"]["minReadySeconds"] == 7, "a field we never set is left alone"
+
+
+def test_the_children_of_a_removed_variant_are_pruned() -> None:
+    h = Harness(specs.canary())
+    h.run(work.FullReconcile())
+    assert (("Deployment", NAMESPACE, "digits-v2")) in h.api.objects
+    h.api.patch(
+        cluster.INFERENCE_SERVICE,
+        NAMESPACE,
+        NAME,
+        {"spec": {"variants": [specs.variant("v1", 100)]}},
+    )
+    outcome = h.run(work.FullReconcile())
+    assert sorted(outcome.deleted) == sorted([V2, V2_SERVICE])
+    assert ("Deployment", NAMESPACE, "digits-v2") not in h.api.objects
+    assert ("Deployment", NAMESPACE, "digits-v1") in h.api.objects
+
+
+def test_a_labelled_child_controlled_by_someone_else_is_not_pruned() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    stray = copy.deepcopy(h.api.child(V1))
+    stray["metadata"] = {
+        "name": "digits-old",
+        "namespace": NAMESPACE,
+        "labels": {meta.ISVC_LABEL: NAME},
+        "ownerReferences": [{"uid": "another", "controller": True, "kind": "X", "name": "x"}],
+    }
+    h.api.create(stray)
+    outcome = h.run(work.FullReconcile())
+    assert outcome.deleted == []
+    assert ("Deployment", NAMESPACE, "digits-old") in h.api.objects
+
+
+def test_a_name_taken_by_an_object_not_ours_is_a_name_conflict_and_left_alone() -> None:
+    h = Harness()
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "digits", "namespace": NAMESPACE},
+        "spec": {"ports": [{"port": 1234}]},
+    }
+    h.api.create(foreign)
+    outcome = h.run(work.FullReconcile())
+    assert outcome.conflicts and "Service digits" in outcome.conflicts[0]
+    assert ENDPOINT not in outcome.created and ENDPOINT not in outcome.patched
+    assert h.api.child(ENDPOINT)["spec"] == {"ports": [{"port": 1234}]}
+    assert condition(h.status())["reason"] == "NameConflict"
+    assert V1 in outcome.created, "the children that are free are still made"
+
+
+def test_an_invalid_spec_writes_invalid_spec_status_and_no_children() -> None:
+    h = Harness(specs.isvc(specs.variant("v1", 50), specs.variant("v2", 20)))
+    outcome = h.run(work.FullReconcile())
+    assert outcome.invalid and "sum to 70" in outcome.invalid[0]
+    assert h.api.writes() == [("patch-status", ISVC, NAME)]
+    ready = condition(h.status())
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+
+
+def test_an_inferenceservice_being_deleted_is_left_to_garbage_collection() -> None:
+    h = Harness()
+    body = h.body()
+    body["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    outcome = h.run(work.FullReconcile(), body=body)
+    assert h.api.calls == [] and outcome == reconcile.Outcome()
+
+
+def test_a_retriable_api_error_reaches_the_caller_and_the_next_try_finishes() -> None:
+    h = Harness()
+    h.api.failures = [cluster.ApiError(503, "Unavailable", "the API is down")]
+    with pytest.raises(cluster.ApiError) as refused:
+        h.run(work.FullReconcile())
+    assert refused.value.retriable
+    assert [k for k, _, _ in h.api.objects] == [ISVC]
+    outcome = h.run(work.FullReconcile())
+    assert set(outcome.created) == desired_keys(h.body())
+
+
+def test_a_create_that_finds_our_own_child_compares_it_instead() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    h.reconciler = reconcile.Reconciler(cast(cluster.Cluster, h.api), BuildConfig())
+    outcome = h.run(work.FullReconcile(), observed=reconcile.Observed())
+    assert outcome.created == [] and outcome.patched == []
+    assert ("get", "Deployment", "digits-v1") in h.api.calls, "read after AlreadyExists"
+
+
+# The kinds of work
+
+
+def test_compare_children_touches_only_those_children() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    for key in (V1_SERVICE, ROUTER_CONFIG):
+        h.api.edit(key, {"metadata": {"labels": {meta.VARIANT_LABEL: "changed"}}})
+    outcome = h.run(work.compare(V1_SERVICE))
+    assert outcome.patched == [V1_SERVICE]
+    assert h.api.writes() == [("patch", "Service", "digits-v1")]
+    assert not outcome.status_written, "the status reads no Service"
+
+
+def test_comparing_a_deployment_computes_the_status_again() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    h.ready(V1)
+    h.ready(ROUTER)
+    outcome = h.run(work.compare(V1))
+    assert outcome.patched == [] and outcome.status_written
+    assert condition(h.status())["status"] == "True"
+
+
+def test_a_child_deleted_by_hand_is_created_again_by_its_comparison() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    h.remove(V1_SERVICE)
+    outcome = h.run(work.compare(V1_SERVICE))
+    assert outcome.created == [V1_SERVICE]
+    assert ("get", ISVC, NAME) in h.api.calls, "the owner is checked before a repair"
+
+
+def test_a_child_event_for_a_deleted_owner_creates_nothing() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    body = h.body()  # the index may still hold it when the children's events come
+    h.remove((ISVC, NAME))
+    h.remove(V1)
+    outcome = h.run(work.compare(V1), body=body)
+    assert outcome.created == [] and h.api.writes() == []
+
+
+def test_a_child_event_for_an_owner_recreated_under_the_same_name_creates_nothing() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    body = h.body()
+    h.remove((ISVC, NAME))
+    h.api.create(specs.isvc(name=NAME, namespace=NAMESPACE))  # a new uid
+    h.remove(V1)
+    outcome = h.run(work.compare(V1), body=body)
+    assert outcome.created == []
+
+
+def test_a_status_refresh_writes_no_child() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    h.remove(V1_SERVICE)
+    h.api.edit(ROUTER_CONFIG, {"data": {"nginx.conf": "edited"}})
+    h.ready(V1)
+    outcome = h.run(work.RefreshStatus())
+    assert h.api.writes() == [("patch-status", ISVC, NAME)]
+    assert outcome.status_written and not outcome.created and not outcome.patched
+    assert h.status()["variants"]["v1"]["readyReplicas"] == 1
+
+
+def test_a_status_refresh_riding_with_a_service_comparison_still_writes_the_status() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    h.ready(V1)
+    outcome = h.run(work.CompareChildren(frozenset({V1_SERVICE}), status=work.RefreshStatus()))
+    assert outcome.status_written
+    assert h.status()["variants"]["v1"]["readyReplicas"] == 1
+
+
+def test_children_of_kinds_the_operator_does_not_manage_are_left_out() -> None:
+    body = specs.isvc(
+        name=NAME,
+        namespace=NAMESPACE,
+        routing={"mode": "gateway-api", "parentRefs": [{"name": "gateway"}]},
+    )
+    h = Harness(body)
+    outcome = h.run(
+        work.FullReconcile(), observed=reconcile.Observed(unmanaged_kinds=frozenset({"HTTPRoute"}))
+    )
+    assert all(kind != "HTTPRoute" for kind, _ in outcome.created)
+    assert condition(h.status(), status.ROUTING_READY)["reason"] == "GatewayAPIDisabled"
+
+
+# The write overlay
+
+
+def test_the_overlay_hides_a_stale_cache_after_our_own_writes() -> None:
+    h = Harness()
+    stale_body = h.body()  # the index, before the events of the first reconcile's writes
+    h.run(work.FullReconcile())
+    outcome = h.run(work.FullReconcile(), observed=reconcile.Observed(), body=stale_body)
+    assert h.api.writes() == [], "neither the children nor the status are written twice"
+    assert outcome.created == []
+
+
+def test_our_own_write_coming_back_is_recognised_and_leaves_the_overlay() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    deployment = h.api.child(V1)
+    overlay = h.reconciler.overlay
+    assert overlay.observe("Deployment", NAMESPACE, "digits-v1", deployment) is True
+    h.api.edit(V1, {"metadata": {"labels": {"x": "y"}}})
+    assert overlay.observe("Deployment", NAMESPACE, "digits-v1", h.api.child(V1)) is False
+
+
+# Settling the status
+
+
+def test_status_changes_in_the_settle_window_are_put_off_once_then_written_settled() -> None:
+    h = Harness()
+    deferred: list[tuple[tuple[str | None, str], float]] = []
+    h.reconciler.settle_status(10.0, lambda owner, delay: deferred.append((owner, delay)))
+    h.run(work.FullReconcile())
+    written = h.status()
+    h.ready(V1)
+    first = h.run(work.RefreshStatus())
+    h.ready(ROUTER)
+    second = h.run(work.compare(ROUTER))
+    assert first.status_deferred and second.status_deferred
+    assert not first.status_written and not second.status_written
+    assert h.status() == written
+    assert len(deferred) == 1, "one settled refresh is asked for, not one per change"
+    assert deferred[0][0] == OWNER and 0 < deferred[0][1] <= 10.0
+    settled = h.run(work.RefreshStatus(settled=True))
+    assert settled.status_written
+    assert condition(h.status())["status"] == "True"
+
+
+def test_a_full_reconcile_writes_its_status_at_once_inside_the_settle_window() -> None:
+    h = Harness()
+    deferred: list[object] = []
+    h.reconciler.settle_status(10.0, lambda owner, delay: deferred.append(owner))
+    h.run(work.FullReconcile())
+    h.ready(V1)
+    outcome = h.run(work.FullReconcile())
+    assert outcome.status_written and deferred == []
+
+
+def test_a_comparison_carrying_the_settled_refresh_writes_inside_the_window() -> None:
+    h = Harness()
+    h.reconciler.settle_status(10.0, lambda owner, delay: None)
+    h.run(work.FullReconcile())
+    h.ready(V1)
+    assert h.run(work.compare(V1)).status_deferred
+    settled = work.CompareChildren(frozenset({V1_SERVICE}), status=work.RefreshStatus(settled=True))
+    outcome = h.run(settled)
+    assert outcome.status_written and not outcome.status_deferred
