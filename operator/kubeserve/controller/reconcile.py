@@ -71,7 +71,7 @@ def controlled_by(obj: Mapping[str, Any], uid: str | None) -> bool | None:
 
 
 class Reconciler:
-    """Reconciles InferenceServices one at a time each, from any thread.
+    """Reconciles InferenceServices from any thread; thread-safe.
 
     Composed of the write overlay (`overlay`), the status settling (`settle`) and the desired
     state, built once per generation; a lock per InferenceService keeps two threads from
