@@ -31,17 +31,23 @@ def _describe(doc: Any, index: int, source: str) -> str:
     return f"{source}: {label}"
 
 
-def _parse_all(paths: Sequence[str]) -> tuple[list[Any], list[str]]:
-    """Parse every InferenceService in the files; collect each problem as a printable line."""
-    parsed, problems = [], []
+def _parse_all(paths: Sequence[str]) -> tuple[list[Any], list[str], list[str]]:
+    """Parse every InferenceService in the files.
+
+    Gives what parsed, each problem as a printable line, and the files with no document.
+    """
+    parsed, problems, empty = [], [], []
     for path in paths:
-        for i, doc in enumerate(manifests.load_documents(path)):
+        documents = manifests.load_documents(path)
+        if not documents:
+            empty.append(path)
+        for i, doc in enumerate(documents):
             try:
                 parsed.append(validation.parse(doc))
             except SpecError as exc:
                 where = _describe(doc, i, path)
                 problems += [f"{where}: {e}" for e in exc.errors]
-    return parsed, problems
+    return parsed, problems, empty
 
 
 def _cmd_crd(args: argparse.Namespace) -> int:
@@ -55,19 +61,17 @@ def _cmd_crd(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    parsed, problems = _parse_all(args.filename)
+    parsed, problems, empty = _parse_all(args.filename)
+    problems += [f"{path}: no InferenceService found" for path in empty]
     for line in problems:
         print(line, file=sys.stderr)
     for isvc in parsed:
         print(f"inferenceservice/{isvc.metadata.name}: valid")
-    if not parsed and not problems:
-        print("no InferenceService found", file=sys.stderr)
-        return EXIT_INVALID
     return EXIT_INVALID if problems else 0
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    parsed, problems = _parse_all(args.filename)
+    parsed, problems, _ = _parse_all(args.filename)
     if problems:
         # Print nothing on stdout: half a render piped into `kubectl apply` is worse than none.
         for line in problems:
@@ -92,10 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve ML models on Kubernetes with canary, A/B and shadow traffic.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("crd", help="print the InferenceService CustomResourceDefinition")
+    p = sub.add_parser(
+        "crd",
+        help="print the InferenceService CustomResourceDefinition",
+        description="Print the InferenceService CustomResourceDefinition, generated from the "
+        "API models: its schema and CEL rules refuse at `kubectl apply` what the API server can "
+        "check. crds/ and the Helm chart hold this output.",
+    )
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
     p.set_defaults(func=_cmd_crd)
-    p = sub.add_parser("validate", help="check InferenceService YAML and report every problem")
+    p = sub.add_parser(
+        "validate",
+        help="check InferenceService YAML and report every problem",
+        description="Check InferenceService YAML as the operator does, and report every "
+        "problem, one line each: file, object, field path, what is wrong. Exit status 1 when "
+        "there is one, 2 when a file cannot be read or is not YAML.",
+    )
     p.add_argument(
         "-f",
         "--filename",
@@ -105,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_validate)
     p = sub.add_parser(
-        "render", help="print everything the operator would create for InferenceService YAML"
+        "render",
+        help="print everything the operator would create for InferenceService YAML",
+        description="Print every object the operator would create for the InferenceServices "
+        "(Deployments, Services, the router, autoscalers, disruption budgets, HTTPRoutes), "
+        "without a cluster. When one is invalid it prints nothing and exits 1, so a pipe into "
+        "`kubectl apply -f -` applies nothing.",
     )
     p.add_argument(
         "-f",

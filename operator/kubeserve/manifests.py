@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,20 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
+    first_line: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            mark = key_node.start_mark
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, Hashable):
+            continue  # construct_mapping refuses it, saying where
+        if key in first_line:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+                None,
+                None,
+                f"duplicate key {key!r}: first defined at line {first_line[key]}, again at line {line}",
+                key_node.start_mark,
             )
-        seen.add(key)
+        first_line[key] = line
     return loader.construct_mapping(node, deep=deep)
 
 

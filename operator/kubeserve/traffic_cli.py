@@ -183,6 +183,9 @@ def add_commands(sub: Any) -> None:
         "traffic",
         parents=[common],
         help="set the split, e.g. `traffic digits v1=50,v2=50` (unnamed variants get 0)",
+        description="Set the traffic split of an InferenceService: the named variants get "
+        "their weights, every other variant 0 (it stays deployed). The split replaced is kept "
+        "for `rollback`.",
     )
     p.add_argument("name", help="InferenceService name")
     p.add_argument("split", help="VARIANT=PERCENT,... summing to 100")
@@ -191,12 +194,19 @@ def add_commands(sub: Any) -> None:
         "promote",
         parents=[common],
         help="send 100%% to one variant (the others stay deployed at 0 for a rollback)",
+        description="Send all live traffic to one variant; the others stay deployed at weight "
+        "0, so `rollback` is instant. Promoting the shadow ends the mirroring.",
     )
     p.add_argument("name", help="InferenceService name")
     p.add_argument("variant", help="the variant to promote")
     p.set_defaults(func=run)
     p = sub.add_parser(
-        "rollback", parents=[common], help="return to the split before the last traffic/promote"
+        "rollback",
+        parents=[common],
+        help="return to the split before the last traffic/promote",
+        description="Return to the split before the last `traffic` or `promote` (kept in the "
+        "serving.kubeserve.dev/previous-traffic annotation); rolling back twice returns to "
+        "where it started.",
     )
     p.add_argument("name", help="InferenceService name")
     p.set_defaults(func=run)

@@ -188,8 +188,17 @@ def _fetch_parser(sub: Subcommands) -> None:
         description="Fetch <storage-uri> (file://, http(s)://, s3://, gs://, ... or a local "
         "path) into <dir>. The directory appears complete or not at all.",
     )
-    p.add_argument("storage_uri")
-    p.add_argument("dest", type=pathlib.Path)
+    p.add_argument(
+        "storage_uri",
+        help="where the model is: a local path, file:///path, http(s)://host/path (one file; "
+        ".tar.gz, .tgz and .zip are unpacked), s3://bucket/path or gs://bucket/path",
+    )
+    p.add_argument(
+        "dest",
+        type=pathlib.Path,
+        help="the directory to create, holding the model (<dir>); if it exists it counts as "
+        "fetched already, unless --force",
+    )
     p.add_argument("--sha256", help="expected SHA-256 (hex) of the fetched file")
     p.add_argument("--force", action="store_true", help="replace <dir> when it already exists")
     p.add_argument(

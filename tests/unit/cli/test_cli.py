@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import io
 import shutil
 import subprocess
 import sys
@@ -133,8 +134,8 @@ def test_multiple_documents_and_files(tmp_path: Path, capsys: pytest.CaptureFixt
     ("content", "expected", "code"),
     [
         ("a: [unclosed", "not valid YAML at line", 2),
-        ("a: 1\na: 2\n", "duplicate key 'a'", 2),
-        ("", "no InferenceService found", 1),
+        ("a: 1\na: 2\n", "duplicate key 'a': first defined at line 1, again at line 2", 2),
+        ("", "in.yaml: no InferenceService found", 1),
         ("- just\n- a list\n", "document 1: (document): must be a mapping, not a list", 1),
         (
             "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {}\n",
@@ -233,3 +234,116 @@ def test_traffic_on_a_file_with_duplicate_keys_says_where(
     path.write_text((ROOT / "examples" / "canary.yaml").read_text() + "kind: Again\n")
     assert cli.main(["traffic", "-f", str(path), "digits-canary", "v1=50,v2=50"]) == 2
     assert "duplicate key 'kind'" in capsys.readouterr().err
+
+
+# --- what a new user reads -------------------------------------------------------------------
+
+
+def test_the_readme_example_is_what_validate_prints() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The command line") : readme.index("## Writing")]
+    command, rest = section.split("kubeserve validate -f - <<'EOF'\n", 1)[1].split("\nEOF\n", 1)
+    printed = rest.split("prints\n\n```\n", 1)[1].split("```", 1)[0]
+    result = run("validate", "-f", "-", stdin=command + "\n")
+    assert result.returncode == 1
+    assert result.stderr == printed
+
+
+def test_duplicate_keys_name_the_lines_of_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("metadata:\n  name: a\n  labels: {}\n  name: b\n")
+    assert cli.main(["validate", "-f", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"kubeserve validate: {path}: not valid YAML at line 4, column 3: "
+        "duplicate key 'name': first defined at line 2, again at line 4\n"
+    )
+
+
+def test_an_empty_file_is_named_among_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n---\n")
+    single = str(ROOT / "examples" / "single.yaml")
+    assert cli.main(["validate", "-f", single, "-f", str(empty)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "inferenceservice/digits: valid\n"
+    assert captured.err == f"{empty}: no InferenceService found\n"
+
+
+@pytest.mark.parametrize("command", ["crd", "validate", "render", "traffic", "promote", "rollback"])
+def test_every_command_describes_itself_in_its_help(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    usage, description, *_ = capsys.readouterr().out.split("\n\n")
+    assert usage.startswith(f"usage: kubeserve {command}")
+    assert not description.startswith(("positional arguments", "options")), description
+    assert len(description.split()) > 10
+
+
+def test_fetch_arguments_have_help() -> None:
+    result = run("fetch", "--help")
+    assert result.returncode == 0, result.stderr
+    listed = result.stdout.split("positional arguments:\n", 1)[1].split("\n\n", 1)[0]
+    for argument in ("storage_uri", "dest"):
+        line = next(line for line in listed.splitlines() if line.split()[0] == argument)
+        assert len(line.split()) > 3, line
+
+
+def test_a_misspelt_field_names_the_nearest_one(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "examples" / "canary.yaml").read_text().replace("weight: 10", "wieght: 10")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.StringIO(text))
+        assert cli.main(["validate", "-f", "-"]) == 1
+    assert (
+        "-: inferenceservice/digits-canary: spec.variants[1].wieght: unknown field "
+        "(did you mean 'weight'?)" in capsys.readouterr().err.splitlines()
+    )
+
+
+def test_a_file_with_many_problems_reports_every_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "many.yaml"
+    path.write_text("""\
+apiVersion: serving.kubeserve.dev/v1alpha1
+kind: InferenceService
+metadata: {name: digits}
+spec:
+  variants:
+    - name: v1
+      weight: "fifty"
+      model: {format: onnx, storageUri: ftp://host/m}
+      replicas: 2
+      autoscaling: {maxReplicas: 3}
+      env: [{name: KUBESERVE_PORT, value: "1"}]
+    - name: v2
+      weight: 50
+      model: {format: pytorch, storageUri: file:///m}
+    - name: v3
+      weight: 50
+      model: {format: onnx, storageUri: s3:///no-bucket}
+      resources: {requests: {cpu: 2}, limits: {cpu: 1}}
+  routing:
+    parentRefs: [{name: gw}]
+    sticky: {header: x-user, cookie: uid}
+""")
+    assert cli.main(["validate", "-f", str(path)]) == 1
+    where = f"{path}: inferenceservice/digits: "
+    assert [line.removeprefix(where) for line in capsys.readouterr().err.splitlines()] == [
+        "spec.routing.parentRefs: only used with routing mode gateway-api",
+        "spec.routing.sticky: set exactly one of header and cookie",
+        "spec.variants[0].autoscaling: set replicas or autoscaling, not both",
+        "spec.variants[0].env[0].name: 'KUBESERVE_PORT' is set by kubeserve "
+        "(reserved: KUBESERVE_*, HOME)",
+        "spec.variants[0].model.storageUri: unsupported storage URI 'ftp': "
+        "use one of file://, pvc://, http://, https://, s3://, gs://",
+        "spec.variants[0].weight: must be an integer",
+        "spec.variants[1].model.format: must be 'onnx' or 'sklearn'",
+        "spec.variants[2].model.storageUri: s3 URIs need a bucket, e.g. s3://bucket/models/v1",
+        "spec.variants[2].resources.requests.cpu: request 2 is more than the limit 1",
+    ]
