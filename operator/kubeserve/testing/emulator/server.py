@@ -21,7 +21,7 @@ import attrs
 import kmock
 import orjson
 
-from kubeserve.testing.emulator import patches
+from kubeserve.testing.emulator import managed_fields, patches
 from kubeserve.testing.emulator.store import ApiError, ResourceType, Store
 
 T = TypeVar("T")
@@ -53,7 +53,12 @@ RESOURCE_TYPES = [
         "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", status_subresource=True
     ),
     ResourceType(
-        "gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", status_subresource=True
+        "gateway.networking.k8s.io",
+        "v1",
+        "httproutes",
+        "HTTPRoute",
+        status_subresource=True,
+        custom=True,
     ),
     ResourceType(
         "serving.kubeserve.dev",
@@ -61,6 +66,7 @@ RESOURCE_TYPES = [
         "inferenceservices",
         "InferenceService",
         status_subresource=True,
+        custom=True,
     ),
 ]
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
@@ -68,6 +74,7 @@ VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 # tokens last until etcd compacts the revision, five minutes by default).
 CONTINUE_SECONDS = 300.0
 WATCH_POLL_SECONDS = 1.0
+JOURNAL_SIZE = 10000
 
 
 @dataclasses.dataclass
@@ -81,12 +88,31 @@ class Fault:
     plurals: frozenset[str] | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Write:
+    """One write request as it came: what a test shows when it counts writes it did not expect."""
+
+    seq: int  # how many writes came before this one
+    verb: str
+    plural: str
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+    manager: str
+    body: Any
+
+
 @attrs.define(kw_only=True)
 class ApiServerEmulator(kmock.KubernetesScaffold):
     """A stateful Kubernetes API server for tests: the scaffold's discovery over our store."""
 
     store: Store = attrs.field(factory=lambda: Store(RESOURCE_TYPES))
     counts: collections.Counter[tuple[str, str]] = attrs.field(factory=collections.Counter)
+    # The latest write requests, oldest first (reads are only counted).
+    journal: collections.deque[Write] = attrs.field(
+        factory=lambda: collections.deque(maxlen=JOURNAL_SIZE)
+    )
+    writes: int = 0
     faults: list[Fault] = attrs.field(factory=list)
     seed: int = 0
     _random: random.Random = attrs.field(init=False)
@@ -114,9 +140,23 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         # grows without bound; requests are dispatched here by verb instead, in constant time.
         try:
             request = await _parse_request(raw_request)
-            self.counts[
-                (_verb(request), request.resource.plural or "-" if request.resource else "-")
-            ] += 1
+            verb = _verb(request)
+            plural = request.resource.plural or "-" if request.resource else "-"
+            self.counts[(verb, plural)] += 1
+            if verb in {"create", "patch", "update", "delete"}:
+                self.journal.append(
+                    Write(
+                        self.writes,
+                        verb,
+                        plural,
+                        request.namespace,
+                        request.name,
+                        request.subresource,
+                        _manager(request),
+                        request.data,
+                    )
+                )
+                self.writes += 1
             await self._inject_faults(request)
             if request.action == kmock.action.WATCH:
                 return await self._stream(raw_request, self._serve_watch(request))
@@ -159,7 +199,7 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             return await fixed[path](request)
         if request.resource is not None and request.resource.version:
             document = await self._serve_version(request)
-            if not request.resource.group:
+            if not request.resource.group and isinstance(document, dict):
                 document["groupVersion"] = request.resource.version  # the core group has no prefix
             return document
         if request.resource is not None and request.resource.group:
@@ -173,7 +213,7 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         raw: aiohttp.web.BaseRequest, events: AsyncIterator[Any]
     ) -> aiohttp.web.StreamResponse:
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
-        await response.prepare(raw)  # type: ignore[arg-type]
+        await response.prepare(raw)
         try:
             async for event in events:
                 await response.write(orjson.dumps(event) + b"\n")
@@ -251,7 +291,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         return self.store.get(_key(request), request.namespace, request.name or "")
 
     async def _serve_create(self, request: kmock.Request) -> dict[str, Any]:
-        return self.store.create(_key(request), request.namespace, request.data)
+        return self.store.create(
+            _key(request), request.namespace, request.data, manager=_manager(request)
+        )
 
     async def _serve_patch(self, request: kmock.Request) -> dict[str, Any]:
         content_type = request.headers.get("Content-Type", "application/merge-patch+json")
@@ -262,6 +304,7 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             request.data,
             content_type=content_type,
             subresource=request.subresource,
+            manager=_manager(request),
         )
 
     async def _serve_replace(self, request: kmock.Request) -> dict[str, Any]:
@@ -271,6 +314,7 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             request.name or "",
             request.data,
             subresource=request.subresource,
+            manager=_manager(request),
         )
 
     async def _serve_delete(self, request: kmock.Request) -> dict[str, Any]:
@@ -362,6 +406,13 @@ def _key(request: kmock.Request) -> tuple[str, str, str]:
     if resource is None or resource.plural is None:
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
     return (resource.group or "", resource.version or "", resource.plural)
+
+
+def _manager(request: kmock.Request) -> str:
+    """Name who writes: the `fieldManager` parameter, else the client's User-Agent."""
+    return managed_fields.manager_of(
+        request.params.get("fieldManager"), request.headers.get("User-Agent", "")
+    )
 
 
 _VERBS = {

@@ -3,10 +3,17 @@
 Objects live in buckets per (resource, namespace), so a namespaced list or a fetch costs
 the same with ten objects or ten thousand; owner references are indexed by owner uid, so
 garbage collection does not scan either.
+
+Every write goes the way kube-apiserver's does: the object is defaulted and normalised
+(`defaults.py`), the status subresource and the main resource each keep to their part,
+`metadata.generation` follows the kind's rule, a stale `metadata.resourceVersion` is a 409,
+a write that changes nothing changes nothing (not even the resourceVersion), and
+`metadata.managedFields` records who set what (`managed_fields.py`).
 """
 
 from __future__ import annotations
 
+import builtins
 import collections
 import dataclasses
 import datetime
@@ -17,12 +24,28 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from kubeserve.testing.emulator import patches
+from kubeserve.testing.emulator import allocation, defaults, managed_fields, patches, quantity
 from kubeserve.testing.emulator.patches import clone
 
 ResourceKey = tuple[str, str, str]  # group, version, plural
 ObjectKey = tuple[ResourceKey, str | None, str]  # resource, namespace, name
 Event = dict[str, Any]
+# Who a write is recorded for when the caller names no one (direct calls on the Store).
+DEFAULT_MANAGER = "emulator"
+# Metadata only the API server writes: kept from the stored object on every update.
+_SYSTEM_METADATA = (
+    "uid",
+    "creationTimestamp",
+    "namespace",
+    "name",
+    "resourceVersion",
+    "generation",
+    "deletionTimestamp",
+    "managedFields",
+)
+# pkg/registry/apps/deployment/strategy.go PrepareForUpdate: annotations are copied to the
+# ReplicaSets, so changing them bumps a Deployment's generation as a spec change does.
+_ANNOTATIONS_BUMP_GENERATION = {"Deployment"}
 
 
 class ApiError(Exception):
@@ -43,8 +66,12 @@ class ResourceType:
     kind: str
     namespaced: bool = True
     status_subresource: bool = False
-    # Whether spec changes bump metadata.generation (built-in workloads and CRDs do).
+    # Whether the kind has metadata.generation: 1 at create, bumped by spec changes
+    # (built-in workloads and CRDs have it; Services, ConfigMaps and Pods before 1.33 do not).
     generation: bool = True
+    # A CustomResourceDefinition's kind: every change outside metadata and status bumps the
+    # generation, and an update (PUT) must name the resourceVersion it replaces.
+    custom: bool = False
 
     @property
     def key(self) -> ResourceKey:
@@ -57,6 +84,31 @@ class ResourceType:
 
 def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _generation_changes(rtype: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Tell whether an update bumps metadata.generation (each kind's PrepareForUpdate)."""
+    if not rtype.generation:
+        return False
+    if rtype.custom:
+        # apiextensions-apiserver customresource strategy: all but metadata and status.
+        ignored = {"metadata", "status"}
+        return {k: v for k, v in new.items() if k not in ignored} != {
+            k: v for k, v in old.items() if k not in ignored
+        }
+    if rtype.kind in _ANNOTATIONS_BUMP_GENERATION and old["metadata"].get("annotations") != new[
+        "metadata"
+    ].get("annotations"):
+        return True
+    return bool(old.get("spec") != new.get("spec"))
+
+
+def _normalise(rtype: ResourceType, obj: dict[str, Any]) -> None:
+    """Default and normalise `obj` in place; a quantity the API server cannot decode is a 400."""
+    try:
+        defaults.apply(rtype.kind, obj)
+    except quantity.QuantityError as exc:
+        raise ApiError(400, "BadRequest", str(exc)) from None
 
 
 def _not_found(rtype: ResourceType, name: str) -> ApiError:
@@ -81,6 +133,7 @@ class Store:
         self._dropped_until: dict[ResourceKey, int] = collections.defaultdict(int)
         self.listeners: list[Callable[[ResourceKey, Event], None]] = []
         self._random = random.Random(0)
+        self._cluster_ips = allocation.ClusterIPs()
 
     # Reading
 
@@ -123,7 +176,7 @@ class Store:
             if bucket_key == key:
                 yield from bucket.values()
 
-    def events_since(self, key: ResourceKey, revision: int) -> list[Event] | None:
+    def events_since(self, key: ResourceKey, revision: int) -> builtins.list[Event] | None:
         """Give the events after `revision`, or None when they are no longer kept (410 Gone)."""
         if revision < self._dropped_until[key]:
             return None
@@ -131,7 +184,14 @@ class Store:
 
     # Writing
 
-    def create(self, key: ResourceKey, namespace: str | None, body: Any) -> dict[str, Any]:
+    def create(
+        self,
+        key: ResourceKey,
+        namespace: str | None,
+        body: Any,
+        *,
+        manager: str = DEFAULT_MANAGER,
+    ) -> dict[str, Any]:
         rtype = self.rtype(key)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of a create must be an object")
@@ -165,9 +225,27 @@ class Store:
         obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
         if rtype.status_subresource:
             obj.pop("status", None)
-        for field in ("deletionTimestamp", "resourceVersion"):
+        for field in ("deletionTimestamp", "resourceVersion", "generation", "managedFields"):
             meta.pop(field, None)
-        meta |= {"uid": str(uuid.uuid4()), "creationTimestamp": _now(), "generation": 1}
+        _normalise(rtype, obj)
+        if rtype.status_subresource and rtype.kind in defaults.INITIAL_STATUS:
+            obj["status"] = defaults.INITIAL_STATUS[rtype.kind](obj)
+        if rtype.kind == "Service":
+            self._cluster_ips.assign(obj)
+        now = _now()
+        meta |= {"uid": str(uuid.uuid4()), "creationTimestamp": now}
+        if rtype.generation:
+            meta["generation"] = 1
+        meta["managedFields"] = managed_fields.record(
+            [],
+            None,
+            obj,
+            manager=manager,
+            subresource=None,
+            status_apart=rtype.status_subresource,
+            api_version=rtype.api_version,
+            now=now,
+        )
         return self._store(rtype, obj, "ADDED")
 
     def patch(
@@ -179,6 +257,7 @@ class Store:
         *,
         content_type: str,
         subresource: str | None = None,
+        manager: str = DEFAULT_MANAGER,
     ) -> dict[str, Any]:
         current = self.get(key, namespace, name)
         if content_type.startswith("application/json-patch+json"):
@@ -189,15 +268,20 @@ class Store:
             # Strategic merge is served as a merge patch: kubeserve never relies on list merging.
             if not isinstance(body, dict):
                 raise ApiError(400, "BadRequest", "a merge patch must be an object")
-            wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
-            if wanted_rv is not None and wanted_rv != current["metadata"]["resourceVersion"]:
-                raise self._conflict(key, name)
             patched = patches.merge_patch(current, body)
         else:
             raise ApiError(
                 415, "UnsupportedMediaType", f"the content type {content_type!r} is not supported"
             )
-        return self._update(key, current, patched, subresource)
+        # A patch that sets metadata.resourceVersion makes it a precondition, in any format.
+        wanted_rv = (
+            (patched.get("metadata") or {}).get("resourceVersion")
+            if isinstance(patched, dict)
+            else None
+        )
+        if wanted_rv is not None and wanted_rv != current["metadata"]["resourceVersion"]:
+            raise self._conflict(key, name)
+        return self._update(key, current, patched, subresource, manager)
 
     def replace(
         self,
@@ -207,14 +291,23 @@ class Store:
         body: Any,
         *,
         subresource: str | None = None,
+        manager: str = DEFAULT_MANAGER,
     ) -> dict[str, Any]:
+        rtype = self.rtype(key)
         current = self.get(key, namespace, name)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of a replace must be an object")
         wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
+        if wanted_rv is None and rtype.custom:
+            # Custom resources allow no unconditional update (AllowUnconditionalUpdate false).
+            raise ApiError(
+                422,
+                "Invalid",
+                "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+            )
         if wanted_rv is not None and wanted_rv != current["metadata"]["resourceVersion"]:
             raise self._conflict(key, name)
-        return self._update(key, current, clone(body), subresource)
+        return self._update(key, current, clone(body), subresource, manager)
 
     def delete(
         self,
@@ -254,12 +347,17 @@ class Store:
         return name in self._buckets.get((key, namespace), {})
 
     def _update(
-        self, key: ResourceKey, current: dict[str, Any], patched: Any, subresource: str | None
+        self,
+        key: ResourceKey,
+        current: dict[str, Any],
+        patched: Any,
+        subresource: str | None,
+        manager: str,
     ) -> dict[str, Any]:
         rtype = self.rtype(key)
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
             raise ApiError(422, "Invalid", "the patched object must keep its metadata")
-        if subresource == "status":
+        if subresource == "status" and rtype.status_subresource:
             new = clone(current)
             if "status" in patched:
                 new["status"] = patched["status"]
@@ -275,27 +373,35 @@ class Store:
                 else:
                     new.pop("status", None)
         meta, old_meta = new["metadata"], current["metadata"]
-        for field in (
-            "uid",
-            "creationTimestamp",
-            "namespace",
-            "name",
-            "resourceVersion",
-            "generation",
-            "deletionTimestamp",
-        ):
+        for field in _SYSTEM_METADATA:
             if field in old_meta:
                 meta[field] = old_meta[field]
             else:
                 meta.pop(field, None)
         new["apiVersion"], new["kind"] = rtype.api_version, rtype.kind
+        # Decoding an update defaults it, as it does a create.
+        _normalise(rtype, new)
+        if rtype.kind == "Service" and subresource is None:
+            try:
+                self._cluster_ips.assign(new, current)
+            except allocation.InvalidService as exc:
+                raise ApiError(422, "Invalid", str(exc)) from None
         if new == current:
             return current  # a no-op write changes nothing, not even the resourceVersion
-        spec_changed = {k: v for k, v in new.items() if k not in {"metadata", "status"}} != {
-            k: v for k, v in current.items() if k not in {"metadata", "status"}
-        }
-        if spec_changed and rtype.generation:
+        if _generation_changes(rtype, current, new):
             meta["generation"] = old_meta.get("generation", 1) + 1
+        meta["managedFields"] = managed_fields.record(
+            old_meta.get("managedFields") or [],
+            current,
+            new,
+            manager=manager,
+            subresource=subresource,
+            status_apart=rtype.status_subresource,
+            api_version=rtype.api_version,
+            now=_now(),
+        )
+        if not meta["managedFields"]:
+            del meta["managedFields"]
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             self._remove(rtype, new, orphan=False)
             return new
