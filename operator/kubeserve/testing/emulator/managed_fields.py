@@ -122,6 +122,8 @@ def fields(obj: dict[str, Any], *, subresource: str | None, status_apart: bool) 
             continue
         if key == "metadata" and isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in _SYSTEM_METADATA}
+            if not value:
+                continue
         _flatten(value, (f"f:{key}",), key, out)
     return out
 
