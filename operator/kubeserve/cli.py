@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kubeserve import manifests, traffic_cli
-from kubeserve.api import crd, validation
+from kubeserve.api import validation
 from kubeserve.api.errors import SpecError
 from kubeserve.builders import children
 from kubeserve.builders.config import BuildConfig
@@ -51,7 +51,7 @@ def _parse_all(paths: Sequence[str]) -> tuple[list[Any], list[str], list[str]]:
 
 
 def _cmd_crd(args: argparse.Namespace) -> int:
-    text = crd.render_crd()
+    text = manifests.crd_text()
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)

@@ -49,11 +49,6 @@ def schema(kind: str = "HTTPRoute") -> dict[str, Any]:
     return result
 
 
-def require_schema() -> dict[str, Any]:
-    """Give the HTTPRoute schema (kept for callers from when the CRD could be absent)."""
-    return schema("HTTPRoute")
-
-
 def _unknown_fields(s: dict[str, Any], obj: Any, path: str) -> list[str]:
     found = []
     if isinstance(obj, dict) and "properties" in s:

@@ -17,9 +17,6 @@ from kubeserve.builders import nginx_config
 from kubeserve.builders.config import BuildConfig
 
 LOOPBACK = "127.0.0.1"
-# Files and directories the config puts under its temp directory: the pid file and the
-# client_body, proxy, fastcgi, uwsgi and scgi temp paths.
-TMP_PATHS = 6
 
 
 def free_port() -> int:

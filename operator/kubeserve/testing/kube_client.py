@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import requests
 
@@ -138,6 +138,6 @@ def wait_for(
             last = exc
         else:
             if last:
-                return last
+                return cast(T, last)
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")

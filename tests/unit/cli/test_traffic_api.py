@@ -7,7 +7,6 @@ answering a failed test as the API server does: 422, a general message, the reas
 
 from __future__ import annotations
 
-import ast
 import copy
 import json
 import threading
@@ -24,7 +23,6 @@ from test_traffic import apply_json_patch, three
 from kubeserve import cli, cluster, traffic, traffic_cli
 
 PATH = "/apis/serving.kubeserve.dev/v1alpha1/namespaces/default/inferenceservices/digits"
-PACKAGE = Path(__file__).resolve().parents[3] / "operator" / "kubeserve"
 
 
 class StandIn(BaseHTTPRequestHandler):
@@ -176,17 +174,3 @@ def test_no_cluster_configured_says_so(
     err = capsys.readouterr().err
     assert err.startswith("kubeserve rollback: digits: no cluster configured:")
     assert "Traceback" not in err
-
-
-def test_only_the_cluster_module_imports_the_kubernetes_client() -> None:
-    importers = set()
-    for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            if any(n == "kubernetes" or n.startswith("kubernetes.") for n in names):
-                importers.add(path.relative_to(PACKAGE).as_posix())
-    assert importers == {"cluster.py"}
