@@ -194,6 +194,19 @@ def test_zero_values_of_omitempty_fields_are_not_written(store: Store) -> None:
     assert "args" not in spec["containers"][0] and "env" not in spec["containers"][0]
 
 
+def test_a_deployment_keeps_its_selector(store: Store) -> None:
+    store.create(DEP, "ns", deployment())
+    with pytest.raises(ApiError) as info:
+        store.patch(
+            DEP,
+            "ns",
+            "d",
+            {"spec": {"selector": {"matchLabels": {"app": "e"}}}},
+            content_type=MERGE,
+        )
+    assert info.value.status == 422 and "spec.selector" in info.value.message
+
+
 # Pods
 
 

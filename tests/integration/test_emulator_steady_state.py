@@ -9,7 +9,6 @@ not tolerate something a real API server does, and it would write forever.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,7 +92,7 @@ def operator_writes(emulator: EmulatorThread, since: int) -> list[Write]:
 def describe(writes: list[Write]) -> str:
     return "\n".join(
         f"{w.verb} {w.plural}/{w.name}{'/' + w.subresource if w.subresource else ''}: "
-        f"{json.dumps(w.body, sort_keys=True)[:2000]}"
+        f"{w.body.decode(errors='replace')[:2000]}"
         for w in writes
     )
 

@@ -92,6 +92,7 @@ def _key_element(item: dict[str, Any], keys: tuple[str, ...]) -> str:
 
 
 def _flatten(value: Any, path: Path, field: str, out: dict[Path, Any]) -> None:
+    """Add the fields of `value` at `path` to `out`, each with its value."""
     if isinstance(value, dict) and value:
         for key, sub in value.items():
             _flatten(sub, (*path, f"f:{key}"), key, out)
@@ -110,10 +111,40 @@ def _flatten(value: Any, path: Path, field: str, out: dict[Path, Any]) -> None:
     out[path] = value
 
 
-def fields(obj: dict[str, Any], *, subresource: str | None, status_apart: bool) -> dict[Path, Any]:
-    """Give the fields a write of `subresource` can own in `obj`, each with its value."""
-    out: dict[Path, Any] = {}
-    for key, value in obj.items():
+def _changes(
+    old: Any, new: Any, path: Path, field: str, changed: set[Path], removed: set[Path]
+) -> None:
+    """Collect the fields a write sets (new or different) and removes, past equal subtrees."""
+    if old == new:
+        return
+    # The object itself is no field: its top level is compared key by key even when empty.
+    if isinstance(old, dict) and isinstance(new, dict) and (not path or (old and new)):
+        for key, value in new.items():
+            if key in old:
+                _changes(old[key], value, (*path, f"f:{key}"), key, changed, removed)
+            else:
+                added: dict[Path, Any] = {}
+                _flatten(value, (*path, f"f:{key}"), key, added)
+                changed.update(added)
+        for key in old.keys() - new.keys():
+            gone: dict[Path, Any] = {}
+            _flatten(old[key], (*path, f"f:{key}"), key, gone)
+            removed.update(gone)
+        return
+    before: dict[Path, Any] = {}
+    after: dict[Path, Any] = {}
+    _flatten(old, path, field, before)
+    _flatten(new, path, field, after)
+    changed.update(p for p, v in after.items() if p not in before or before[p] != v)
+    removed.update(before.keys() - after.keys())
+
+
+def _scope(
+    obj: dict[str, Any] | None, *, subresource: str | None, status_apart: bool
+) -> dict[str, Any]:
+    """Give the part of `obj` a write of `subresource` can own."""
+    out: dict[str, Any] = {}
+    for key, value in (obj or {}).items():
         if key in {"apiVersion", "kind"}:
             continue
         if subresource == "status" and key != "status":
@@ -124,18 +155,18 @@ def fields(obj: dict[str, Any], *, subresource: str | None, status_apart: bool) 
             value = {k: v for k, v in value.items() if k not in _SYSTEM_METADATA}
             if not value:
                 continue
-        _flatten(value, (f"f:{key}",), key, out)
+        out[key] = value
     return out
 
 
-def _encode(paths: set[Path], members: dict[Path, Any]) -> dict[str, Any]:
+def _encode(paths: set[Path]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
-    for path in sorted(paths):
+    for path in paths:
         node = tree
         for element in path:
             node = node.setdefault(element, {})
-        if members.get(path) is _ITEM:
-            node["."] = {}
+        if path and path[-1].startswith("k:"):
+            node["."] = {}  # a keyed item is itself a field
     return _sorted(tree)
 
 
@@ -143,17 +174,15 @@ def _sorted(tree: dict[str, Any]) -> dict[str, Any]:
     return {key: _sorted(tree[key]) for key in sorted(tree)}
 
 
-def _decode(tree: dict[str, Any], path: Path = ()) -> dict[Path, Any]:
-    out: dict[Path, Any] = {}
+def _decode(tree: dict[str, Any], path: Path = ()) -> set[Path]:
+    out: set[Path] = set()
     for element, node in tree.items():
         if element == ".":
-            out[path] = _ITEM
-            continue
-        sub = (*path, element)
-        if node:
-            out |= _decode(node, sub)
+            out.add(path)
+        elif node:
+            out |= _decode(node, (*path, element))
         else:
-            out[sub] = True
+            out.add((*path, element))
     return out
 
 
@@ -169,16 +198,17 @@ def record(
     now: str,
 ) -> list[Entry]:
     """Give the managedFields after `manager` wrote `new` over `old` (None for a create)."""
-    before = fields(old, subresource=subresource, status_apart=status_apart) if old else {}
-    after = fields(new, subresource=subresource, status_apart=status_apart)
-    changed = {path for path, value in after.items() if path not in before or before[path] != value}
-    removed = set(before) - set(after)
+    changed: set[Path] = set()
+    removed: set[Path] = set()
+    before = _scope(old, subresource=subresource, status_apart=status_apart)
+    after = _scope(new, subresource=subresource, status_apart=status_apart)
+    _changes(before, after, (), "", changed, removed)
     if not changed and not removed:
         return entries
     mine: set[Path] = set()
     kept: list[Entry] = []
     for entry in entries:
-        owned = set(_decode(entry.get("fieldsV1") or {}))
+        owned = _decode(entry.get("fieldsV1") or {})
         is_mine = (entry.get("manager"), entry.get("operation"), entry.get("subresource")) == (
             manager,
             "Update",
@@ -191,7 +221,7 @@ def record(
         if remaining == owned:
             kept.append(entry)
         elif remaining:
-            kept.append(entry | {"fieldsV1": _encode(remaining, _decode(entry["fieldsV1"]))})
+            kept.append(entry | {"fieldsV1": _encode(remaining)})
     mine |= changed
     entry = {
         "manager": manager,
@@ -199,7 +229,7 @@ def record(
         "apiVersion": api_version,
         "time": now,
         "fieldsType": "FieldsV1",
-        "fieldsV1": _encode(mine, after),
+        "fieldsV1": _encode(mine),
     }
     if subresource:
         entry["subresource"] = subresource

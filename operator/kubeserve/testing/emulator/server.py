@@ -74,7 +74,8 @@ VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 # tokens last until etcd compacts the revision, five minutes by default).
 CONTINUE_SECONDS = 300.0
 WATCH_POLL_SECONDS = 1.0
-JOURNAL_SIZE = 10000
+# Bodies are kept as sent: a thousand writes of children cost some ten megabytes.
+JOURNAL_SIZE = 1000
 
 
 @dataclasses.dataclass
@@ -99,7 +100,7 @@ class Write:
     name: str | None
     subresource: str | None
     manager: str
-    body: Any
+    body: bytes  # as sent
 
 
 @attrs.define(kw_only=True)
@@ -153,7 +154,7 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
                         request.name,
                         request.subresource,
                         _manager(request),
-                        request.data,
+                        request.body or b"",
                     )
                 )
                 self.writes += 1

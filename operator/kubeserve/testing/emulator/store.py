@@ -46,6 +46,9 @@ _SYSTEM_METADATA = (
 # pkg/registry/apps/deployment/strategy.go PrepareForUpdate: annotations are copied to the
 # ReplicaSets, so changing them bumps a Deployment's generation as a spec change does.
 _ANNOTATIONS_BUMP_GENERATION = {"Deployment"}
+# Fields an update may not change (each kind's ValidateUpdate): apps/v1 Deployments keep
+# their selector (pkg/registry/apps/deployment/strategy.go ValidateUpdate).
+_IMMUTABLE: dict[str, tuple[tuple[str, ...], ...]] = {"Deployment": (("spec", "selector"),)}
 
 
 class ApiError(Exception):
@@ -101,6 +104,22 @@ def _generation_changes(rtype: ResourceType, old: dict[str, Any], new: dict[str,
     ].get("annotations"):
         return True
     return bool(old.get("spec") != new.get("spec"))
+
+
+def _check_immutable(rtype: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> None:
+    for path in _IMMUTABLE.get(rtype.kind, ()):
+        before: Any = old
+        after: Any = new
+        for part in path:
+            before = before.get(part) if isinstance(before, dict) else None
+            after = after.get(part) if isinstance(after, dict) else None
+        if before != after:
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{rtype.kind}.{rtype.group or "core"} "{new["metadata"]["name"]}" is invalid: '
+                f"{'.'.join(path)}: Invalid value: {after!r}: field is immutable",
+            )
 
 
 def _normalise(rtype: ResourceType, obj: dict[str, Any]) -> None:
@@ -388,6 +407,7 @@ class Store:
                 raise ApiError(422, "Invalid", str(exc)) from None
         if new == current:
             return current  # a no-op write changes nothing, not even the resourceVersion
+        _check_immutable(rtype, current, new)
         if _generation_changes(rtype, current, new):
             meta["generation"] = old_meta.get("generation", 1) + 1
         meta["managedFields"] = managed_fields.record(
