@@ -41,3 +41,18 @@ def isvc(
 def canary() -> dict[str, Any]:
     """Give a valid 90/10 canary."""
     return isvc(variant("v1", 90), variant("v2", 10))
+
+
+def sticky_ab() -> dict[str, Any]:
+    """Give a three-way sticky A/B test with an override header and a 20% shadow."""
+    return isvc(
+        variant("v1", 50),
+        variant("v2", 30),
+        variant("v3", 20),
+        variant("shadow", 0),
+        routing={
+            "sticky": {"header": "x-user-id"},
+            "overrideHeader": "x-kubeserve-variant",
+            "mirror": {"variant": "shadow", "percent": 20},
+        },
+    )

@@ -16,20 +16,6 @@ def parse(obj: dict[str, Any]) -> spec.InferenceService:
     return validation.parse(obj)
 
 
-def sticky_ab() -> dict[str, Any]:
-    return specs.isvc(
-        specs.variant("v1", 50),
-        specs.variant("v2", 30),
-        specs.variant("v3", 20),
-        specs.variant("shadow", 0),
-        routing={
-            "sticky": {"header": "x-user-id"},
-            "overrideHeader": "x-kubeserve-variant",
-            "mirror": {"variant": "shadow", "percent": 20},
-        },
-    )
-
-
 LOCAL_UPSTREAMS = {
     "v1": "127.0.0.1:1001",
     "v2": "127.0.0.1:1002",
@@ -46,7 +32,7 @@ LOCAL = nginx_config.Placement(
 
 
 def test_nginx_writes_only_under_tmp() -> None:
-    text = nginx_config.render_config(parse(sticky_ab()))
+    text = nginx_config.render_config(parse(specs.sticky_ab()))
     assert "pid /tmp/nginx.pid;" in text
     for directive in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         assert f"{directive}_temp_path /tmp/" in text
@@ -56,7 +42,7 @@ def test_nginx_writes_only_under_tmp() -> None:
 
 
 def test_upstream_connections_are_kept_and_access_log_lines_stay_whole() -> None:
-    text = nginx_config.render_config(parse(sticky_ab()))
+    text = nginx_config.render_config(parse(specs.sticky_ab()))
     # One idle pool per variant and worker, large enough for the benchmark's 64 connections.
     assert text.count(f"keepalive {nginx_config.UPSTREAM_KEEPALIVE};") == 4
     assert nginx_config.UPSTREAM_KEEPALIVE >= 64
@@ -65,7 +51,7 @@ def test_upstream_connections_are_kept_and_access_log_lines_stay_whole() -> None
 
 
 def test_split_leaves_zero_weight_variants_out_and_lets_the_last_take_the_rest() -> None:
-    text = nginx_config.render_config(parse(sticky_ab()))
+    text = nginx_config.render_config(parse(specs.sticky_ab()))
     split = text.split('split_clients "digits/$kubeserve_key" $kubeserve_split {')[1].split("}")[0]
     assert [line.strip() for line in split.strip().splitlines()] == ["50% v1;", "30% v2;", "* v3;"]
     # ...but every variant has an upstream, so the override header reaches it.
@@ -144,7 +130,7 @@ def test_quote_escapes_quotes_and_backslashes_and_refuses_variables() -> None:
 
 
 def test_a_placement_changes_only_the_listen_upstream_and_file_lines() -> None:
-    isvc = parse(sticky_ab())
+    isvc = parse(specs.sticky_ab())
     cluster = nginx_config.render_config(isvc).splitlines()
     local = nginx_config.render_config(isvc, placement=LOCAL).splitlines()
     changed = [(c.strip(), p.strip()) for c, p in zip(cluster, local, strict=True) if c != p]
@@ -162,7 +148,7 @@ def test_a_placement_changes_only_the_listen_upstream_and_file_lines() -> None:
 
 
 def test_the_default_placement_is_a_router_pods() -> None:
-    isvc = parse(sticky_ab())
+    isvc = parse(specs.sticky_ab())
     assert nginx_config.render_config(isvc) == nginx_config.render_config(
         isvc, placement=nginx_config.Placement()
     )
@@ -182,7 +168,7 @@ def test_the_default_placement_is_a_router_pods() -> None:
 def test_placed_upstreams_name_every_variant_and_no_other(upstreams: dict[str, str]) -> None:
     placement = nginx_config.Placement(upstreams=upstreams)
     with pytest.raises(ValueError, match="the variants are"):
-        nginx_config.render_config(parse(sticky_ab()), placement=placement)
+        nginx_config.render_config(parse(specs.sticky_ab()), placement=placement)
 
 
 @pytest.mark.parametrize(
@@ -209,6 +195,6 @@ def test_a_temp_dir_that_is_not_one_word_is_quoted() -> None:
 
 
 def test_the_upstream_keepalive_can_be_rendered_otherwise_for_the_benchmark() -> None:
-    text = nginx_config.render_config(parse(sticky_ab()), upstream_keepalive=8)
+    text = nginx_config.render_config(parse(specs.sticky_ab()), upstream_keepalive=8)
     assert text.count("keepalive 8;") == 4
     assert f"keepalive {nginx_config.UPSTREAM_KEEPALIVE};" not in text

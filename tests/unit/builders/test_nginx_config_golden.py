@@ -42,17 +42,7 @@ def cases() -> dict[str, tuple[dict[str, Any], BuildConfig]]:
                 BuildConfig(),
             )
     found["header-sticky-override-mirror"] = (
-        specs.isvc(
-            specs.variant("v1", 50),
-            specs.variant("v2", 30),
-            specs.variant("v3", 20),
-            specs.variant("shadow", 0),
-            routing={
-                "sticky": {"header": "x-user-id"},
-                "overrideHeader": "x-kubeserve-variant",
-                "mirror": {"variant": "shadow", "percent": 20},
-            },
-        ),
+        specs.sticky_ab(),
         BuildConfig(),
     )
     found["cookie-sticky-full-mirror-no-namespace"] = (

@@ -22,22 +22,8 @@ def by_name(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, An
     return found
 
 
-def sticky_ab() -> dict[str, Any]:
-    return specs.isvc(
-        specs.variant("v1", 50),
-        specs.variant("v2", 30),
-        specs.variant("v3", 20),
-        specs.variant("shadow", 0),
-        routing={
-            "sticky": {"header": "x-user-id"},
-            "overrideHeader": "x-kubeserve-variant",
-            "mirror": {"variant": "shadow", "percent": 20},
-        },
-    )
-
-
 def test_nginx_mode_renders_configmap_deployment_and_the_named_service() -> None:
-    objects = children.build_children(parse(sticky_ab()))
+    objects = children.build_children(parse(specs.sticky_ab()))
     router_objects = [
         (o["kind"], o["metadata"]["name"])
         for o in objects
@@ -165,7 +151,7 @@ def test_a_config_change_changes_the_pod_template_hash() -> None:
 
 
 def test_same_spec_gives_byte_identical_router_objects() -> None:
-    obj = sticky_ab()
+    obj = specs.sticky_ab()
     first = manifests.dump_documents(children.build_children(parse(obj)))
     assert first == manifests.dump_documents(children.build_children(parse(obj)))
 
@@ -212,7 +198,7 @@ def test_gateway_override_rules_and_mirror() -> None:
     route = httproute.http_route(
         parse(
             gateway(
-                sticky_ab(),
+                specs.sticky_ab(),
                 overrideHeader="x-kubeserve-variant",
                 mirror={"variant": "shadow", "percent": 20},
             )
