@@ -428,6 +428,11 @@ def test_inference_service_gets_its_crd_defaults_and_loses_unknown_fields(store:
     assert variant["gpu"] == {"count": 1}
 
 
+def test_inference_service_nulls_are_dropped_or_defaulted(store: Store) -> None:
+    spec = store.create(ISVC, "ns", isvc(routing={"mode": None, "mirror": None}))["spec"]
+    assert spec["routing"] == {"mode": "nginx"}, "a null is no value: defaulted, else dropped"
+
+
 def test_inference_service_status_is_pruned_and_defaulted_too(store: Store) -> None:
     store.create(ISVC, "ns", isvc())
     status = {"variants": {"v1": {"storageUri": "file:///m/v1"}}, "invented": "x"}
