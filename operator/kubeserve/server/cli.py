@@ -153,11 +153,47 @@ def _serve_parser(sub: Subcommands) -> None:
         help="worker processes sharing the port (KUBESERVE_WORKERS, default 1)",
     )
     p.add_argument(
+        "--max-connections",
+        type=int,
+        default=_env("KUBESERVE_MAX_CONNECTIONS", 900, int),
+        help="open connections per worker; more get 503 and a warning. With 100 descriptors "
+        "kept for the rest, the default fits the usual limit of 1024 open files "
+        "(KUBESERVE_MAX_CONNECTIONS, default 900)",
+    )
+    p.add_argument(
         "--idle-timeout",
         type=float,
         default=_env("KUBESERVE_IDLE_TIMEOUT", 60.0, float),
         help="close connections silent for this many seconds, also mid-request; "
         "0 never (KUBESERVE_IDLE_TIMEOUT, default 60)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=_env("KUBESERVE_HEADER_TIMEOUT", 10.0, float),
+        help="a request's line and headers must arrive within this many seconds of its "
+        "first byte, else 408; 0 never (KUBESERVE_HEADER_TIMEOUT, default 10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=_env("KUBESERVE_BODY_TIMEOUT", 10.0, float),
+        help="seconds a request body may take, plus one per --body-min-rate bytes received, "
+        "else 408; 0 never (KUBESERVE_BODY_TIMEOUT, default 10)",
+    )
+    p.add_argument(
+        "--body-min-rate",
+        type=float,
+        default=_env("KUBESERVE_BODY_MIN_RATE", 16384.0, float),
+        help="bytes per second a body must average after --body-timeout; 0 makes "
+        "--body-timeout a plain deadline (KUBESERVE_BODY_MIN_RATE, default 16384)",
+    )
+    p.add_argument(
+        "--send-timeout",
+        type=float,
+        default=_env("KUBESERVE_SEND_TIMEOUT", 30.0, float),
+        help="drop a connection whose unsent replies stay above 64 KiB this many seconds "
+        "(it is not read meanwhile); 0 never (KUBESERVE_SEND_TIMEOUT, default 30)",
     )
     p.add_argument(
         "--drain-delay",
@@ -169,9 +205,9 @@ def _serve_parser(sub: Subcommands) -> None:
     p.add_argument(
         "--drain-timeout",
         type=float,
-        default=_env("KUBESERVE_DRAIN_TIMEOUT", 30.0, float),
-        help="most seconds to wait for in-flight requests after SIGTERM "
-        "(KUBESERVE_DRAIN_TIMEOUT, default 30)",
+        default=_env("KUBESERVE_DRAIN_TIMEOUT", 20.0, float),
+        help="most seconds to wait for in-flight requests after SIGTERM (and after "
+        "--drain-delay); then every connection is closed (KUBESERVE_DRAIN_TIMEOUT, default 20)",
     )
     p.add_argument(
         "--log-level",
@@ -218,6 +254,20 @@ def _serve(args: argparse.Namespace) -> int:
         problems.append("--workers must be at least 1")
     if args.batch_max_size < 0 or args.batch_max_wait_ms < 0:
         problems.append("batching sizes and waits must not be negative")
+    if args.max_connections < 1:
+        problems.append("--max-connections must be at least 1")
+    timeouts = [
+        "idle_timeout",
+        "header_timeout",
+        "body_timeout",
+        "body_min_rate",
+        "send_timeout",
+        "drain_delay",
+        "drain_timeout",
+    ]
+    negative = ["--" + t.replace("_", "-") for t in timeouts if getattr(args, t) < 0]
+    if negative:
+        problems.append(", ".join(negative) + " must not be negative")
     if problems:
         print("kubeserve serve: error: " + "; ".join(problems), file=sys.stderr)
         return 2
@@ -236,7 +286,12 @@ def _serve(args: argparse.Namespace) -> int:
         device=args.device,
         intra_op_threads=args.intra_op_threads,
         workers=args.workers,
+        max_connections=args.max_connections,
         idle_timeout=args.idle_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        body_min_rate=args.body_min_rate,
+        send_timeout=args.send_timeout,
         drain_delay=args.drain_delay,
         drain_timeout=args.drain_timeout,
         log_level=args.log_level,

@@ -28,7 +28,14 @@ class ServerConfig:
     device: str = "auto"
     intra_op_threads: int = 1
     workers: int = 1
-    idle_timeout: float = 60.0  # seconds a connection may stay silent (0: forever)
+    # What one client may hold; http.Limits says what each means (0 turns a timeout off).
+    max_connections: int = 900  # per worker
+    idle_timeout: float = 60.0
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    body_min_rate: float = 16384.0
+    send_timeout: float = 30.0
     drain_delay: float = 0.0
-    drain_timeout: float = 30.0
+    # The pod's 30 s terminationGracePeriodSeconds minus its 5 s preStop sleep leaves 25 s.
+    drain_timeout: float = 20.0
     log_level: str = "INFO"

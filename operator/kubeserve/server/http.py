@@ -2,22 +2,33 @@
 
 Built directly on an asyncio ``Protocol`` with httptools' parser (the one uvicorn uses)
 rather than an ASGI framework: at the digits model's few microseconds of compute, routing
-layers, middleware and per-request dict-of-scope allocation cost more than the model does.
-What HTTP/1.1 needs is here: keep-alive, pipelining (answered in order), chunked bodies,
-``Expect: 100-continue``, a body limit enforced while reading (413 before buffering it all),
-and a drain mode that closes connections after their current response.
+layers, middleware and per-request dict-of-scope allocation cost more than the model does
+(docs/transport.md has the measurement that kept it). What HTTP/1.1 needs is here:
+keep-alive, pipelining (answered in order, batched or not), chunked bodies,
+``Expect: 100-continue``, HEAD, a body limit enforced while reading (413 before buffering it
+all), and a drain mode that answers each connection's next request with ``connection:
+close``.
+
+A client cannot hold the server's memory or descriptors (the ``Limits``): a connection whose
+unsent replies pass the transport's high-water mark is not read until they drain, and is
+dropped if they stay stuck for ``send_timeout``; a request head must arrive within
+``header_timeout`` and a body at ``body_min_rate`` after ``body_timeout`` (408 otherwise);
+past ``max_connections`` new connections get 503. One sweep a second checks every clock, so
+the request path only stores timestamps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import email.utils
+import enum
 import logging
 import time
 import urllib.parse
-from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import NamedTuple, cast
 
 import httptools
 
@@ -30,6 +41,7 @@ _REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
     405: b"Method Not Allowed",
+    408: b"Request Timeout",
     413: b"Payload Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
@@ -38,9 +50,97 @@ _REASONS = {
 }
 JSON = b"application/json"
 MAX_HEAD = 64 * 1024  # bytes of request line and headers together
+# After SIGTERM an idle keep-alive connection may already carry a request on the wire; it
+# gets this long (from the drain's start) to send one, which is answered with
+# ``connection: close``, before the server closes it.
+DRAIN_IDLE_GRACE = 1.0
+# A connection refused with 503 (or rejected with 4xx) is half-closed and read for this
+# long before the socket closes: closing with unread bytes sends RST, and the client may
+# then never see the answer.
+REFUSAL_GRACE = 2.0
+# Refused connections in that grace at once; past it they are reset at once, so a flood of
+# connections costs at most this many descriptors beyond ``max_connections``.
+MAX_REFUSING = 32
+# Dropped-connection warnings: the first at once, the rest summed up this often.
+DROP_LOG_EVERY = 10.0
 
 Reply = dataplane.Reply
 Thunk = Callable[[bytes], Reply | Awaitable[Reply]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """What one client may take from the server: connections, time and unsent replies.
+
+    Every timeout of 0 turns that check off.
+    """
+
+    max_connections: int = 900
+    idle_timeout: float = 60.0  # silence, between requests or within one
+    header_timeout: float = 10.0  # from a request's first byte to its blank line
+    body_timeout: float = 10.0  # a body's allowance, plus one second per body_min_rate bytes
+    body_min_rate: float = 16384.0  # bytes/s; 0 makes body_timeout a plain deadline
+    send_timeout: float = 30.0  # replies stuck above the high-water mark this long: drop
+
+
+class Drop(enum.StrEnum):
+    """Why the server closed a connection that the client did not close."""
+
+    IDLE = "idle_timeout"
+    HEADER = "header_timeout"
+    BODY = "body_timeout"
+    SEND = "send_timeout"
+    FULL = "max_connections"
+    DRAIN = "drain_timeout"
+
+
+class Request(NamedTuple):
+    """A parsed request waiting for its answer."""
+
+    method: bytes
+    url: bytes
+    body: bytes
+    keep_alive: bool
+    http10: bool  # an HTTP/1.0 client keeps the connection only if the reply says so
+
+
+class Refusal(NamedTuple):
+    """A request that cannot be read: answered in its turn, then the connection closes."""
+
+    status: int
+    message: str
+    head: bool
+
+
+class _MethodNotAllowed(errors.MethodNotAllowed):
+    """405 with the methods the route does allow, for the ``Allow`` header."""
+
+    def __init__(self, method: bytes, path: str, allow: bytes) -> None:
+        use = allow.partition(b",")[0].decode()
+        super().__init__(f"{method.decode(errors='replace')} not allowed on {path}; use {use}")
+        self.allow = allow
+
+
+class _DropLog:
+    """Log dropped connections without letting a flood of them flood the log."""
+
+    def __init__(self) -> None:
+        self.quiet_until = 0.0
+        self.pending: collections.Counter[str] = collections.Counter()
+
+    def note(self, reason: Drop, message: str, now: float) -> None:
+        if now >= self.quiet_until:
+            log.warning("%s", message)
+            self.quiet_until = now + DROP_LOG_EVERY
+        else:
+            self.pending[reason] += 1
+
+    def flush(self, now: float) -> None:
+        if self.pending and now >= self.quiet_until:
+            counts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.pending.items()))
+            log.warning("also dropped in the last %gs: %s", DROP_LOG_EVERY, counts)
+            self.pending.clear()
+            self.quiet_until = now + DROP_LOG_EVERY
 
 
 class App:
@@ -53,7 +153,7 @@ class App:
         *,
         variant: str | None,
         max_body: int,
-        idle_timeout: float = 60.0,
+        limits: Limits = Limits(),
         metrics_files: metrics.SnapshotFiles | None = None,
     ) -> None:
         self.plane = plane
@@ -61,12 +161,14 @@ class App:
         self.metrics_files = metrics_files
         self.variant = variant
         self.max_body = max_body
-        self.idle_timeout = idle_timeout
+        self.limits = limits
         self.connections: set[HttpProtocol] = set()
+        self.refusing = 0  # connections refused with 503, in their grace
         self.tasks: set[asyncio.Future[None]] = set()
         self.draining = False
         self.name = plane.repo.name
         self._version_headers: dict[str, bytes] = {}
+        self._drops = _DropLog()
         self.date = b""
         self._openapi = dataplane.dumps(openapi.document(self.name))
         self.tick()
@@ -85,16 +187,35 @@ class App:
         }
 
     def tick(self) -> None:
-        """Refresh the cached Date header and close connections idle for too long.
+        """Refresh the cached Date header and enforce every connection's clocks.
 
-        Formatting a date per request is waste; one sweep a second also bounds how long a
-        silent or trickling client (slowloris) can hold a connection.
+        Formatting a date per request is waste; one sweep a second also lets the request
+        path merely store timestamps.
         """
         self.date = b"date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\n"
-        if self.idle_timeout > 0:
-            limit = time.monotonic() - self.idle_timeout
-            for conn in [c for c in self.connections if c.last_active < limit and not c.busy]:
-                conn.close_now()
+        now = time.monotonic()
+        for conn in list(self.connections):
+            conn.check(now)
+        self.metrics.connections = len(self.connections)
+        self._drops.flush(now)
+
+    def dropped(self, reason: Drop, message: str) -> None:
+        """Count a connection the server closed; warn, unless it was merely idle."""
+        self.metrics.drop(reason.value)
+        if reason is not Drop.IDLE:
+            self._drops.note(reason, message, time.monotonic())
+
+    def drain(self, started: float) -> None:
+        """Close the connections that owe nothing and have had their chance to send."""
+        now = time.monotonic()
+        for conn in list(self.connections):
+            conn.close_if_done(now, started)
+
+    def abort_all(self) -> None:
+        """Reset every connection, whatever it is doing (the drain's deadline)."""
+        for conn in list(self.connections):
+            conn.abort()
+            self.metrics.drop(Drop.DRAIN.value)
 
     def version_headers(self, version: str) -> bytes:
         """Return the served-by headers for ``version``, built once per version."""
@@ -115,6 +236,8 @@ class App:
             return self._route_v2_model(method, path[11:])
         if path.startswith("/v1/models/"):
             return self._route_v1_model(method, path[11:])
+        if method == b"CONNECT":
+            raise errors.BadRequest("CONNECT is not supported: this server is not a proxy")
         found = self._fixed.get(path.rstrip("/") or "/")
         if found is None:
             raise errors.NotFound(f"no route for {path}")
@@ -129,6 +252,7 @@ class App:
 
     def _metrics(self) -> Reply:
         stats = self.metrics
+        stats.connections = len(self.connections)
         if self.metrics_files is not None:
             stats = stats.merged(self.metrics_files.others())
         return stats.render(), self.plane.repo.default
@@ -148,9 +272,10 @@ class App:
             rest = rest[:-8]
         elif ":" in rest:
             raise errors.NotFound(f"unknown verb in /v1/models/{rest}; only :predict is served")
-        name, _, tail = rest.partition("/versions/")
+        name, named, tail = rest.partition("/versions/")
         name = _unquote(name)
-        version = _unquote(tail) if tail else None
+        # ".../versions/:predict" names a version, the empty one: it is not the default.
+        version = _unquote(tail) if named else None
         if "/" in name or (version is not None and "/" in version):
             raise errors.NotFound(f"no route for /v1/models/{rest}")
         model, ver = self._labels(name, version)
@@ -186,12 +311,13 @@ def _ignore_body(fn: Callable[[], Reply]) -> Thunk:
     return lambda body: fn()
 
 
-def _error_reply(exc: Exception) -> tuple[int, bytes]:
-    """Map a failed request to its status and `{"error": ...}` body."""
+def _error_reply(exc: Exception) -> tuple[int, bytes, bytes]:
+    """Map a failed request to its status, `{"error": ...}` body and extra headers."""
     if isinstance(exc, errors.ServerError):
-        return exc.status, dataplane.dumps({"error": str(exc)})
+        extra = b"allow: " + exc.allow + b"\r\n" if isinstance(exc, _MethodNotAllowed) else b""
+        return exc.status, dataplane.dumps({"error": str(exc)}), extra
     log.exception("unhandled error")
-    return 500, _internal_error(exc)
+    return 500, _internal_error(exc), b""
 
 
 def _internal_error(exc: Exception) -> bytes:
@@ -199,13 +325,13 @@ def _internal_error(exc: Exception) -> bytes:
 
 
 def _get(method: bytes, path: str) -> None:
-    if method != b"GET":
-        raise errors.MethodNotAllowed(f"{method.decode()} not allowed on {path}; use GET")
+    if method != b"GET" and method != b"HEAD":
+        raise _MethodNotAllowed(method, path, b"GET, HEAD")
 
 
 def _post(method: bytes, path: str) -> None:
     if method != b"POST":
-        raise errors.MethodNotAllowed(f"{method.decode()} not allowed on {path}; use POST")
+        raise _MethodNotAllowed(method, path, b"POST")
 
 
 def _unquote(part: str) -> str:
@@ -218,7 +344,12 @@ def _header_safe(value: str) -> bytes:
 
 
 class HttpProtocol(asyncio.Protocol):
-    """One client connection: parse requests, answer them in order."""
+    """One client connection: parse requests, answer them in order.
+
+    Requests that arrive while an earlier one is still being answered (a batched reply
+    pending, or replies the client has not read) wait in ``queue`` and reading stops, so a
+    pipelining client can queue at most what one read delivers.
+    """
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -227,36 +358,63 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.body: list[bytes] = []
         self.size = 0
-        self.rejected = False
-        self.busy = False  # an awaited (batched) reply is pending
-        self.queue: deque[tuple[bytes, bytes, bytes, bool]] = deque()
-        self.in_request = False
-        self.expect_continue = False
         self.head_size = 0
+        self.expect_continue = False
+        self.in_request = False
+        self.queue: collections.deque[Request | Refusal] = collections.deque()
+        self.busy = False  # an awaited (batched) reply is pending
+        self.rejected = False  # the stream cannot be parsed further; bytes are discarded
+        self.closed_at = 0.0  # when it stopped writing; the socket may still be closing
+        self.refused = False  # refused at connect (over max_connections)
+        self.reading = True
+        # Clocks (time.monotonic; 0 when not running), checked by the sweep.
         self.last_active = time.monotonic()
+        self.head_since = 0.0
+        self.body_since = 0.0
+        self.stalled_since = 0.0  # unsent replies above the high-water mark
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # create_server gives stream transports; Protocol's signature names their base class.
         self.transport = cast(asyncio.Transport, transport)
-        self.app.connections.add(self)
+        app = self.app
+        if len(app.connections) >= app.limits.max_connections:
+            self._refuse_connection()
+            return
+        app.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed_at = self.closed_at or time.monotonic()
+        self.queue.clear()
+        if self.refused:
+            self.app.refusing -= 1
         self.app.connections.discard(self)
-        self.transport = None
+
+    def pause_writing(self) -> None:
+        # The client reads slower than it asks: stop reading until its replies drain.
+        self.stalled_since = time.monotonic()
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.stalled_since = 0.0
+        self.last_active = time.monotonic()
+        # Not from inside the transport's write callback: answer on the next loop turn.
+        asyncio.get_running_loop().call_soon(self._pump)
 
     def data_received(self, data: bytes) -> None:
-        if self.rejected:
+        if self.rejected or self.closed_at:
             return
         self.last_active = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not supported")
+            # The request that asked for the switch is answered as plain HTTP with
+            # keep-alive off (on_message_complete); what follows it is not HTTP.
+            self.rejected = True
         except httptools.HttpParserError as exc:
             if not self.rejected:
-                self._fail(400, f"malformed HTTP request: {exc}")
+                self._refuse(400, f"malformed HTTP request: {exc}")
 
     # -- httptools callbacks ---------------------------------------------------------
 
@@ -267,12 +425,13 @@ class HttpProtocol(asyncio.Protocol):
         self.head_size = 0
         self.expect_continue = False
         self.in_request = True
+        self.head_since = self.last_active  # the time of the read that brought this byte
 
     def on_url(self, url: bytes) -> None:
         self.url += url
         self.head_size += len(url)
         if self.head_size > MAX_HEAD and not self.rejected:
-            self._fail(414, f"request target longer than {MAX_HEAD} bytes")
+            self._refuse(414, f"request target longer than {MAX_HEAD} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp puts no bound on the head; a client streaming headers forever must not
@@ -280,7 +439,7 @@ class HttpProtocol(asyncio.Protocol):
         self.head_size += len(name) + len(value)
         if self.head_size > MAX_HEAD:
             if not self.rejected:
-                self._fail(431, f"request head larger than {MAX_HEAD} bytes")
+                self._refuse(431, f"request head larger than {MAX_HEAD} bytes")
             return
         lname = name.lower()
         if lname == b"content-length":
@@ -289,7 +448,7 @@ class HttpProtocol(asyncio.Protocol):
             except ValueError:
                 length = -1
             if length > self.app.max_body:
-                self._fail(
+                self._refuse(
                     413,
                     f"request body of {length} bytes exceeds the limit of "
                     f"{self.app.max_body} bytes",
@@ -298,8 +457,12 @@ class HttpProtocol(asyncio.Protocol):
             self.expect_continue = True
 
     def on_headers_complete(self) -> None:
-        if self.expect_continue and not self.rejected and self.transport is not None:
-            # curl waits a second for this before sending bodies over 1 KiB.
+        self.head_since = 0.0
+        self.body_since = self.last_active
+        if self.expect_continue and not (self.rejected or self.closed_at) and self.transport:
+            # curl waits a second for this before sending bodies over 1 KiB. While earlier
+            # replies are pending it reads as theirs, which clients must accept (RFC 9110
+            # 15.2).
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -307,7 +470,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.size += len(body)
         if self.size > self.app.max_body:  # chunked bodies announce no length
-            self._fail(413, f"request body exceeds the limit of {self.app.max_body} bytes")
+            self._refuse(413, f"request body exceeds the limit of {self.app.max_body} bytes")
             return
         self.body.append(body)
 
@@ -315,75 +478,125 @@ class HttpProtocol(asyncio.Protocol):
         if self.rejected:
             return
         self.in_request = False
+        self.body_since = 0.0
+        parser = self.parser
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        request = (self.parser.get_method(), self.url, body, self.parser.should_keep_alive())
-        if self.busy:
+        # After an Upgrade or CONNECT the stream is not HTTP: answer, then close.
+        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        http10 = keep_alive and parser.get_http_version() == "1.0"
+        request = Request(parser.get_method(), self.url, body, keep_alive, http10)
+        if self.busy or self.queue or self.stalled_since:
             self.queue.append(request)
+            self._pause_reading()
             return
         try:
-            self._handle(*request)
+            self._handle(request)
         except Exception:  # httptools would swallow it as a parse error; log the real one
             log.exception("error while answering a request")
-            if self.transport is not None:
-                self.transport.close()
-                self.transport = None
+            self.abort()
 
     # -- answering -------------------------------------------------------------------
 
-    def _fail(self, status: int, message: str) -> None:
-        """Answer an unreadable request and close: the stream cannot be trusted after it."""
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer an unreadable request in its turn and close: the stream is lost after it."""
         self.rejected = True
-        transport = self.transport
-        if transport is None:
+        self.head_since = self.body_since = 0.0
+        head = bool(self.url) and self.parser.get_method() == b"HEAD"
+        refusal = Refusal(status, message, head)
+        if self.busy or self.queue or self.stalled_since:
+            self.queue.append(refusal)
+            self._pause_reading()
             return
-        content = dataplane.dumps({"error": message})
+        self._send_refusal(refusal)
+
+    def _send_refusal(self, refusal: Refusal) -> None:
+        transport = self.transport
+        if transport is None or self.closed_at:
+            return
+        self._stop_writing()
+        content = dataplane.dumps({"error": refusal.message})
+        status = refusal.status
         transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n%s\r\n%s"
-            % (status, _REASONS.get(status, b"Error"), len(content), self.app.date, content)
+            % (
+                status,
+                _REASONS.get(status, b"Error"),
+                len(content),
+                self.app.date,
+                b"" if refusal.head else content,
+            )
         )
         self.app.metrics.request("", "", "other", status, 0.0)
         # Closing with unread body bytes in the socket makes the kernel send RST, and the
-        # client may then never see the 413. Send FIN, keep discarding what arrives, and
-        # close after a grace period.
+        # client may then never see the answer. Send FIN, keep discarding what arrives,
+        # and close after a grace period.
         if transport.can_write_eof():
             transport.write_eof()
-            asyncio.get_running_loop().call_later(2.0, transport.close)
+            self._resume_reading()
+            asyncio.get_running_loop().call_later(REFUSAL_GRACE, transport.close)
         else:
             transport.close()
 
-    def _handle(self, method: bytes, url: bytes, body: bytes, keep_alive: bool) -> None:
+    def _refuse_connection(self) -> None:
+        """Answer 503 at once to a connection over ``max_connections``, then close it."""
+        app = self.app
+        self.refused = self.rejected = True
+        self._stop_writing()
+        app.refusing += 1
+        limit = app.limits.max_connections
+        app.dropped(
+            Drop.FULL,
+            f"refusing connections with 503: {len(app.connections)} are open, the "
+            f"--max-connections limit of this worker",
+        )
+        transport = self.transport
+        if transport is None:
+            return
+        if app.refusing > MAX_REFUSING:
+            transport.abort()  # a flood: keep the descriptors for the clients being served
+            return
+        content = dataplane.dumps({"error": f"server busy: {limit} connections open; retry later"})
+        transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\nretry-after: 1\r\n%s\r\n%s"
+            % (len(content), app.date, content)
+        )
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(REFUSAL_GRACE, transport.close)
+
+    def _handle(self, request: Request) -> None:
         app = self.app
         started = time.perf_counter()
         protocol, model, version = "other", "", ""
+        extra = b""
         app.metrics.inflight += 1
         try:
-            path = url.partition(b"?")[0].decode("utf-8", "replace")
-            protocol, model, version, call = app.route(method, path)
-            reply = call(body)
+            path = request.url.partition(b"?")[0].decode("utf-8", "replace")
+            protocol, model, version, call = app.route(request.method, path)
+            reply = call(request.body)
             if not isinstance(reply, tuple):
-                self._await(reply, protocol, model, version, keep_alive, started)
+                self._await(reply, request, protocol, model, version, started)
                 return
             status, content, served = 200, reply[0], reply[1]
         except Exception as exc:  # never let one request take the connection or process down
-            status, content = _error_reply(exc)
+            status, content, extra = _error_reply(exc)
             served = version
-        self._finish(status, content, served, protocol, model, keep_alive, started)
+        self._finish(request, status, content, served, protocol, model, started, extra)
 
     def _await(
         self,
         pending: Awaitable[Reply],
+        request: Request,
         protocol: str,
         model: str,
         version: str,
-        keep_alive: bool,
         started: float,
     ) -> None:
         self.busy = True
-        if self.transport is not None:
-            self.transport.pause_reading()  # bound what a pipelining client can queue
+        self._pause_reading()  # later requests wait in the queue, in order
         task = asyncio.ensure_future(
-            self._later(pending, protocol, model, version, keep_alive, started)
+            self._later(pending, request, protocol, model, version, started)
         )
         # The loop keeps only weak references to tasks; hold it until it finishes.
         self.app.tasks.add(task)
@@ -392,51 +605,77 @@ class HttpProtocol(asyncio.Protocol):
     async def _later(
         self,
         pending: Awaitable[Reply],
+        request: Request,
         protocol: str,
         model: str,
         version: str,
-        keep_alive: bool,
         started: float,
     ) -> None:
+        extra = b""
         try:
             content, served = await pending
             status = 200
         except Exception as exc:  # never let one request take the connection or process down
-            status, content = _error_reply(exc)
+            status, content, extra = _error_reply(exc)
             served = version
         self.busy = False
-        self._finish(status, content, served, protocol, model, keep_alive, started)
-        while self.queue and not self.busy and self.transport is not None:
-            self._handle(*self.queue.popleft())
-        if not self.busy and self.transport is not None:
-            self.transport.resume_reading()
+        self.last_active = time.monotonic()
+        self._finish(request, status, content, served, protocol, model, started, extra)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Answer queued requests until one must wait; read again once none is left."""
+        while self.queue and not self.busy and not self.stalled_since and not self.closed_at:
+            item = self.queue.popleft()
+            if isinstance(item, Refusal):
+                self._send_refusal(item)
+                return
+            try:
+                self._handle(item)
+            except Exception:
+                log.exception("error while answering a request")
+                self.abort()
+                return
+        if not (self.queue or self.busy or self.stalled_since or self.closed_at or self.rejected):
+            self._resume_reading()
 
     def _finish(
         self,
+        request: Request,
         status: int,
         content: bytes,
         served: str,
         protocol: str,
         model: str,
-        keep_alive: bool,
         started: float,
+        extra: bytes,
     ) -> None:
         app = self.app
-        keep = keep_alive and not app.draining
-        ctype = metrics.CONTENT_TYPE.encode() if protocol == "metrics" and status == 200 else JSON
-        self._write(
-            status, content, ctype, app.version_headers(served) if served else b"", keep_alive=keep
-        )
-        app.metrics.inflight -= 1
-        app.metrics.request(
-            model, served if model else "", protocol, status, time.perf_counter() - started
-        )
+        try:
+            ctype = (
+                metrics.CONTENT_TYPE.encode() if protocol == "metrics" and status == 200 else JSON
+            )
+            if served:
+                extra = app.version_headers(served) + extra
+            self._write(status, content, ctype, extra, request, keep_alive=not app.draining)
+        finally:
+            app.metrics.inflight -= 1
+            app.metrics.request(
+                model, served if model else "", protocol, status, time.perf_counter() - started
+            )
 
     def _write(
-        self, status: int, content: bytes, ctype: bytes, extra: bytes, *, keep_alive: bool
+        self,
+        status: int,
+        content: bytes,
+        ctype: bytes,
+        extra: bytes,
+        request: Request,
+        *,
+        keep_alive: bool,
     ) -> None:
         transport = self.transport
-        if transport is None:
+        if transport is None or self.closed_at:
             return  # the client left; nothing to answer
         head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s" % (
             status,
@@ -446,26 +685,103 @@ class HttpProtocol(asyncio.Protocol):
             extra,
             self.app.date,
         )
-        if not keep_alive:
+        if request.method == b"HEAD":
+            content = b""  # the length above is the GET's; a HEAD reply never has a body
+        if not (keep_alive and request.keep_alive):
+            self._stop_writing()
             transport.write(head + b"connection: close\r\n\r\n" + content)
             transport.close()
-            self.transport = None
+        elif request.http10:
+            transport.write(head + b"connection: keep-alive\r\n\r\n" + content)
         else:
             transport.write(head + b"\r\n" + content)
 
+    # -- flow control and clocks -----------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if self.reading and self.transport is not None:
+            self.reading = False
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if not self.reading and self.transport is not None:
+            self.reading = True
+            # Time spent waiting on our replies is not the client's: restart its clocks.
+            now = time.monotonic()
+            self.last_active = now
+            if self.head_since:
+                self.head_since = now
+            if self.body_since:
+                self.body_since = now
+            self.transport.resume_reading()
+
+    def check(self, now: float) -> None:
+        """Drop the connection if one of its clocks ran out (called once a second)."""
+        limits = self.app.limits
+        if self.stalled_since:
+            if limits.send_timeout and now - self.stalled_since > limits.send_timeout:
+                self.abort()  # close() would wait for the replies to drain: forever
+                self._dropped(Drop.SEND, f"its replies stayed unread for {limits.send_timeout:g}s")
+            return
+        if self.closed_at:
+            # Closing, with a last reply the client does not read: close() would wait.
+            if limits.send_timeout and now - self.closed_at > limits.send_timeout + REFUSAL_GRACE:
+                self.abort()
+                self._dropped(
+                    Drop.SEND, f"its last reply stayed unread for {limits.send_timeout:g}s"
+                )
+            return
+        if self.busy or self.queue:
+            return  # the server owes this client an answer
+        if self.head_since:
+            if limits.header_timeout and now - self.head_since > limits.header_timeout:
+                self._refuse(408, f"request head not received within {limits.header_timeout:g}s")
+                self._dropped(Drop.HEADER, f"no complete head in {limits.header_timeout:g}s")
+            return
+        if self.body_since and limits.body_timeout:
+            allowed = limits.body_timeout
+            if limits.body_min_rate:
+                allowed += self.size / limits.body_min_rate
+            if now - self.body_since > allowed:
+                self._refuse(
+                    408,
+                    f"request body too slow: {self.size} bytes in {now - self.body_since:.0f}s "
+                    f"(allowed: {limits.body_timeout:g}s plus 1s per "
+                    f"{limits.body_min_rate:g} bytes)",
+                )
+                self._dropped(Drop.BODY, f"body slower than {limits.body_min_rate:g} bytes/s")
+                return
+        if limits.idle_timeout and now - self.last_active > limits.idle_timeout:
+            self.close_now()
+            self._dropped(Drop.IDLE, f"silent for {limits.idle_timeout:g}s")
+
+    def _dropped(self, reason: Drop, why: str) -> None:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        flag = "--" + reason.value.replace("_", "-")
+        self.app.dropped(reason, f"dropped connection from {peer}: {why} ({flag})")
+
+    def close_if_done(self, now: float, drain_started: float) -> None:
+        """While draining: close the connection if it owes nothing and its grace is over."""
+        if self.closed_at or self.busy or self.queue or self.stalled_since or self.in_request:
+            return  # its reply says connection: close; or the sweep's clocks end it
+        if now - max(self.last_active, drain_started) >= DRAIN_IDLE_GRACE:
+            self.close_now()
+
     def close_now(self) -> None:
-        """Close the connection whatever it is doing."""
+        """Close the connection once what was written is sent."""
+        self._stop_writing()
         if self.transport is not None:
             self.transport.close()
-            self.transport = None
 
-    def close_if_idle(self) -> bool:
-        """Close the connection unless a request is being read or answered."""
-        if self.transport is not None and not self.busy and not self.in_request:
-            self.transport.close()
-            self.transport = None
-            return True
-        return self.transport is None
+    def abort(self) -> None:
+        """Reset the connection now, dropping unsent replies."""
+        self._stop_writing()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _stop_writing(self) -> None:
+        self.closed_at = self.closed_at or time.monotonic()
+        self.queue.clear()
 
 
 def make_factory(app: App) -> Callable[[], HttpProtocol]:

@@ -67,12 +67,18 @@ class Metrics:
         self.load_seconds: dict[Labels, float] = {}
         self.model_ready: dict[Labels, float] = {}
         self.inflight = 0
+        self.connections = 0  # open client connections, refreshed by the transport's sweep
+        self.dropped: dict[str, float] = {}  # connections the server closed, by reason
 
     def request(self, model: str, version: str, protocol: str, code: int, seconds: float) -> None:
         """Count one finished inference or metadata request and its latency."""
         key = (model, version, protocol, str(code))
         self.requests[key] = self.requests.get(key, 0) + 1
         self.latency.observe((model, version, protocol), seconds)
+
+    def drop(self, reason: str) -> None:
+        """Count one connection the server closed on the client's account."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
     def batch(self, model: str, version: str, rows: int) -> None:
         """Record the number of rows one model call computed."""
@@ -87,6 +93,8 @@ class Metrics:
             "latency": [[list(k), v] for k, v in self.latency.series.items()],
             "batch": [[list(k), v] for k, v in self.batch_size.series.items()],
             "inflight": self.inflight,
+            "connections": self.connections,
+            "dropped": self.dropped,
         }
 
     def merged(self, others: Iterable[dict[str, Any]]) -> Metrics:
@@ -98,6 +106,8 @@ class Metrics:
         total.load_seconds = dict(self.load_seconds)
         total.model_ready = dict(self.model_ready)
         total.inflight = self.inflight
+        total.connections = self.connections
+        total.dropped = dict(self.dropped)
         for snap in others:
             for k, v in snap.get("requests", []):
                 total.requests[tuple(k)] = total.requests.get(tuple(k), 0) + v
@@ -107,6 +117,9 @@ class Metrics:
                     for i, v in enumerate(row):
                         mine[i] += v
             total.inflight += snap.get("inflight", 0)
+            total.connections += snap.get("connections", 0)
+            for reason, n in snap.get("dropped", {}).items():
+                total.dropped[reason] = total.dropped.get(reason, 0) + n
         return total
 
     # -- exposition ------------------------------------------------------------------
@@ -145,6 +158,19 @@ class Metrics:
             out.append(f"kubeserve_model_ready{_labels(('model', 'version'), k)} {v:g}")
         _family(out, "kubeserve_inflight_requests", "gauge", "Requests being processed now.")
         out.append(f"kubeserve_inflight_requests {self.inflight}")
+        _family(out, "kubeserve_open_connections", "gauge", "Client connections open now.")
+        out.append(f"kubeserve_open_connections {self.connections}")
+        _family(
+            out,
+            "kubeserve_connections_dropped_total",
+            "counter",
+            "Connections the server closed on the client's account, by reason "
+            "(a timeout, max_connections, or drain_timeout).",
+        )
+        for reason, n in sorted(self.dropped.items()):
+            out.append(
+                f"kubeserve_connections_dropped_total{_labels(('reason',), (reason,))} {n:g}"
+            )
         return ("\n".join(out) + "\n").encode()
 
 
