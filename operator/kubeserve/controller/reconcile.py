@@ -23,7 +23,7 @@ from kubeserve.api import spec, validation
 from kubeserve.api.errors import SpecError
 from kubeserve.builders import children, meta
 from kubeserve.builders.config import BuildConfig
-from kubeserve.controller import diff, overlay, packed, settle, status, work
+from kubeserve.controller import diff, merge_patch, overlay, packed, settle, status, work
 from kubeserve.controller.work import ChildKey
 
 logger = logging.getLogger(__name__)
@@ -342,8 +342,9 @@ class Reconciler:
         if status.same_status(previous, new):
             return False
         meta = body.get("metadata", {})
-        # The whole status replaces the old one: nulls remove what the new one no longer has.
-        patch = {"status": {**{k: None for k in previous if k not in new}, **new}}
+        # Only what changed, and a null for every key the new status no longer has, at any
+        # depth: a merge patch keeps whatever it does not null (a removed variant's entry).
+        patch = {"status": merge_patch.diff(previous, new)}
         written = self._api.patch(
             ISVC_KIND, meta.get("namespace"), meta["name"], patch, subresource="status"
         )

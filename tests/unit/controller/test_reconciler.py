@@ -131,6 +131,13 @@ class FakeCluster:
     def remove(self, kind: str, name: str) -> None:
         del self.objects[(kind, NAMESPACE, name)]
 
+    def respec(self, kind: str, name: str, spec: dict[str, Any]) -> None:
+        """Replace an object's spec, as `kubectl apply` of a new manifest does."""
+        stored = copy.deepcopy(self.objects[(kind, NAMESPACE, name)])
+        stored["spec"] = copy.deepcopy(spec)
+        stored["metadata"]["generation"] += 1
+        self._stored((kind, NAMESPACE, name), stored)
+
     def child(self, key: ChildKey) -> dict[str, Any]:
         return self.objects[(key[0], NAMESPACE, key[1])]
 
@@ -182,6 +189,23 @@ class Harness:
     def status(self) -> dict[str, Any]:
         found: dict[str, Any] = self.body().get("status") or {}
         return found
+
+    def computed_status(self) -> dict[str, Any]:
+        """The status the children say, computed afresh from the stored status."""
+        body = self.body()
+        return status.compute(
+            validation.parse(body),
+            dict(self.caches().children),
+            {},
+            body.get("status") or {},
+            now="not-a-time-any-condition-changed",
+        )
+
+    def all_ready(self) -> None:
+        """Report every Deployment there is as ready."""
+        for kind, _, name in list(self.api.objects):
+            if kind == "Deployment":
+                self.ready((kind, name))
 
     def ready(self, key: ChildKey) -> None:
         """Do what the Deployment controller does once every replica is ready."""
@@ -496,3 +520,83 @@ def test_a_comparison_carrying_the_settled_refresh_writes_inside_the_window() ->
     settled = work.CompareChildren(frozenset({V1_SERVICE}), status=work.RefreshStatus(settled=True))
     outcome = h.run(settled)
     assert outcome.status_written and not outcome.status_deferred
+
+
+# The spec shrinks: the status loses what the spec lost, and then stays put
+
+# Each: the specs an InferenceService goes through, the first one converged and ready.
+SHRINKS: dict[str, list[dict[str, Any]]] = {
+    "variant removed": [specs.canary(), specs.isvc(specs.variant("v1", 100))],
+    "mirror removed": [
+        specs.isvc(
+            specs.variant("v1", 100),
+            specs.variant("shadow", 0),
+            routing={"mirror": {"variant": "shadow", "percent": 20}},
+        ),
+        specs.isvc(specs.variant("v1", 100), specs.variant("shadow", 0)),
+        specs.isvc(specs.variant("v1", 100)),
+    ],
+    "router settings removed": [
+        specs.isvc(
+            routing={
+                "router": {"replicas": 3, "workers": 2, "resources": {"requests": {"cpu": "100m"}}}
+            }
+        ),
+        specs.isvc(),
+    ],
+    "autoscaling to replicas": [
+        specs.isvc(specs.variant("v1", autoscaling={"minReplicas": 1, "maxReplicas": 4})),
+        specs.isvc(specs.variant("v1", replicas=2)),
+    ],
+    "disruption budget removed": [
+        specs.isvc(specs.variant("v1", disruptionBudget={"minAvailable": 1})),
+        specs.isvc(),
+    ],
+    "sticky removed": [
+        specs.isvc(
+            specs.variant("v1", 50),
+            specs.variant("v2", 50),
+            routing={"sticky": {"header": "x-user"}, "overrideHeader": "x-variant"},
+        ),
+        specs.isvc(specs.variant("v1", 50), specs.variant("v2", 50)),
+    ],
+    "gateway-api to nginx and back": [
+        specs.isvc(routing={"mode": "gateway-api", "parentRefs": [{"name": "gateway"}]}),
+        specs.isvc(),
+        specs.isvc(routing={"mode": "gateway-api", "parentRefs": [{"name": "gateway"}]}),
+    ],
+}
+
+
+@pytest.mark.parametrize("steps", SHRINKS.values(), ids=SHRINKS.keys())
+def test_after_the_spec_shrinks_one_reconcile_settles_status_and_children(
+    steps: list[dict[str, Any]],
+) -> None:
+    h = Harness(steps[0])
+    h.run(work.FullReconcile())
+    h.all_ready()
+    h.run(work.FullReconcile())
+    for step in steps[1:]:
+        h.api.respec(ISVC, NAME, step["spec"])
+        changed = h.run(work.FullReconcile())
+        assert changed.status_written
+        again = h.run(work.FullReconcile())
+        assert h.api.writes() == [], f"{step['spec']}: a second reconcile wrote"
+        assert not again.status_written
+        assert h.status() == h.computed_status()
+        assert set(h.status()["variants"]) == {v["name"] for v in step["spec"]["variants"]}
+        assert {(k, n) for k, _, n in h.api.objects if k != ISVC} == desired_keys(h.body())
+
+
+def test_a_status_write_sends_only_what_changed_and_nulls_what_went() -> None:
+    h = Harness(specs.canary())
+    h.run(work.FullReconcile())
+    h.all_ready()
+    h.run(work.FullReconcile())
+    h.api.respec(ISVC, NAME, specs.isvc(specs.variant("v1", 100))["spec"])
+    h.api.patches.clear()
+    h.run(work.FullReconcile())
+    [sent] = [patch for key, patch in h.api.patches if key == (ISVC, NAME)]
+    assert sent["status"]["variants"]["v2"] is None
+    assert sent["status"]["variants"]["v1"] == {"weight": 100}
+    assert "url" not in sent["status"], "an unchanged field is not sent again"

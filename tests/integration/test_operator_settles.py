@@ -1,0 +1,128 @@
+"""The real operator settles after every way an InferenceService's spec can shrink.
+
+A spec that loses a variant, a mirror, router settings, autoscaling, a disruption budget,
+stickiness, or its Gateway API routing must leave a status and children that a resync finds
+right: one write too many here is a write at every resync and every event, forever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_emulator_steady_state import HTTPROUTES, RESYNC_SECONDS, converge, describe, wait_quiet
+from test_operator import actual_children, desired_children
+
+from kubeserve.builders import meta
+from kubeserve.controller import merge_patch
+from kubeserve.testing.emulator import EmulatorThread
+from kubeserve.testing.emulator.server import Write
+from kubeserve.testing.kube_client import ISVC, Kube
+from kubeserve.testing.operator_process import OperatorProcess
+from support import specs
+
+# The tests' own client: every other writer is the operator (its client, or kopf).
+TEST_CLIENT = "python-requests"
+GATEWAY = {"mode": "gateway-api", "parentRefs": [{"name": "gateway"}]}
+# InferenceService name -> the specs it goes through (as tests/unit/controller's SHRINKS).
+SHRINKS: dict[str, list[dict[str, Any]]] = {
+    "variant-removed": [specs.canary(), specs.isvc(specs.variant("v1", 100))],
+    "mirror-removed": [
+        specs.isvc(
+            specs.variant("v1", 100),
+            specs.variant("shadow", 0),
+            routing={"mirror": {"variant": "shadow", "percent": 20}},
+        ),
+        specs.isvc(specs.variant("v1", 100), specs.variant("shadow", 0)),
+        specs.isvc(specs.variant("v1", 100)),
+    ],
+    "router-removed": [
+        specs.isvc(
+            routing={
+                "router": {"replicas": 3, "workers": 2, "resources": {"requests": {"cpu": "0.1"}}}
+            }
+        ),
+        specs.isvc(),
+    ],
+    "autoscaling-to-replicas": [
+        specs.isvc(specs.variant("v1", autoscaling={"minReplicas": 1, "maxReplicas": 4})),
+        specs.isvc(specs.variant("v1", replicas=2)),
+    ],
+    "budget-removed": [
+        specs.isvc(specs.variant("v1", disruptionBudget={"maxUnavailable": "50%"})),
+        specs.isvc(),
+    ],
+    "sticky-removed": [
+        specs.isvc(
+            specs.variant("v1", 50),
+            specs.variant("v2", 50),
+            routing={"sticky": {"cookie": "user"}, "overrideHeader": "x-variant"},
+        ),
+        specs.isvc(specs.variant("v1", 50), specs.variant("v2", 50)),
+    ],
+    "gateway-and-back": [specs.isvc(routing=GATEWAY), specs.isvc(), specs.isvc(routing=GATEWAY)],
+}
+
+
+@pytest.fixture(scope="module")
+def operator(
+    emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        emulator,
+        tmp_path_factory.mktemp("settles"),
+        "--gateway-api",
+        resync_seconds=RESYNC_SECONDS,
+    ).start()
+    yield process
+    process.stop()
+
+
+def writes_since(emulator: EmulatorThread, mark: int) -> list[Write]:
+    """Every write after the first `mark` the emulator served, but the test's own."""
+    return [
+        w for w in list(emulator.emulator.journal) if w.seq >= mark and w.manager != TEST_CLIENT
+    ]
+
+
+def children_of(kube: Kube, namespace: str, name: str) -> set[tuple[str, str]]:
+    """The children an InferenceService has, HTTPRoutes included."""
+    routes = kube.list(HTTPROUTES, namespace, f"{meta.ISVC_LABEL}={name}")
+    return set(actual_children(kube, namespace, name)) | {
+        ("HTTPRoute", r["metadata"]["name"]) for r in routes
+    }
+
+
+def named(name: str, obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+    obj["metadata"] |= {"name": name, "namespace": namespace}
+    return obj
+
+
+def test_after_each_shrink_the_operator_settles_with_zero_writes(
+    kube: Kube, emulator: EmulatorThread, operator: OperatorProcess, namespace: str
+) -> None:
+    scenarios = SHRINKS
+    for name, steps in scenarios.items():
+        kube.create(ISVC, namespace, named(name, steps[0], namespace))
+    converge(kube, namespace, list(scenarios))
+    for step in range(1, max(len(steps) for steps in scenarios.values())):
+        for name, steps in scenarios.items():
+            if step < len(steps):
+                before, after = steps[step - 1]["spec"], steps[step]["spec"]
+                kube.patch(
+                    ISVC, namespace, name, merge_patch.diff({"spec": before}, {"spec": after})
+                )
+        converge(kube, namespace, list(scenarios))
+        wait_quiet(emulator, seconds=2 * RESYNC_SECONDS, timeout=30)
+        mark = emulator.emulator.writes
+        time.sleep(3 * RESYNC_SECONDS)
+        writes = writes_since(emulator, mark)
+        assert not writes, f"step {step}: writes after the operator settled:\n{describe(writes)}"
+        for name, steps in scenarios.items():
+            spec = steps[min(step, len(steps) - 1)]
+            status = kube.get(ISVC, namespace, name)["status"]
+            assert set(status["variants"]) == {v["name"] for v in spec["spec"]["variants"]}, name
+            want = desired_children(named(name, spec, namespace), namespace)
+            assert children_of(kube, namespace, name) == want, name
