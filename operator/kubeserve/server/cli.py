@@ -235,10 +235,29 @@ def _fetch_parser(sub: Subcommands) -> None:
         help="the directory to create, holding the model (<dir>); if it exists it counts as "
         "fetched already, unless --force",
     )
+    from kubeserve.server import fetch  # its defaults; light: the standard library only
+
     p.add_argument("--sha256", help="expected SHA-256 (hex) of the fetched file")
     p.add_argument("--force", action="store_true", help="replace <dir> when it already exists")
     p.add_argument(
-        "--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)"
+        "--timeout",
+        type=float,
+        default=fetch.DEFAULT_TIMEOUT,
+        help=f"most seconds one network read may wait (default {fetch.DEFAULT_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=fetch.DEFAULT_DEADLINE,
+        help="most seconds the whole fetch may take, download and unpacking "
+        f"(default {fetch.DEFAULT_DEADLINE:g})",
+    )
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=fetch.DEFAULT_MAX_BYTES,
+        help="most bytes the download may write, and separately the most an archive may "
+        f"unpack to; counted while writing (default {fetch.DEFAULT_MAX_BYTES}, 10Gi)",
     )
 
 
