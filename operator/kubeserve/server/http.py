@@ -733,23 +733,24 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.busy or self.queue:
             return  # the server owes this client an answer
-        if self.head_since:
-            if limits.header_timeout and now - self.head_since > limits.header_timeout:
-                self._refuse(408, f"request head not received within {limits.header_timeout:g}s")
-                self._dropped(Drop.HEADER, f"no complete head in {limits.header_timeout:g}s")
+        if (
+            self.head_since
+            and limits.header_timeout
+            and now - self.head_since > limits.header_timeout
+        ):
+            self._refuse(408, f"request head not received within {limits.header_timeout:g}s")
+            self._dropped(Drop.HEADER, f"no complete head in {limits.header_timeout:g}s")
             return
         if self.body_since and limits.body_timeout:
             allowed = limits.body_timeout
+            rule = f"{limits.body_timeout:g}s"
             if limits.body_min_rate:
                 allowed += self.size / limits.body_min_rate
+                rule += f" plus 1s per {limits.body_min_rate:g} bytes"
             if now - self.body_since > allowed:
-                self._refuse(
-                    408,
-                    f"request body too slow: {self.size} bytes in {now - self.body_since:.0f}s "
-                    f"(allowed: {limits.body_timeout:g}s plus 1s per "
-                    f"{limits.body_min_rate:g} bytes)",
-                )
-                self._dropped(Drop.BODY, f"body slower than {limits.body_min_rate:g} bytes/s")
+                got = f"{self.size} bytes in {now - self.body_since:.0f}s"
+                self._refuse(408, f"request body too slow: {got} (allowed: {rule})")
+                self._dropped(Drop.BODY, f"request body too slow: {got}")
                 return
         if limits.idle_timeout and now - self.last_active > limits.idle_timeout:
             self.close_now()
