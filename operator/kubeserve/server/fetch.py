@@ -89,7 +89,10 @@ REDACTED = "REDACTED"
 _SECRET_PARAMETERS = {"sig", "key", "apikey", "api_key", "api-key", "auth", "passwd", "pwd"}
 _SECRET_FRAGMENTS = ("signature", "credential", "token", "secret", "password", "accesskey")
 _USERINFO_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
-_PARAMETER_RE = re.compile(r"(?P<lead>[?&;#])(?P<name>[^=&;#?\s]+)=(?P<value>[^&;#\s'\"]*)")
+# A value ends at the next parameter, a space or a quote, or at ": " (a message goes on).
+_PARAMETER_RE = re.compile(
+    r"(?P<lead>[?&;#])(?P<name>[^=&;#?\s]+)=(?P<value>(?:[^&;#\s'\":]|:(?!\s|$))*)"
+)
 
 
 def _secret_parameter(name: str) -> bool:
@@ -667,10 +670,10 @@ def _download_http(parsed: urllib.parse.SplitResult, job: _Job) -> None:
         raise FetchError(f"cannot connect: {exc.reason}") from None
     except TimeoutError:
         raise FetchError(f"no data for {job.timeout:g} s (--timeout)") from None
+    except (http.client.InvalidURL, ValueError) as exc:
+        raise FetchError(f"not a valid URL: {exc}") from None
     except (http.client.HTTPException, OSError) as exc:
         raise FetchError(f"network error: {type(exc).__name__}: {exc}") from None
-    except ValueError as exc:  # http.client.InvalidURL and friends
-        raise FetchError(f"not a valid URL: {exc}") from None
     _place_file(part, name, job, owned=True)
 
 
