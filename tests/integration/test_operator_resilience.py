@@ -20,6 +20,7 @@ from test_operator import (
 )
 
 from kubeserve.local import router_config
+from kubeserve.testing import operator_process
 from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.emulator.server import Fault
 from kubeserve.testing.kube_client import Kube, wait_for
@@ -63,9 +64,14 @@ def test_converges_while_the_api_fails_and_is_slow(
 ) -> None:
     process = OperatorProcess(emulator, tmp_path_factory.mktemp("faults")).start()
     faults = [
-        Fault(share=0.25, status=500),
-        Fault(share=0.15, status=409),
-        Fault(share=0.2, delay=0.2, methods=frozenset({"GET", "POST", "PATCH"})),
+        Fault(share=0.25, status=500, clients=operator_process.CLIENTS),
+        Fault(share=0.15, status=409, clients=operator_process.CLIENTS),
+        Fault(
+            share=0.2,
+            delay=0.2,
+            methods=frozenset({"GET", "POST", "PATCH"}),
+            clients=operator_process.CLIENTS,
+        ),
     ]
     try:
         emulator.emulator.faults.extend(faults)

@@ -11,6 +11,10 @@ from pathlib import Path
 from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.kube_client import wait_for
 
+# Who the operator is to the API server (User-Agent products, as the emulator's write
+# journal and its faults name clients): its reconciles' client, and kopf.
+CLIENTS = frozenset({"OpenAPI-Generator", "kopf"})
+
 
 class OperatorProcess:
     """One operator process; restartable, killable, with its log kept for failing tests."""

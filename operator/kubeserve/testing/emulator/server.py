@@ -1,11 +1,17 @@
 """The emulator's HTTP side: kmock's Kubernetes scaffold (discovery, routing, Status errors)
-serving an indexed `Store`, with watches, request counters and fault injection."""
+serving an indexed `Store`, with watches, request counters and fault injection.
+
+Fault injection plays an API server under strain, seeded so a failing test can be replayed:
+errors (409, 429 with Retry-After, 500), slow answers, answers that never come (a client's
+timeout), watch streams cut in the middle of an event, and resumed watches refused with
+410 Gone. `injected` counts what was done, for the tests' figures."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import random
@@ -80,13 +86,65 @@ JOURNAL_SIZE = 1000
 
 @dataclasses.dataclass
 class Fault:
-    """Answer a share of matching requests with an error status, or slow them down."""
+    """What to do to a share of the matching requests instead of answering them plainly.
+
+    Shares add up: one draw per request picks at most one fault, so four faults of 5% each
+    spoil 20% of the calls they match.
+
+    - `status`: answer with this error Status; a 429 says `Retry-After: retry_after` seconds.
+    - `delay`: answer this late (the error, or else the real answer).
+    - `hang`: never answer: hold the request `delay` seconds, then close the connection, which
+      is what a client sees when its timeout runs out first. With `applied`, a write is
+      carried out before its answer is lost, so the client cannot tell whether it was.
+    - `methods`, `plurals` and `clients` (who sends it, as the write journal names them;
+      None: anyone) choose the requests. Watches have faults of their own (`WatchFault`).
+    """
 
     share: float
     status: int | None = None
     delay: float = 0.0
+    retry_after: int | None = None
+    hang: bool = False
+    applied: bool = False
     methods: frozenset[str] = frozenset({"POST", "PATCH", "PUT", "DELETE"})
     plurals: frozenset[str] | None = None
+    clients: frozenset[str] | None = None
+
+    def matches(self, request: kmock.Request) -> bool:
+        """Tell whether this fault may fall on `request` (a call, not a watch)."""
+        return (
+            request.method is not None
+            and request.method.value in self.methods
+            and (self.plurals is None or _plural(request) in self.plurals)
+            and (self.clients is None or _manager(request) in self.clients)
+        )
+
+    @property
+    def label(self) -> str:
+        """Name it in `ApiServerEmulator.injected`: "500", "429", "timeout", "slow"."""
+        return "timeout" if self.hang else str(self.status) if self.status else "slow"
+
+
+@dataclasses.dataclass
+class WatchFault:
+    """Cut matching watch streams mid-way, and refuse a share of resumed watches with 410 Gone.
+
+    Each stream is cut after a time drawn from `cut_after` (seconds), in the middle of an
+    event's line, as a dropped connection leaves it. A watch that resumes from a
+    resourceVersion is answered 410 Gone (the version was compacted) with probability `gone`:
+    the client must list again.
+    """
+
+    cut_after: tuple[float, float] | None = (0.5, 2.0)
+    gone: float = 0.0
+    plurals: frozenset[str] | None = None
+    clients: frozenset[str] | None = None
+
+    def matches(self, request: kmock.Request) -> bool:
+        """Tell whether this fault may fall on the watch `request`."""
+        return (self.plurals is None or _plural(request) in self.plurals) and (
+            self.clients is None or _manager(request) in self.clients
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +173,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
     )
     writes: int = 0
     faults: list[Fault] = attrs.field(factory=list)
+    watch_faults: list[WatchFault] = attrs.field(factory=list)
+    # What fault injection did: Fault.label, "watch-cut", "watch-gone" -> how many times.
+    injected: collections.Counter[str] = attrs.field(factory=collections.Counter)
     seed: int = 0
     _random: random.Random = attrs.field(init=False)
     # continue token -> (list revision, items not served yet, when the token expires)
@@ -158,9 +219,18 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
                     )
                 )
                 self.writes += 1
-            await self._inject_faults(request)
             if request.action == kmock.action.WATCH:
-                return await self._stream(raw_request, self._serve_watch(request))
+                cut = self._watch_fault(request)
+                gone = cut is not None and self._random.random() < cut.gone
+                cut_at = self._cut_at(cut)
+                return await self._stream(
+                    raw_request, self._serve_watch(request, gone=gone), cut_at=cut_at
+                )
+            fault = self._draw_fault(request)
+            if fault is not None:
+                spoiled = await self._inject(raw_request, request, fault)
+                if spoiled is not None:
+                    return spoiled
             body = orjson.dumps(await self._dispatch(raw_request.path, request))
             return aiohttp.web.Response(body=body, content_type="application/json")
         except ApiError as exc:
@@ -209,42 +279,91 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             404, "NotFound", f"the server could not find the requested resource ({path})"
         )
 
-    @staticmethod
     async def _stream(
-        raw: aiohttp.web.BaseRequest, events: AsyncIterator[Any]
+        self,
+        raw: aiohttp.web.BaseRequest,
+        events: AsyncIterator[Any],
+        *,
+        cut_at: float | None = None,
     ) -> aiohttp.web.StreamResponse:
+        """Send `events` as a watch stream; at `cut_at` (loop time), tear it mid-event."""
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(raw)
+        loop = asyncio.get_running_loop()
         try:
-            async for event in events:
+            while True:
+                wait = None if cut_at is None else max(cut_at - loop.time(), 0.0)
+                try:
+                    event = await asyncio.wait_for(anext(events), timeout=wait)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    self.injected["watch-cut"] += 1
+                    await response.write(b'{"type":"MODIFIED","object":{"kind":')
+                    if raw.transport is not None:
+                        raw.transport.close()
+                    return response
                 await response.write(orjson.dumps(event) + b"\n")
         except (ConnectionResetError, ConnectionError):
             return response
         await response.write_eof()
         return response
 
-    async def _inject_faults(self, request: kmock.Request) -> None:
-        if request.action == kmock.action.WATCH or request.resource is None:
-            return
-        for fault in self.faults:
-            if request.method is None or request.method.value not in fault.methods:
-                continue
-            if fault.plurals is not None and request.resource.plural not in fault.plurals:
-                continue
-            if self._random.random() >= fault.share:
-                continue
-            if fault.delay:
-                await asyncio.sleep(fault.delay)
-            if fault.status:
-                reason = {
-                    409: "Conflict",
-                    500: "InternalError",
-                    503: "ServiceUnavailable",
-                    429: "TooManyRequests",
-                }
-                raise ApiError(
-                    fault.status, reason.get(fault.status, "InternalError"), "injected by the test"
-                )
+    # Fault injection
+
+    def _draw_fault(self, request: kmock.Request) -> Fault | None:
+        """Pick the fault that falls on a call, if any: one draw against the shares' sum."""
+        if request.resource is None:
+            return None
+        matching = [fault for fault in self.faults if fault.matches(request)]
+        if not matching:
+            return None
+        draw = self._random.random()
+        for fault in matching:
+            if draw < fault.share:
+                return fault
+            draw -= fault.share
+        return None
+
+    async def _inject(
+        self, raw: aiohttp.web.BaseRequest, request: kmock.Request, fault: Fault
+    ) -> aiohttp.web.StreamResponse | None:
+        """Do what `fault` says; give the answer that replaces the real one (None: answer)."""
+        if fault.hang:
+            if fault.applied and request.method != kmock.method.GET:
+                # Refused or not, the client hears nothing either way.
+                with contextlib.suppress(ApiError, patches.PatchError, kmock.KubernetesError):
+                    await self._dispatch(raw.path, request)
+            await asyncio.sleep(fault.delay)
+            self.injected[fault.label] += 1
+            if raw.transport is not None:
+                raw.transport.close()
+            return aiohttp.web.Response(status=504)  # never sent: the connection is gone
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        self.injected[fault.label] += 1
+        if not fault.status:
+            return None
+        reason = {
+            409: "Conflict",
+            500: "InternalError",
+            503: "ServiceUnavailable",
+            429: "TooManyRequests",
+        }
+        return _status_response(
+            fault.status,
+            reason.get(fault.status, "InternalError"),
+            "injected by the test",
+            retry_after=fault.retry_after,
+        )
+
+    def _watch_fault(self, request: kmock.Request) -> WatchFault | None:
+        return next((fault for fault in self.watch_faults if fault.matches(request)), None)
+
+    def _cut_at(self, fault: WatchFault | None) -> float | None:
+        if fault is None or fault.cut_after is None:
+            return None
+        return asyncio.get_running_loop().time() + self._random.uniform(*fault.cut_after)
 
     # Serving
 
@@ -326,7 +445,10 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             _key(request), request.namespace, request.name or "", options=options
         )
 
-    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+    async def _serve_watch(
+        self, request: kmock.Request, *, gone: bool = False
+    ) -> AsyncIterator[Any]:
+        """Stream events; `gone`: answer a resumed watch 410 Gone, as after a compaction."""
         key = _key(request)
         self.store.rtype(key)
         labels = patches.label_selector(request.params.get("labelSelector"))
@@ -358,7 +480,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             since = request.params.get("resourceVersion")
             if since and since != "0":
                 backlog = self.store.events_since(key, int(since))
-                if backlog is None:
+                if gone:
+                    self.injected["watch-gone"] += 1
+                if backlog is None or gone:
                     yield {
                         "type": "ERROR",
                         "object": {
@@ -446,7 +570,13 @@ def _verb(request: kmock.Request) -> str:
     return "update" if request.method == kmock.method.PUT else "get"
 
 
-def _status_response(status: int, reason: str, message: str) -> aiohttp.web.Response:
+def _plural(request: kmock.Request) -> str | None:
+    return request.resource.plural if request.resource is not None else None
+
+
+def _status_response(
+    status: int, reason: str, message: str, *, retry_after: int | None = None
+) -> aiohttp.web.Response:
     body = {
         "apiVersion": "v1",
         "kind": "Status",
@@ -456,7 +586,11 @@ def _status_response(status: int, reason: str, message: str) -> aiohttp.web.Resp
         "reason": reason,
         "message": message,
     }
-    return aiohttp.web.json_response(body, status=status)
+    headers: dict[str, str] = {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+        body["details"] = {"retryAfterSeconds": retry_after}
+    return aiohttp.web.json_response(body, status=status, headers=headers)
 
 
 def _split_path(
