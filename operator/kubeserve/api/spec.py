@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
-from kubeserve.api import core, names, patterns
+from kubeserve.api import core, names, patterns, quantity
 from kubeserve.api.base import ApiModel
 
 MAX_VARIANTS = 16
@@ -36,6 +36,25 @@ DnsLabel = Annotated[
         }
     ),
 ]
+
+
+def _whole_bytes(value: str | int) -> str | int:
+    amount = quantity.parse_quantity(value)
+    if amount < 1 or amount != amount.to_integral_value():
+        raise ValueError(f"{value!r} is not a size in whole bytes, at least 1 (e.g. 10Gi, 500Mi)")
+    return value
+
+
+# A size on disk: a quantity of whole bytes (10Gi, 500Mi, 2G), as an emptyDir's sizeLimit.
+ByteSize = Annotated[
+    core.Quantity,
+    pydantic.AfterValidator(_whole_bytes),
+    pydantic.WithJsonSchema(
+        core.INT_OR_STRING_SCHEMA
+        | {"minimum": 1, "pattern": quantity.NON_NEGATIVE_QUANTITY_PATTERN}
+    ),
+]
+DEFAULT_MODEL_MAX_SIZE = "10Gi"
 
 
 class ModelSpec(ApiModel):
@@ -64,6 +83,15 @@ class ModelSpec(ApiModel):
         description="Secret whose keys become environment variables of the fetch step only "
         "(e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL).",
     )
+    max_size: ByteSize | None = pydantic.Field(
+        default=None,
+        description="The most the model may take on disk, fetched or extracted (default "
+        f"{DEFAULT_MODEL_MAX_SIZE}): the fetch stops past it. Not used for pvc:// models.",
+    )
+
+    def max_bytes(self) -> int:
+        """Give maxSize in bytes, or the default's."""
+        return int(quantity.parse_quantity(self.max_size or DEFAULT_MODEL_MAX_SIZE))
 
 
 class Autoscaling(ApiModel):

@@ -2,7 +2,7 @@
 
 Pods meet the `restricted` Pod Security Standard: non-root, no privilege escalation, all
 capabilities dropped, RuntimeDefault seccomp, read-only root filesystem. The only writable
-paths are emptyDirs: the model store and /tmp.
+paths are emptyDirs: the model store (sized from model.maxSize) and /tmp.
 """
 
 from __future__ import annotations
@@ -52,6 +52,24 @@ def pod_security_context(config: BuildConfig) -> dict[str, Any]:
         "fsGroup": config.run_as_user,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def model_size_limit(variant: spec.Variant) -> str:
+    """Give the model emptyDir's sizeLimit: room for twice model.maxSize.
+
+    The fetch caps the download and, separately, what an archive unpacks to at maxSize;
+    while it unpacks both are on the volume. Past the limit the kubelet evicts the pod, so
+    the fetch's own one-line error must come first.
+    """
+    return _binary_quantity(2 * variant.model.max_bytes())
+
+
+def _binary_quantity(size: int) -> str:
+    """Write a byte count with the largest binary suffix that divides it (20Gi, 1536Mi)."""
+    for suffix, unit in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
 
 
 def _pvc_source(uri: str) -> tuple[str, str]:
@@ -132,6 +150,7 @@ def _fetch_container(variant: spec.Variant, config: BuildConfig) -> dict[str, An
     args = [variant.model.storage_uri, f"{MODEL_ROOT}/{variant.name}"]
     if variant.model.sha256:
         args += ["--sha256", variant.model.sha256]
+    args += ["--max-bytes", str(variant.model.max_bytes())]
     container: dict[str, Any] = {
         "name": FETCH_CONTAINER,
         "image": variant.image or config.server_image,
@@ -183,7 +202,7 @@ def pod_template(
             "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
         }
     else:
-        model_volume = {"name": MODEL_VOLUME, "emptyDir": {}}
+        model_volume = {"name": MODEL_VOLUME, "emptyDir": {"sizeLimit": model_size_limit(variant)}}
     pod_spec: dict[str, Any] = {
         # The server never talks to the Kubernetes API: give it no token and no service env.
         "automountServiceAccountToken": False,

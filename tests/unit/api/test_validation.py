@@ -261,6 +261,39 @@ def test_bad_quantity() -> None:
     assert_error(obj, "spec.variants[0].resources.requests.cpu", "not a Kubernetes quantity")
 
 
+def _model_with_max_size(max_size: object) -> dict[str, Any]:
+    model = {"format": "onnx", "storageUri": "s3://bucket/m", "maxSize": max_size}
+    return specs.isvc(specs.variant("v1", model=model))
+
+
+@pytest.mark.parametrize(
+    ("max_size", "fragment"),
+    [
+        ("lots", "not a Kubernetes quantity"),
+        ("-1Gi", "negative"),
+        ("0", "not a size in whole bytes, at least 1"),
+        (0, "not a size in whole bytes, at least 1"),
+        ("100m", "not a size in whole bytes"),
+        ("0.5", "not a size in whole bytes"),
+    ],
+)
+def test_model_max_size_must_be_whole_bytes(max_size: object, fragment: str) -> None:
+    assert_error(_model_with_max_size(max_size), "spec.variants[0].model.maxSize", fragment)
+
+
+@pytest.mark.parametrize(
+    ("max_size", "max_bytes"),
+    [("10Gi", 10 * 2**30), ("1.5k", 1500), (4096, 4096), ("2G", 2 * 10**9)],
+)
+def test_model_max_size_takes_quantities(max_size: object, max_bytes: int) -> None:
+    model = validation.parse(_model_with_max_size(max_size)).spec.variants[0].model
+    assert model.max_bytes() == max_bytes
+
+
+def test_model_max_size_defaults_to_10gi() -> None:
+    assert validation.parse(specs.isvc()).spec.variants[0].model.max_bytes() == 10 * 2**30
+
+
 def test_gpu_resources_must_go_through_the_gpu_field() -> None:
     obj = specs.isvc(specs.variant("v1", resources={"limits": {"nvidia.com/gpu": 1}}))
     assert_error(obj, "spec.variants[0].resources.limits", "use the variant's gpu field")

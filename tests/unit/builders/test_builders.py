@@ -143,7 +143,10 @@ def test_fetch_init_container_writes_into_the_shared_volume() -> None:
     dep = by_kind(render(obj), "Deployment")
     init = dep["spec"]["template"]["spec"]["initContainers"][0]
     assert init["command"] == ["kubeserve", "fetch"]
-    assert init["args"] == ["s3://bucket/digits/v1", "/mnt/models/v1", "--sha256", "ab" * 32]
+    assert init["args"] == [
+        *("s3://bucket/digits/v1", "/mnt/models/v1", "--sha256", "ab" * 32),
+        *("--max-bytes", str(10 * 2**30)),
+    ]
     assert init["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
     assert {"name": "model-store", "mountPath": "/mnt/models"} in init["volumeMounts"]
     server = dep["spec"]["template"]["spec"]["containers"][0]
@@ -151,6 +154,32 @@ def test_fetch_init_container_writes_into_the_shared_volume() -> None:
     assert {"name": "model-store", "mountPath": "/mnt/models", "readOnly": True} in server[
         "volumeMounts"
     ]
+
+
+@pytest.mark.parametrize(
+    ("max_size", "size_limit", "max_bytes"),
+    [
+        (None, "20Gi", 10 * 2**30),
+        ("1Gi", "2Gi", 2**30),
+        ("1.5Gi", "3Gi", 3 * 2**29),
+        (2**20, "2Mi", 2**20),
+        ("500M", "1000000000", 500_000_000),
+    ],
+)
+def test_model_volume_size_limit_and_fetch_cap_follow_max_size(
+    max_size: str | int | None, size_limit: str, max_bytes: int
+) -> None:
+    model: dict[str, Any] = {"format": "onnx", "storageUri": "https://example.com/m.onnx"}
+    if max_size is not None:
+        model["maxSize"] = max_size
+    dep = by_kind(render(specs.isvc(specs.variant("v1", model=model))), "Deployment")
+    pod_spec = dep["spec"]["template"]["spec"]
+    store = next(v for v in pod_spec["volumes"] if v["name"] == "model-store")
+    # Room for the download and what it unpacks to, each capped at maxSize by the fetch.
+    assert store == {"name": "model-store", "emptyDir": {"sizeLimit": size_limit}}
+    args = pod_spec["initContainers"][0]["args"]
+    assert args[args.index("--max-bytes") + 1] == str(max_bytes)
+    k8s_schema.assert_valid(dep)
 
 
 def test_pvc_models_are_mounted_without_a_fetch_step() -> None:
