@@ -60,7 +60,6 @@ DEFAULT_MAX_BYTES = 10 * 2**30  # the operator's default model.maxSize, 10Gi
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_DEADLINE = 30 * 60.0
 BEARER_TOKEN_ENV = "KUBESERVE_FETCH_BEARER_TOKEN"
-_ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
 # fsspec protocols and the package each needs; named in the error when it is missing.
 _FSSPEC_PACKAGES = {
     "s3": "s3fs",
@@ -317,7 +316,6 @@ def fetch(
 class _Job:
     """One fetch's inputs, passed down to whichever source reads the URI."""
 
-    uri: str
     staging: pathlib.Path
     sha256: str | None
     timeout: float
@@ -362,9 +360,7 @@ def _fetch(
         staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{dest.name}.fetch-", dir=parent))
     except OSError as exc:
         raise FetchError(f"cannot create {parent}: {exc.strerror}") from None
-    job = _Job(
-        uri=uri, staging=staging, sha256=sha256, timeout=timeout, max_bytes=max_bytes, clock=clock
-    )
+    job = _Job(staging=staging, sha256=sha256, timeout=timeout, max_bytes=max_bytes, clock=clock)
     try:
         scheme = parsed.scheme.lower()
         if scheme in ("", "file"):
@@ -425,9 +421,10 @@ def _copy_local(source: pathlib.Path, job: _Job) -> None:
 
         try:
             shutil.copytree(source, job.staging, dirs_exist_ok=True, copy_function=copy)
-        except shutil.Error as exc:  # copytree gathers per-file errors: name the first
-            first = exc.args[0][0] if exc.args and exc.args[0] else exc
-            raise FetchError(f"cannot copy {source}: {first}") from None
+        except shutil.Error as exc:  # copytree gathers (source, target, why) per file
+            problems = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+            first = f"{problems[0][0]}: {problems[0][2]}" if problems else str(exc)
+            raise FetchError(f"cannot copy {first}") from None
     else:
         _place_file(source, source.name, job, owned=False)
 
