@@ -138,6 +138,7 @@ def test_a_client_that_never_reads_costs_bounded_memory_and_is_dropped(guarded: 
         # this send stalls part-way: that is the point.
         with contextlib.suppress(TimeoutError):
             s.sendall(flood)
+        assert s.recv(1, socket.MSG_PEEK)  # accepted and answering, not merely buffered
         time.sleep(0.5)
         assert _rss_mb(guarded.proc.pid) - before < 50
         # Stalled past --send-timeout (1 s; the sweep runs each second): reset.
@@ -294,11 +295,13 @@ def test_drain_is_bounded_whatever_clients_do(example_models: pathlib.Path) -> N
         never_reads.settimeout(2)
         with contextlib.suppress(TimeoutError):
             never_reads.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n" * 5000)
+        # The kernel may take all of that before the server even accepts: wait for a reply.
+        assert never_reads.recv(1, socket.MSG_PEEK)
         try:
             started = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             assert server.proc.wait(10) == 0
-            assert time.monotonic() - started < 2.5
+            assert time.monotonic() - started < 4
             assert _closed(half_head, timeout=2) and _closed(half_body, timeout=2)
             assert "drain timeout: resetting 3 connections" in server.output()
         finally:
@@ -439,9 +442,8 @@ def test_sigterm_answers_requests_sent_on_idle_keep_alive_connections(
             for c in clients:
                 c.sendall(PREDICT)
             for f in files:
-                status, headers, _ = _read_response(f)
-                assert status == 200 and headers["connection"] == "close"
-                assert f.read() == b""
+                assert _read_response(f)[0] == 200
+                assert f.read() == b""  # then closed: by its reply, or once idle
             assert server.proc.wait(10) == 0
         finally:
             for c in clients:
