@@ -9,21 +9,19 @@ keep-alive, pipelining (answered in order, batched or not), chunked bodies,
 all), and a drain mode that answers each connection's next request with ``connection:
 close``.
 
-A client cannot hold the server's memory or descriptors (the ``Limits``): a connection whose
-unsent replies pass the transport's high-water mark is not read until they drain, and is
-dropped if they stay stuck for ``send_timeout``; a request head must arrive within
-``header_timeout`` and a body at ``body_min_rate`` after ``body_timeout`` (408 otherwise);
-past ``max_connections`` new connections get 503. One sweep a second checks every clock, so
-the request path only stores timestamps.
+A client cannot hold the server's memory or descriptors (``client_limits.Limits``): a
+connection whose unsent replies pass the transport's high-water mark is not read until they
+drain, and is dropped if they stay stuck for ``send_timeout``; a request head must arrive
+within ``header_timeout`` and a body at ``body_min_rate`` after ``body_timeout`` (408
+otherwise); past ``max_connections`` new connections get 503. One sweep a second checks
+every clock, so the request path only stores timestamps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import email.utils
-import enum
 import logging
 import time
 import urllib.parse
@@ -32,7 +30,7 @@ from typing import NamedTuple, cast
 
 import httptools
 
-from kubeserve.server import dataplane, errors, metrics, openapi
+from kubeserve.server import client_limits, dataplane, errors, metrics, openapi
 
 log = logging.getLogger("kubeserve.server")
 
@@ -61,37 +59,9 @@ REFUSAL_GRACE = 2.0
 # Refused connections in that grace at once; past it they are reset at once, so a flood of
 # connections costs at most this many descriptors beyond ``max_connections``.
 MAX_REFUSING = 32
-# Dropped-connection warnings: the first at once, the rest summed up this often.
-DROP_LOG_EVERY = 10.0
 
 Reply = dataplane.Reply
 Thunk = Callable[[bytes], Reply | Awaitable[Reply]]
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Limits:
-    """What one client may take from the server: connections, time and unsent replies.
-
-    Every timeout of 0 turns that check off.
-    """
-
-    max_connections: int = 900
-    idle_timeout: float = 60.0  # silence, between requests or within one
-    header_timeout: float = 10.0  # from a request's first byte to its blank line
-    body_timeout: float = 10.0  # a body's allowance, plus one second per body_min_rate bytes
-    body_min_rate: float = 16384.0  # bytes/s; 0 makes body_timeout a plain deadline
-    send_timeout: float = 30.0  # replies stuck above the high-water mark this long: drop
-
-
-class Drop(enum.StrEnum):
-    """Why the server closed a connection that the client did not close."""
-
-    IDLE = "idle_timeout"
-    HEADER = "header_timeout"
-    BODY = "body_timeout"
-    SEND = "send_timeout"
-    FULL = "max_connections"
-    DRAIN = "drain_timeout"
 
 
 class Request(NamedTuple):
@@ -121,28 +91,6 @@ class _MethodNotAllowed(errors.MethodNotAllowed):
         self.allow = allow
 
 
-class _DropLog:
-    """Log dropped connections without letting a flood of them flood the log."""
-
-    def __init__(self) -> None:
-        self.quiet_until = 0.0
-        self.pending: collections.Counter[str] = collections.Counter()
-
-    def note(self, reason: Drop, message: str, now: float) -> None:
-        if now >= self.quiet_until:
-            log.warning("%s", message)
-            self.quiet_until = now + DROP_LOG_EVERY
-        else:
-            self.pending[reason] += 1
-
-    def flush(self, now: float) -> None:
-        if self.pending and now >= self.quiet_until:
-            counts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.pending.items()))
-            log.warning("also dropped in the last %gs: %s", DROP_LOG_EVERY, counts)
-            self.pending.clear()
-            self.quiet_until = now + DROP_LOG_EVERY
-
-
 class App:
     """Routes requests to the data plane and holds what every connection shares."""
 
@@ -153,7 +101,7 @@ class App:
         *,
         variant: str | None,
         max_body: int,
-        limits: Limits = Limits(),
+        limits: client_limits.Limits = client_limits.DEFAULTS,
         metrics_files: metrics.SnapshotFiles | None = None,
     ) -> None:
         self.plane = plane
@@ -168,7 +116,7 @@ class App:
         self.draining = False
         self.name = plane.repo.name
         self._version_headers: dict[str, bytes] = {}
-        self._drops = _DropLog()
+        self._drops = client_limits.DropLog()
         self.date = b""
         self._openapi = dataplane.dumps(openapi.document(self.name))
         self.tick()
@@ -199,10 +147,10 @@ class App:
         self.metrics.connections = len(self.connections)
         self._drops.flush(now)
 
-    def dropped(self, reason: Drop, message: str) -> None:
+    def dropped(self, reason: client_limits.Drop, message: str) -> None:
         """Count a connection the server closed; warn, unless it was merely idle."""
         self.metrics.drop(reason.value)
-        if reason is not Drop.IDLE:
+        if reason is not client_limits.Drop.IDLE:
             self._drops.note(reason, message, time.monotonic())
 
     def drain(self, started: float) -> None:
@@ -215,7 +163,7 @@ class App:
         """Reset every connection, whatever it is doing (the drain's deadline)."""
         for conn in list(self.connections):
             conn.abort()
-            self.metrics.drop(Drop.DRAIN.value)
+            self.metrics.drop(client_limits.Drop.DRAIN.value)
 
     def version_headers(self, version: str) -> bytes:
         """Return the served-by headers for ``version``, built once per version."""
@@ -546,7 +494,7 @@ class HttpProtocol(asyncio.Protocol):
         app.refusing += 1
         limit = app.limits.max_connections
         app.dropped(
-            Drop.FULL,
+            client_limits.Drop.FULL,
             f"refusing connections with 503: {len(app.connections)} are open, the "
             f"--max-connections limit of this worker",
         )
@@ -717,49 +665,54 @@ class HttpProtocol(asyncio.Protocol):
 
     def check(self, now: float) -> None:
         """Drop the connection if one of its clocks ran out (called once a second)."""
-        limits = self.app.limits
+        rules = self.app.limits
         if self.stalled_since:
-            if limits.send_timeout and now - self.stalled_since > limits.send_timeout:
+            if rules.send_timeout and now - self.stalled_since > rules.send_timeout:
                 self.abort()  # close() would wait for the replies to drain: forever
-                self._dropped(Drop.SEND, f"its replies stayed unread for {limits.send_timeout:g}s")
+                self._dropped(
+                    client_limits.Drop.SEND,
+                    f"its replies stayed unread for {rules.send_timeout:g}s",
+                )
             return
         if self.closed_at:
             # Closing, with a last reply the client does not read: close() would wait.
-            if limits.send_timeout and now - self.closed_at > limits.send_timeout + REFUSAL_GRACE:
+            if rules.send_timeout and now - self.closed_at > rules.send_timeout + REFUSAL_GRACE:
                 self.abort()
                 self._dropped(
-                    Drop.SEND, f"its last reply stayed unread for {limits.send_timeout:g}s"
+                    client_limits.Drop.SEND,
+                    f"its last reply stayed unread for {rules.send_timeout:g}s",
                 )
             return
         if self.busy or self.queue:
             return  # the server owes this client an answer
         if (
             self.head_since
-            and limits.header_timeout
-            and now - self.head_since > limits.header_timeout
+            and rules.header_timeout
+            and now - self.head_since > rules.header_timeout
         ):
-            self._refuse(408, f"request head not received within {limits.header_timeout:g}s")
-            self._dropped(Drop.HEADER, f"no complete head in {limits.header_timeout:g}s")
+            self._refuse(408, f"request head not received within {rules.header_timeout:g}s")
+            self._dropped(
+                client_limits.Drop.HEADER, f"no complete head in {rules.header_timeout:g}s"
+            )
             return
-        if self.body_since and limits.body_timeout:
-            allowed = limits.body_timeout
-            rule = f"{limits.body_timeout:g}s"
-            if limits.body_min_rate:
-                allowed += self.size / limits.body_min_rate
-                rule += f" plus 1s per {limits.body_min_rate:g} bytes"
+        if self.body_since and rules.body_timeout:
+            allowed = rules.body_timeout
+            rule = f"{rules.body_timeout:g}s"
+            if rules.body_min_rate:
+                allowed += self.size / rules.body_min_rate
+                rule += f" plus 1s per {rules.body_min_rate:g} bytes"
             if now - self.body_since > allowed:
                 got = f"{self.size} bytes in {now - self.body_since:.0f}s"
                 self._refuse(408, f"request body too slow: {got} (allowed: {rule})")
-                self._dropped(Drop.BODY, f"request body too slow: {got}")
+                self._dropped(client_limits.Drop.BODY, f"request body too slow: {got}")
                 return
-        if limits.idle_timeout and now - self.last_active > limits.idle_timeout:
+        if rules.idle_timeout and now - self.last_active > rules.idle_timeout:
             self.close_now()
-            self._dropped(Drop.IDLE, f"silent for {limits.idle_timeout:g}s")
+            self._dropped(client_limits.Drop.IDLE, f"silent for {rules.idle_timeout:g}s")
 
-    def _dropped(self, reason: Drop, why: str) -> None:
+    def _dropped(self, reason: client_limits.Drop, why: str) -> None:
         peer = self.transport.get_extra_info("peername") if self.transport else None
-        flag = "--" + reason.value.replace("_", "-")
-        self.app.dropped(reason, f"dropped connection from {peer}: {why} ({flag})")
+        self.app.dropped(reason, f"dropped connection from {peer}: {why} ({reason.flag})")
 
     def close_if_done(self, now: float, drain_started: float) -> None:
         """While draining: close the connection if it owes nothing and its grace is over."""

@@ -22,6 +22,7 @@ import time
 
 from kubeserve.server import (
     batching,
+    client_limits,
     config,
     dataplane,
     errors,
@@ -147,7 +148,7 @@ async def _serve(cfg: config.ServerConfig, *, metrics_dir: str | None, reuse_por
             )
     plane = dataplane.DataPlane(repo, batchers=batchers)
     files = metrics.SnapshotFiles(pathlib.Path(metrics_dir)) if metrics_dir else None
-    limits = http.Limits(
+    limits = client_limits.Limits(
         max_connections=fit_connections(cfg.max_connections),
         idle_timeout=cfg.idle_timeout,
         header_timeout=cfg.header_timeout,
