@@ -7,7 +7,8 @@ batch (no latency cost with few clients, full batches under load). Then their in
 concatenated along the batch dim, the model runs once in a worker
 thread (so the event loop keeps accepting the next batch meanwhile), and each caller gets
 back exactly its own rows. Requests whose inputs cannot be concatenated (other dtypes or
-trailing dims) go in separate groups.
+trailing dims) go in separate groups. When a batch's model call fails, each of its requests
+is run again on its own, so that a request the model refuses fails alone.
 """
 
 from __future__ import annotations
@@ -100,10 +101,13 @@ class Batcher:
         self._running += 1
         try:
             outputs = await loop.run_in_executor(self._executor, self.model.predict, merged)
-        except Exception as exc:  # every caller learns of the failure
-            for _, _, future in members:
-                if not future.done():
-                    future.set_exception(exc)
+        except Exception as exc:
+            if len(members) == 1:
+                _fail(members[0][2], exc)
+            else:
+                # One caller's values may be what the model refused (1e308 overflowing a
+                # scaler): each caller gets its own call, and only the culprit the error.
+                await self._one_by_one(loop, members)
             return
         finally:
             self._running -= 1
@@ -120,6 +124,28 @@ class Batcher:
             if not future.done():  # the caller may have gone away
                 future.set_result(own)
 
+    async def _one_by_one(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        members: list[tuple[Arrays, int, asyncio.Future[Arrays]]],
+    ) -> None:
+        for inputs, rows, future in members:
+            if future.done():
+                continue  # the caller went away
+            try:
+                outputs = await loop.run_in_executor(self._executor, self.model.predict, inputs)
+            except Exception as exc:
+                _fail(future, exc)
+                continue
+            self.on_batch(rows)
+            if not future.done():
+                future.set_result(outputs)
+
     def close(self) -> None:
         """Stop the worker thread once queued calls finish."""
         self._executor.shutdown(wait=True)
+
+
+def _fail(future: asyncio.Future[Arrays], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -48,52 +48,98 @@ def _op(summary: str, ok: dict[str, Any], *codes: int, body: str | None = None) 
 _MODEL = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
 _VERSION = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
 
-_TENSOR_PROPS = {
-    "name": {"type": "string"},
-    "datatype": {
-        "type": "string",
-        "enum": [
-            "BOOL",
-            "UINT8",
-            "UINT16",
-            "UINT32",
-            "UINT64",
-            "INT8",
-            "INT16",
-            "INT32",
-            "INT64",
-            "FP16",
-            "FP32",
-            "FP64",
-            "BYTES",
-        ],
+_DATATYPES = [
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+]
+_PARAMETERS = {"type": "object", "description": "Free-form; the server reads none of them"}
+
+# What the server requires of a request, as far as a schema can say it: the model decides the
+# rest (input names, datatypes it accepts, shapes), and answers 400 naming the field.
+_REQUEST_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string", "enum": _DATATYPES},
+        "shape": {
+            "type": "array",
+            "description": "The first dim is the batch: at least one row",
+            "prefixItems": [{"type": "integer", "minimum": 1}],
+            "items": {"type": "integer", "minimum": 0},
+        },
+        "parameters": _PARAMETERS,
+        "data": {
+            "type": "array",
+            "description": "Row-major contents, flat or nested: numbers for number types, "
+            "true/false for BOOL, strings for BYTES",
+        },
     },
-    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-    "parameters": {"type": "object"},
-    "data": {"type": "array", "description": "Row-major contents, flat or nested"},
+}
+_RESPONSE_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string", "enum": _DATATYPES},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "parameters": {"type": "object"},
+        "data": {"type": "array", "description": "Row-major contents, flat"},
+    },
 }
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-    "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
-    "Live": {"type": "object", "properties": {"live": {"type": "boolean"}}},
-    "Ready": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
+    "Status": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}},
+    },
+    "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
+    "Ready": {
+        "type": "object",
+        "required": ["ready"],
+        "properties": {"ready": {"type": "boolean"}},
+    },
     "ModelReady": {
         "type": "object",
+        "required": ["name", "ready"],
         "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
     },
     "V1Models": {
         "type": "object",
+        "required": ["models"],
         "properties": {"models": {"type": "array", "items": {"type": "string"}}},
     },
     "V1PredictRequest": {
         "type": "object",
-        "description": "One of 'instances' (rows) or 'inputs' (the same, TF Serving's name)",
-        "properties": {"instances": {"type": "array"}, "inputs": {"type": "array"}},
+        "description": "'instances' (rows), or 'inputs' (the same, TF Serving's name); a model "
+        "with several inputs takes each row as an object keyed by input name",
+        "anyOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+        "properties": {
+            "instances": {"type": "array", "minItems": 1},
+            "inputs": {"type": "array", "minItems": 1},
+        },
     },
-    "V1PredictResponse": {"type": "object", "properties": {"predictions": {"type": "array"}}},
+    "V1PredictResponse": {
+        "type": "object",
+        "required": ["predictions"],
+        "properties": {"predictions": {"type": "array"}},
+    },
     "ServerMetadata": {
         "type": "object",
+        "required": ["name", "version", "extensions"],
         "properties": {
             "name": {"type": "string"},
             "version": {"type": "string"},
@@ -102,6 +148,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "MetadataTensor": {
         "type": "object",
+        "required": ["name", "datatype", "shape"],
         "properties": {
             "name": {"type": "string"},
             "datatype": {"type": "string"},
@@ -114,6 +161,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "ModelMetadata": {
         "type": "object",
+        "required": ["name", "versions", "platform", "inputs", "outputs"],
         "properties": {
             "name": {"type": "string"},
             "versions": {"type": "array", "items": {"type": "string"}},
@@ -122,31 +170,32 @@ SCHEMAS: dict[str, Any] = {
             "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/MetadataTensor"}},
         },
     },
-    "RequestInput": {
-        "type": "object",
-        "required": ["name", "shape", "datatype", "data"],
-        "properties": _TENSOR_PROPS,
-    },
+    "RequestInput": _REQUEST_TENSOR,
     "RequestOutput": {
         "type": "object",
         "required": ["name"],
-        "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+        "properties": {"name": {"type": "string"}, "parameters": _PARAMETERS},
     },
     "InferenceRequest": {
         "type": "object",
         "required": ["inputs"],
         "properties": {
             "id": {"type": "string"},
-            "parameters": {"type": "object"},
-            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/RequestInput"}},
-            "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/RequestOutput"}},
+            "parameters": _PARAMETERS,
+            "inputs": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/components/schemas/RequestInput"},
+            },
+            "outputs": {
+                "type": "array",
+                "minItems": 1,
+                "description": "Leave it out for every output",
+                "items": {"$ref": "#/components/schemas/RequestOutput"},
+            },
         },
     },
-    "ResponseOutput": {
-        "type": "object",
-        "required": ["name", "shape", "datatype", "data"],
-        "properties": _TENSOR_PROPS,
-    },
+    "ResponseOutput": _RESPONSE_TENSOR,
     "InferenceResponse": {
         "type": "object",
         "required": ["model_name", "outputs"],

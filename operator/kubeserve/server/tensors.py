@@ -49,13 +49,23 @@ def datatype_of(dtype: np.dtype[Any]) -> str:
         raise errors.ServerError(f"model produced unsupported dtype {dtype}") from None
 
 
+# No JSON request carries more values than this; a shape beyond it (possible only with a
+# zero dim, which lets the other dims be anything) would overflow numpy's size arithmetic.
+MAX_ELEMENTS = 2**48
+
+
 def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    where = f"input '{name}'"
+    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
         raise errors.BadRequest(
-            f"input '{name}': 'shape' must be a list of non-negative integers, got {shape!r}"
+            f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}"
         )
+    if shape and shape[0] == 0:
+        # The first dim is the batch: a model is never run on no rows (scikit-learn
+        # refuses them, ONNX graphs may fail on them).
+        raise errors.BadRequest(f"{where}: shape {shape} has no rows; send at least one")
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        raise errors.BadRequest(f"{where}: shape {shape} is larger than any request can carry")
     return tuple(shape)
 
 
@@ -142,41 +152,177 @@ def _pack(packer: struct.Struct, data: list[Any], nested: bool) -> bytearray | N
         return None
 
 
-def decode(name: str, datatype: Any, shape: Any, data: Any, *, literals: bool = True) -> np.ndarray:
+def decode(
+    name: str, datatype: Any, shape: Any, data: Any, *, literals: bool = True, chunk: int = 0
+) -> np.ndarray:
     """Build the numpy array a V2 input tensor describes, or raise BadRequest naming why.
 
     ``literals`` False promises that the request text holds no ``true``/``false`` (see
-    ``has_literals``), which lets numbers take the fast path.
+    ``has_literals``), which lets numbers take the fast path. ``chunk`` > 0 converts at most
+    about that many values per step (see ``to_array``).
     """
-    if datatype not in DATATYPES:
+    where = f"input '{name}'"
+    if type(datatype) is not str or datatype not in DATATYPES:
         raise errors.BadRequest(
-            f"input '{name}': unknown datatype {datatype!r}; expected one of "
-            + ", ".join(DATATYPES)
+            f"{where}: unknown datatype {datatype!r}; expected one of " + ", ".join(DATATYPES)
         )
     dims = _check_shape(name, shape)
     if not isinstance(data, list):
-        raise errors.BadRequest(f"input '{name}': 'data' must be a JSON array")
+        raise errors.BadRequest(f"{where}: 'data' must be a JSON array")
     expected = math.prod(dims)
+    array = to_array(where, datatype, data, literals=literals, chunk=chunk)
+    if array.size != expected:
+        raise errors.BadRequest(
+            f"{where}: shape {list(dims)} needs {expected} elements, 'data' has {array.size}"
+        )
+    return array.reshape(dims)
+
+
+def to_array(
+    where: str, datatype: str, data: list[Any], *, literals: bool = True, chunk: int = 0
+) -> np.ndarray:
+    """Convert nested JSON lists to an array of ``datatype`` in the shape they nest in.
+
+    ``where`` names the tensor in messages ("input 'x'", "instances"). Every value is checked
+    for its JSON type before numpy sees it: numpy's own discovery makes one long string among
+    short ones a fixed-width array of (longest x count) characters, which turned 250 KB of
+    JSON into 955 MiB before the type check could refuse it.
+
+    With ``chunk`` > 0 the conversion goes about ``chunk`` values at a time (rows, or parts
+    of a row), so a thread converting a large request lets go of the GIL between the steps
+    instead of holding it for a whole request.
+    """
+    if chunk > 0:
+        return _in_slices(where, datatype, data, literals, chunk)
+    return _whole(where, datatype, data, literals, None)
+
+
+def _probe(data: list[Any]) -> list[int]:
+    # The shape the first element at each depth announces; the rest must agree.
+    shape = [len(data)]
+    probe = data[0] if data else None
+    while type(probe) is list:
+        shape.append(len(probe))
+        probe = probe[0] if probe else None
+    return shape
+
+
+def _whole(
+    where: str, datatype: str, data: list[Any], literals: bool, rest: list[int] | None
+) -> np.ndarray:
+    # ``rest``: the trailing dims a slice of a larger tensor must have.
+    if rest is not None and _probe(data)[1:] != rest:
+        raise errors.BadRequest(f"{where}: ragged nesting: rows of different shapes")
     if not literals:
         fast = fast_floats(data, DATATYPES[datatype])
         if fast is not None:
-            if fast.size != expected:
-                raise errors.BadRequest(
-                    f"input '{name}': shape {list(dims)} needs {expected} elements, "
-                    f"'data' has {fast.size}"
-                )
-            return fast.reshape(dims)
-    try:
-        # Let numpy infer first so that we can tell 1.5 from 1 and "a" from 1: converting
-        # straight to the target dtype would truncate or wrap without a word.
-        raw = np.asarray(data)
-    except ValueError as exc:
-        raise errors.BadRequest(f"input '{name}': 'data' is ragged or mixed: {exc}") from None
-    if raw.size != expected:
+            return fast
+    shape, leaves = _structure(where, data)
+    return _typed(where, datatype, leaves, shape)
+
+
+def _in_slices(
+    where: str, datatype: str, data: list[Any], literals: bool, chunk: int
+) -> np.ndarray:
+    shape = _probe(data)
+    per_row = math.prod(shape[1:])
+    if len(data) * per_row <= chunk:
+        return _whole(where, datatype, data, literals, None)
+    if per_row > chunk:
+        # Each row alone is large: convert it in slices of its own.
+        rows = []
+        for row in data:
+            if type(row) is not list:
+                raise errors.BadRequest(f"{where}: ragged nesting: lists and values mix")
+            part = _in_slices(where, datatype, row, literals, chunk)
+            if list(part.shape) != shape[1:]:
+                raise errors.BadRequest(f"{where}: ragged nesting: rows of different shapes")
+            rows.append(part)
+        return np.stack(rows)
+    step = max(1, chunk // max(per_row, 1))
+    parts = [
+        _whole(where, datatype, data[i : i + step], literals, shape[1:])
+        for i in range(0, len(data), step)
+    ]
+    return np.concatenate(parts)
+
+
+def _structure(where: str, data: list[Any]) -> tuple[tuple[int, ...], list[Any]]:
+    """Return the shape that nested lists describe and their values, row-major.
+
+    Only types and lengths are looked at, a level at a time with C-level ``map``: nesting
+    that is ragged or mixes lists with values is refused before anything is converted.
+    """
+    shape = _probe(data)
+    level = data
+    for depth, width in enumerate(shape[1:], start=1):
+        if set(map(type, level)) != {list}:
+            raise errors.BadRequest(
+                f"{where}: ragged nesting: lists and values mix at depth {depth}"
+            )
+        lengths = set(map(len, level))
+        if lengths != {width}:
+            shown = ", ".join(map(str, sorted(lengths)[:4]))
+            raise errors.BadRequest(
+                f"{where}: ragged nesting: lists at depth {depth} have lengths {shown}"
+            )
+        level = list(itertools.chain.from_iterable(level))
+    return tuple(shape), level
+
+
+_NUMBERS = frozenset({int, float})
+
+
+def _typed(where: str, datatype: str, values: list[Any], shape: tuple[int, ...]) -> np.ndarray:
+    """Build the array of ``datatype`` from flat JSON ``values``, checking each one's type."""
+    target = DATATYPES[datatype]
+    if not values:
+        return np.empty(shape, dtype=target)
+    kinds = set(map(type, values))
+    if list in kinds:
         raise errors.BadRequest(
-            f"input '{name}': shape {list(dims)} needs {expected} elements, 'data' has {raw.size}"
+            f"{where}: ragged nesting: lists and values mix at depth {len(shape)}"
         )
-    return convert(f"input '{name}'", datatype, raw, data, literals=literals).reshape(dims)
+    if datatype == "BYTES":
+        if kinds != {str}:
+            raise errors.BadRequest(f"{where}: BYTES data must be strings")
+        # Objects, not numpy's fixed-width unicode: each string keeps its own length.
+        strings = np.empty(len(values), dtype=object)
+        strings[:] = values
+        return strings.reshape(shape)
+    if datatype == "BOOL":
+        if kinds != {bool}:
+            raise errors.BadRequest(f"{where}: BOOL data must be true/false")
+        return np.array(values, dtype=np.bool_).reshape(shape)
+    if bool in kinds:
+        raise errors.BadRequest(f"{where}: {datatype} data must be numbers, not true/false")
+    if not kinds <= _NUMBERS:
+        raise errors.BadRequest(f"{where}: {datatype} data must be numbers")
+    if target.kind in "iu":
+        if float in kinds:
+            raise errors.BadRequest(f"{where}: {datatype} data must be integers")
+        info = np.iinfo(target)
+        # Python's own ints compare exactly, beyond int64 too (orjson parses up to 2**64-1).
+        if min(values) < info.min or max(values) > info.max:
+            raise errors.BadRequest(
+                f"{where}: value out of range for {datatype} [{info.min}, {info.max}]"
+            )
+        return np.array(values, dtype=target).reshape(shape)
+    # Floats, or integers (int64; float64 beyond it): the same values np.asarray would give,
+    # so that this path and the fast one agree to the bit.
+    raw = np.array(values)
+    limit = _OVERFLOW.get(target)
+    # int64 reaches 9.2e18, beyond float16's range but not float32's: check only what can.
+    # (No np.abs: it leaves the int64 minimum negative.)
+    if (
+        limit is not None
+        and (raw.dtype.kind == "f" or limit < 2**63)
+        and max(float(raw.max()), -float(raw.min())) >= limit
+    ):
+        # The cast would turn these into inf without a word (1e6 as FP16, 1e39 as FP32):
+        # a client mistake, not a value to compute on. JSON itself cannot carry inf.
+        raise errors.BadRequest(f"{where}: value out of range for {datatype}")
+    return raw.astype(target, copy=False).reshape(shape)
 
 
 def _overflow_limit(dtype: np.dtype[Any]) -> float:
@@ -188,83 +334,6 @@ def _overflow_limit(dtype: np.dtype[Any]) -> float:
 
 # Narrow float targets and the magnitude at which a cast to them overflows.
 _OVERFLOW = {dt: _overflow_limit(dt) for dt in (np.dtype(np.float16), np.dtype(np.float32))}
-
-
-def convert(
-    where: str, datatype: str, raw: np.ndarray, data: list[Any], *, literals: bool = True
-) -> np.ndarray:
-    """Check what ``np.asarray(data)`` inferred against ``datatype`` and cast it, or raise.
-
-    ``where`` names the tensor in messages ("input 'x'", "instances"). numpy's inference
-    alone lets hostile mixes through: ``[1, "a"]`` becomes strings, ``[true, 2.5]`` floats;
-    those are caught here from the original ``data``.
-    """
-    kind = raw.dtype.kind
-    if raw.size == 0:
-        return np.empty(raw.shape, dtype=np.str_ if datatype == "BYTES" else DATATYPES[datatype])
-    if datatype == "BYTES":
-        if kind != "U" or not all(type(v) is str for v in _flatten(data)):
-            raise errors.BadRequest(f"{where}: BYTES data must be strings")
-        return raw
-    if datatype == "BOOL":
-        if kind != "b":  # numpy infers bool only when every value is one
-            raise errors.BadRequest(f"{where}: BOOL data must be true/false")
-        return raw
-    if kind == "b" or (literals and any(type(v) is bool for v in _flatten(data))):
-        raise errors.BadRequest(f"{where}: {datatype} data must be numbers, not true/false")
-    target = DATATYPES[datatype]
-    if target.kind in "iu" and kind in "fO":
-        # Either real fractions, or big integers numpy could only mix as float64/object.
-        return _exact_integers(where, datatype, data).reshape(raw.shape)
-    if kind not in "iuf":
-        raise errors.BadRequest(f"{where}: {datatype} data must be numbers")
-    if target.kind in "iu":
-        info = np.iinfo(target)
-        lo, hi = raw.min(), raw.max()
-        if lo < info.min or hi > info.max:
-            raise errors.BadRequest(
-                f"{where}: value out of range for {datatype} [{info.min}, {info.max}]"
-            )
-        return raw.astype(target, copy=False)
-    limit = _OVERFLOW.get(target)
-    # int64 reaches 9.2e18, beyond float16's range but not float32's: check only what can.
-    # (No np.abs: it leaves the int64 minimum negative.)
-    if (
-        limit is not None
-        and (kind == "f" or limit < 2**63)
-        and max(float(raw.max()), -float(raw.min())) >= limit
-    ):
-        # The cast would turn these into inf without a word (1e6 as FP16, 1e39 as FP32):
-        # a client mistake, not a value to compute on. JSON itself cannot carry inf.
-        raise errors.BadRequest(f"{where}: value out of range for {datatype}")
-    return raw.astype(target, copy=False)
-
-
-def _flatten(data: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            out.append(item)
-        else:
-            stack.pop()
-    return out
-
-
-def _exact_integers(where: str, datatype: str, data: list[Any]) -> np.ndarray:
-    """Convert integers numpy could only hold together as float64 (e.g. 1 and 2**64-1)."""
-    info = np.iinfo(DATATYPES[datatype])
-    flat = _flatten(data)
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
-        raise errors.BadRequest(f"{where}: {datatype} data must be integers")
-    if any(v < info.min or v > info.max for v in flat):
-        raise errors.BadRequest(
-            f"{where}: value out of range for {datatype} [{info.min}, {info.max}]"
-        )
-    return np.array(flat, dtype=DATATYPES[datatype])
 
 
 def encode(name: str, array: np.ndarray) -> dict[str, Any]:

@@ -75,6 +75,9 @@ class OnnxModel(model.Model):
 
     def _load(self) -> None:
         import onnxruntime as ort
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+        self._invalid_argument: type[Exception] = ort_state.InvalidArgument
 
         opts = ort.SessionOptions()
         if self.options.intra_op_threads > 0:
@@ -108,8 +111,16 @@ class OnnxModel(model.Model):
     def predict(
         self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """Run the session; string inputs are handed over as numpy object arrays."""
+        """Run the session; string inputs are handed over as numpy object arrays.
+
+        Raises BadRequest when ONNX Runtime calls the input invalid (``InvalidArgument``).
+        """
         feeds = {k: (v.astype(object) if v.dtype.kind == "U" else v) for k, v in inputs.items()}
         names = self._output_names if outputs is None else list(outputs)
-        results = self._session.run(names, feeds)
+        try:
+            results = self._session.run(names, feeds)
+        except self._invalid_argument as exc:
+            # Inputs that passed the declared datatypes and shapes but not the graph's own
+            # checks (an index out of range, dims that must agree): the client's to fix.
+            raise errors.BadRequest(f"the model refused the input: {exc}") from None
         return dict(zip(names, results, strict=True))

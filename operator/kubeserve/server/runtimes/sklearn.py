@@ -96,12 +96,20 @@ class SklearnModel(model.Model):
     def predict(
         self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """Return ``label`` and, for classifiers, ``probabilities`` (each only if asked)."""
+        """Return ``label`` and, for classifiers, ``probabilities`` (each only if asked).
+
+        Raises BadRequest when scikit-learn refuses the values (its ``ValueError``).
+        """
         x = inputs["input"]
         out = {}
-        # Each sklearn call costs ~0.2 ms of validation overhead: skip unwanted outputs.
-        if outputs is None or "label" in outputs:
-            out["label"] = np.asarray(self._estimator.predict(x))
-        if self._proba and (outputs is None or "probabilities" in outputs):
-            out["probabilities"] = np.asarray(self._estimator.predict_proba(x))
+        try:
+            # Each sklearn call costs ~0.2 ms of validation overhead: skip unwanted outputs.
+            if outputs is None or "label" in outputs:
+                out["label"] = np.asarray(self._estimator.predict(x))
+            if self._proba and (outputs is None or "probabilities" in outputs):
+                out["probabilities"] = np.asarray(self._estimator.predict_proba(x))
+        except ValueError as exc:
+            # scikit-learn's input validation: values that are finite as sent but overflow
+            # on the way (1e308 through a StandardScaler), a wrong feature count.
+            raise errors.BadRequest(f"input 'input': the model refused its values: {exc}") from None
         return out
