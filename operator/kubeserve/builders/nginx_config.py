@@ -1,11 +1,12 @@
 """Render the router's nginx.conf from an InferenceService, every spec value checked and quoted.
 
 The config (from `templates/nginx.conf.j2`) splits live traffic between the variants by
-weight, keeps sticky users on one variant, honours the override header and mirrors a share of
-requests to a shadow variant. Where it runs is a `Placement`: by default a router pod's
-(fixed ports, the variants' Services by cluster DNS name, the /tmp emptyDir); `kubeserve up`,
-the data-plane tests and the router benchmark give loopback ports and a directory of their own,
-and get the same config otherwise.
+weight, keeps sticky users on one variant, sends a request whose path names a version to the
+variant of that name (and answers 404 itself for a version no variant has), honours the
+override header and mirrors a share of requests to a shadow variant. Where it runs is a
+`Placement`: by default a router pod's (fixed ports, the variants' Services by cluster DNS
+name, the /tmp emptyDir); `kubeserve up`, the data-plane tests and the router benchmark give
+loopback ports and a directory of their own, and get the same config otherwise.
 
 Every value from a spec, and every address of a placement, is checked here against a strict
 pattern of its own and quoted, whatever the API already enforced: no spec can inject an
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -37,6 +39,12 @@ UPSTREAM_KEEPALIVE = 128
 # Every response carries the variant that served it (the model server sets the same header;
 # the router replaces it with its own choice, so errors of an unreachable variant carry it too).
 SERVED_BY_HEADER = "x-kubeserve-variant"
+# Where the router answers a request for a version that no variant has; internal, so a client
+# cannot ask for it directly.
+UNKNOWN_VERSION_LOCATION = "/_kubeserve/unknown-version"
+# The nginx variable that the unknown-version answer names the requested version with: the
+# version itself in quotes when it is a plain name, else a phrase (see the template).
+_SHOWN_VERSION = "${kubeserve_version_shown}"
 # How long a shadow may take before its copy is abandoned; see the mirror location.
 MIRROR_CONNECT_TIMEOUT = "250ms"
 MIRROR_TIMEOUT = "1s"
@@ -103,6 +111,30 @@ def cookie_regex(cookie: str) -> str:
     """Give the regex that captures a cookie's value from the raw Cookie header."""
     _check(cookie, _COOKIE_RE, "cookie name")
     return r"~(?:^|;\s*)" + re.escape(cookie) + r"=([^;]*)"
+
+
+def version_pattern(variant: str) -> str:
+    """Give the regex that a version named in a path must match exactly to reach `variant`.
+
+    A regex rather than a plain map key: nginx compares plain keys regardless of case, the
+    model server compares versions exactly, and the two must agree on what a version names.
+    `\\z` (the very end) rather than `$`, which `quote` refuses.
+    """
+    _check(variant, _LABEL_RE, "variant name")
+    return "~^" + re.escape(variant) + r"\z"
+
+
+def unknown_version_body(variants: list[str]) -> str:
+    """Give the quoted body of the router's 404 for an unknown version: JSON naming the versions.
+
+    The requested version comes in at run time through a variable that holds it only when it
+    is a plain name (see the template), so no client can put JSON into the body.
+    """
+    listed = ", ".join(_check(v, _LABEL_RE, "variant name") for v in variants)
+    # The marker cannot be a variant name (those are lower case), so it splits the text in two.
+    text = json.dumps({"error": f"unknown model version VERSION: versions are {listed}"})
+    before, after = text.split("VERSION")
+    return quote(before)[:-1] + _SHOWN_VERSION + quote(after)[1:]
 
 
 def upstream_address(isvc: spec.InferenceService, variant: str, config: BuildConfig) -> str:
@@ -212,6 +244,9 @@ def render_config(
         split_key=f"{service}/{key_variable}",
         sticky_source=sticky_source,
         sticky_cookie_regex=sticky_cookie,
+        version_variants=[{"pattern": version_pattern(v), "variant": v} for v in variants],
+        unknown_version_location=UNKNOWN_VERSION_LOCATION,
+        unknown_version_body=unknown_version_body(variants),
         override_source=(
             header_variable(routing.override_header) if routing.override_header else None
         ),

@@ -8,6 +8,7 @@ loopback ports to listen on, and the test's own directory instead of /tmp.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -150,6 +151,20 @@ class Nginx:
             self.proc.wait()
 
 
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """What the router answered: status, served-by header, the target the variant got, body.
+
+    `target` is the request target the stand-in variant received ("" when no variant did).
+    """
+
+    status: int
+    served_by: str
+    target: str
+    body: str
+    content_type: str
+
+
 class Client:
     """A keep-alive HTTP client on one connection to the router."""
 
@@ -165,6 +180,19 @@ class Client:
         resp = self.conn.getresponse()
         body = resp.read().decode()
         return resp.status, resp.getheader(nginx_config.SERVED_BY_HEADER, ""), body
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Answer:
+        """Send one request (POSTs carry `{}`), the path exactly as given; give the answer."""
+        body = b"{}" if method == "POST" else None
+        self.conn.request(method, path, body=body, headers=headers or {})
+        resp = self.conn.getresponse()
+        return Answer(
+            status=resp.status,
+            served_by=resp.getheader(nginx_config.SERVED_BY_HEADER, ""),
+            target=resp.getheader("x-stand-in-target", ""),
+            body=resp.read().decode(),
+            content_type=resp.getheader("content-type", ""),
+        )
 
     def close(self) -> None:
         self.conn.close()

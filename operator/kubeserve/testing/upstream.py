@@ -2,7 +2,8 @@
 
 Run as `python upstream.py NAME[:MODE] ...`; it binds one loopback port per name, prints
 `{"name": port, ...}` as one JSON line, and serves until killed. MODE `echo` (the default)
-answers 200 with the variant's name in the body and the x-kubeserve-variant header; `hang`
+answers 200 with the variant's name in the body, the x-kubeserve-variant header and the
+request target it received, as sent, in x-stand-in-target; `hang`
 accepts connections and never answers (a hung shadow); `drop-on-reuse` answers the first
 request of each connection and drops the connection at the second (a kept-alive connection
 being closed). `GET /_counts` on any port gives how many requests each variant saw, how many
@@ -56,6 +57,10 @@ async def _serve(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
                 + b"x-kubeserve-variant: upstream-"
                 + name.encode()
+                + b"\r\n"
+                # The request line is latin-1 without CR or LF: safe to echo as a header.
+                + b"x-stand-in-target: "
+                + target.encode("latin-1")
                 + b"\r\n"
                 + b"content-length: "
                 + str(len(body)).encode()

@@ -198,3 +198,24 @@ def test_the_upstream_keepalive_can_be_rendered_otherwise_for_the_benchmark() ->
     text = nginx_config.render_config(parse(specs.sticky_ab()), upstream_keepalive=8)
     assert text.count("keepalive 8;") == 4
     assert f"keepalive {nginx_config.UPSTREAM_KEEPALIVE};" not in text
+
+
+def test_the_unknown_version_answer_lists_every_variant_and_shows_the_version_by_variable() -> None:
+    body = nginx_config.unknown_version_body(["v1", "v2", "dark"])
+    assert body == (
+        '"{\\"error\\": \\"unknown model version ${kubeserve_version_shown}: '
+        'versions are v1, v2, dark\\"}"'
+    )
+    text = nginx_config.render_config(parse(specs.sticky_ab()))
+    assert "return 404 " + nginx_config.unknown_version_body(["v1", "v2", "v3", "shadow"]) in text
+
+
+def test_a_version_reaches_a_variant_only_by_its_exact_case_sensitive_name() -> None:
+    # A regex key, not a plain one: nginx compares plain map keys regardless of case.
+    assert nginx_config.version_pattern("v1-b") == "~^v1\\-b\\z"
+    text = nginx_config.render_config(parse(specs.canary()))
+    assert '"~^v1\\\\z" v1;' in text
+    assert '"~^v2\\\\z" v2;' in text
+    for hostile in ("V1", "v1$", "a.b", "v1\\z"):
+        with pytest.raises(nginx_config.UnsafeValueError):
+            nginx_config.version_pattern(hostile)

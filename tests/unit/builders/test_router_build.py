@@ -187,8 +187,13 @@ def test_gateway_mode_renders_an_httproute_instead_of_the_router() -> None:
             "sectionName": "http",
         }
     ]
-    [rule] = route["spec"]["rules"]
-    assert [(b["name"], b["port"], b["weight"]) for b in rule["backendRefs"]] == [
+    *by_version, split = route["spec"]["rules"]
+    assert [r["backendRefs"] for r in by_version] == [
+        [{"group": "", "kind": "Service", "name": f"digits-{v}", "port": 80, "weight": 1}]
+        for v in ("v1", "v2")
+    ]
+    assert split["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    assert [(b["name"], b["port"], b["weight"]) for b in split["backendRefs"]] == [
         ("digits-v1", 80, 90),
         ("digits-v2", 80, 10),
     ]
@@ -205,18 +210,15 @@ def test_gateway_override_rules_and_mirror() -> None:
         )
     )
     gateway_schema.assert_valid(route)
-    *overrides, split = route["spec"]["rules"]
-    assert [
-        (r["matches"][0]["headers"][0]["value"], r["backendRefs"][0]["name"]) for r in overrides
-    ] == [
-        ("v1", "digits-v1"),
-        ("v2", "digits-v2"),
-        ("v3", "digits-v3"),
-        ("shadow", "digits-shadow"),
+    *per_variant, split = route["spec"]["rules"]
+    # Each variant's rule forces it on any path with the override header (among its matches).
+    forced = [
+        next(m for m in r["matches"] if m["path"]["value"] == "/")["headers"] for r in per_variant
     ]
-    for r in overrides:
-        assert r["matches"][0]["headers"][0]["name"] == "x-kubeserve-variant"
-        assert r["matches"][0]["headers"][0]["type"] == "Exact"
+    assert [(h, r["backendRefs"][0]["name"]) for h, r in zip(forced, per_variant, strict=True)] == [
+        ([{"type": "Exact", "name": "x-kubeserve-variant", "value": v}], f"digits-{v}")
+        for v in ("v1", "v2", "v3", "shadow")
+    ]
     assert [b["name"] for b in split["backendRefs"]] == ["digits-v1", "digits-v2", "digits-v3"]
     assert split["filters"] == [
         {
