@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scipy import stats
@@ -126,6 +127,74 @@ def test_split_and_override_in_front_of_real_model_servers(
             assert low <= seen["v2"] <= high, seen
             for _ in range(100):
                 assert infer({"x-kubeserve-variant": "v2"}) == ("v2", "v2")
+            conn.close()
+        finally:
+            nginx.stop()
+
+
+def test_versions_and_sticky_metadata_in_front_of_real_model_servers(
+    onnx_models: Path, tmp_path: Path
+) -> None:
+    # As in a pod: each variant's server holds only its own model, a version named after it.
+    isvc = validation.parse(
+        specs.isvc(
+            specs.variant("v1", 50),
+            specs.variant("v2", 50),
+            routing={"sticky": {"header": "x-user-id"}},
+        )
+    )
+    body = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0] * 64}]}
+    )
+    with (
+        kubeserve_server(onnx_models / "v1", "v1") as p1,
+        kubeserve_server(onnx_models / "v2", "v2") as p2,
+    ):
+        listen, health = dataplane.free_port(), dataplane.free_port()
+        work = tmp_path / "nginx"
+        work.mkdir()
+        nginx = dataplane.Nginx(
+            work,
+            dataplane.loopback_config(
+                isvc, {"v1": p1, "v2": p2}, listen=listen, health=health, workdir=work
+            ),
+            health=health,
+        )
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", listen, timeout=10)
+
+            def call(method: str, path: str, headers: dict[str, str]) -> tuple[int, str, Any]:
+                conn.request(method, path, body=body if method == "POST" else None, headers=headers)
+                resp = conn.getresponse()
+                return (
+                    resp.status,
+                    resp.getheader("x-kubeserve-variant", ""),
+                    json.loads(resp.read()),
+                )
+
+            # Read the metadata, then infer: the same variant for every user with a key.
+            for i in range(40):
+                key = {"x-user-id": f"user-{i}"}
+                status, meta_by, meta = call("GET", "/v2/models/digits", key)
+                assert status == 200
+                status, infer_by, answer = call("POST", "/v2/models/digits/infer", key)
+                assert status == 200
+                assert meta["versions"] == [meta_by] == [infer_by] == [answer["model_version"]]
+            # A named version reaches the server that has it, whatever the key's variant.
+            for version in ("v1", "v2"):
+                for i in range(20):
+                    key = {"x-user-id": f"user-{i}"}
+                    status, served_by, answer = call(
+                        "POST", f"/v2/models/digits/versions/{version}/infer", key
+                    )
+                    assert (status, served_by, answer["model_version"]) == (200, version, version)
+                    status, served_by, answer = call(
+                        "GET", f"/v2/models/digits/versions/{version}", key
+                    )
+                    assert (status, served_by, answer["versions"]) == (200, version, [version])
+            status, served_by, answer = call("POST", "/v2/models/digits/versions/v3/infer", {})
+            assert (status, served_by) == (404, "")
+            assert answer == {"error": "unknown model version 'v3': versions are v1, v2"}
             conn.close()
         finally:
             nginx.stop()
