@@ -510,13 +510,21 @@ def test_converting_in_slices_gives_what_converting_at_once_gives(
     rows: int, width: int, datatype: str, chunk: int, nested: bool, literals: bool
 ) -> None:
     values: dict[str, Any] = {"FP32": 0.5, "FP64": 1e300, "INT32": -7, "BYTES": "é", "BOOL": True}
-    row = [values[datatype]] * width
-    data: list[Any] = [row] * rows if nested else row * rows
+
+    def data() -> list[Any]:  # rows of their own, as parsed JSON has them
+        row = [values[datatype]] * width
+        return [list(row) for _ in range(rows)] if nested else row * rows
+
     literals = literals or datatype == "BOOL"  # False promises there are no booleans
-    whole = tensors.to_array("x", datatype, data, literals=literals)
-    sliced = tensors.to_array("x", datatype, data, literals=literals, chunk=chunk)
-    assert sliced.dtype == whole.dtype and sliced.shape == whole.shape
-    assert sliced.tolist() == whole.tolist()
+    whole = tensors.to_array("x", datatype, data(), literals=literals)
+    sliced = tensors.to_array("x", datatype, data(), literals=literals, chunk=chunk)
+    consumed = data()
+    eaten = tensors.to_array("x", datatype, consumed, literals=literals, chunk=chunk, consume=True)
+    for got in (sliced, eaten):
+        assert got.dtype == whole.dtype and got.shape == whole.shape
+        assert got.tolist() == whole.tolist()
+    if rows * max(width, 1) > chunk and width:
+        assert consumed == []  # converted rows were let go of as the array filled
 
 
 @pytest.mark.parametrize(

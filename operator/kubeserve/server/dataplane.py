@@ -93,7 +93,9 @@ def _check_shape(spec: model.TensorSpec, array: np.ndarray) -> None:
 def _v1_array(
     spec: model.TensorSpec, rows: list[Any], literals: bool, chunk: int = 0
 ) -> np.ndarray:
-    array = tensors.to_array("instances", spec.datatype, rows, literals=literals, chunk=chunk)
+    array = tensors.to_array(
+        "instances", spec.datatype, rows, literals=literals, chunk=chunk, consume=chunk > 0
+    )  # a large request's document is freed after this anyway
     _check_shape(spec, array)
     return array
 
@@ -401,7 +403,13 @@ class DataPlane:
                     f"{spec.datatype}"
                 )
             array = tensors.decode(
-                name, datatype, item["shape"], item["data"], literals=literals, chunk=chunk
+                name,
+                datatype,
+                item["shape"],
+                item["data"],
+                literals=literals,
+                chunk=chunk,
+                consume=chunk > 0,  # a large request's document is freed after this anyway
             )
             _check_shape(spec, array)
             out[name] = array

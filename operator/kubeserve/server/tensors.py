@@ -153,13 +153,21 @@ def _pack(packer: struct.Struct, data: list[Any], nested: bool) -> bytearray | N
 
 
 def decode(
-    name: str, datatype: Any, shape: Any, data: Any, *, literals: bool = True, chunk: int = 0
+    name: str,
+    datatype: Any,
+    shape: Any,
+    data: Any,
+    *,
+    literals: bool = True,
+    chunk: int = 0,
+    consume: bool = False,
 ) -> np.ndarray:
     """Build the numpy array a V2 input tensor describes, or raise BadRequest naming why.
 
     ``literals`` False promises that the request text holds no ``true``/``false`` (see
     ``has_literals``), which lets numbers take the fast path. ``chunk`` > 0 converts at most
-    about that many values per step (see ``to_array``).
+    about that many values per step, and ``consume`` empties ``data`` as it goes (see
+    ``to_array``).
     """
     where = f"input '{name}'"
     if type(datatype) is not str or datatype not in DATATYPES:
@@ -170,7 +178,7 @@ def decode(
     if not isinstance(data, list):
         raise errors.BadRequest(f"{where}: 'data' must be a JSON array")
     expected = math.prod(dims)
-    array = to_array(where, datatype, data, literals=literals, chunk=chunk)
+    array = to_array(where, datatype, data, literals=literals, chunk=chunk, consume=consume)
     if array.size != expected:
         raise errors.BadRequest(
             f"{where}: shape {list(dims)} needs {expected} elements, 'data' has {array.size}"
@@ -179,7 +187,13 @@ def decode(
 
 
 def to_array(
-    where: str, datatype: str, data: list[Any], *, literals: bool = True, chunk: int = 0
+    where: str,
+    datatype: str,
+    data: list[Any],
+    *,
+    literals: bool = True,
+    chunk: int = 0,
+    consume: bool = False,
 ) -> np.ndarray:
     """Convert nested JSON lists to an array of ``datatype`` in the shape they nest in.
 
@@ -189,11 +203,13 @@ def to_array(
     JSON into 955 MiB before the type check could refuse it.
 
     With ``chunk`` > 0 the conversion goes about ``chunk`` values at a time (rows, or parts
-    of a row), so a thread converting a large request lets go of the GIL between the steps
-    instead of holding it for a whole request.
+    of a row, last ones first) into one array, so a thread converting a large request lets
+    go of the GIL between the steps instead of holding it for the whole request. With
+    ``consume`` it also deletes the rows it has converted from ``data``: the parsed values
+    shrink as the array fills, instead of both being held whole.
     """
     if chunk > 0:
-        return _in_slices(where, datatype, data, literals, chunk)
+        return _in_slices(where, datatype, data, literals, chunk, consume)
     return _whole(where, datatype, data, literals, None)
 
 
@@ -222,29 +238,35 @@ def _whole(
 
 
 def _in_slices(
-    where: str, datatype: str, data: list[Any], literals: bool, chunk: int
+    where: str, datatype: str, data: list[Any], literals: bool, chunk: int, consume: bool
 ) -> np.ndarray:
     shape = _probe(data)
     per_row = math.prod(shape[1:])
     if len(data) * per_row <= chunk:
         return _whole(where, datatype, data, literals, None)
-    if per_row > chunk:
-        # Each row alone is large: convert it in slices of its own.
-        rows = []
-        for row in data:
+    # Rows larger than a step are converted one by one, each in slices of its own.
+    step = 1 if per_row > chunk else max(1, chunk // max(per_row, 1))
+    out: np.ndarray | None = None
+    end = len(data)
+    while end > 0:
+        start = max(end - step, 0)
+        if per_row > chunk:
+            row = data[start]
             if type(row) is not list:
                 raise errors.BadRequest(f"{where}: ragged nesting: lists and values mix")
-            part = _in_slices(where, datatype, row, literals, chunk)
-            if list(part.shape) != shape[1:]:
-                raise errors.BadRequest(f"{where}: ragged nesting: rows of different shapes")
-            rows.append(part)
-        return np.stack(rows)
-    step = max(1, chunk // max(per_row, 1))
-    parts = [
-        _whole(where, datatype, data[i : i + step], literals, shape[1:])
-        for i in range(0, len(data), step)
-    ]
-    return np.concatenate(parts)
+            part = _in_slices(where, datatype, row, literals, chunk, consume)[np.newaxis]
+        else:
+            part = _whole(where, datatype, data[start:end], literals, shape[1:])
+        if list(part.shape[1:]) != shape[1:]:
+            raise errors.BadRequest(f"{where}: ragged nesting: rows of different shapes")
+        if out is None:
+            out = np.empty((len(data), *part.shape[1:]), dtype=part.dtype)
+        out[start:end] = part
+        if consume:
+            del data[start:]
+        end = start
+    assert out is not None  # data held more than ``chunk`` values
+    return out
 
 
 def _structure(where: str, data: list[Any]) -> tuple[tuple[int, ...], list[Any]]:
