@@ -21,7 +21,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
-import reprlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -103,22 +102,9 @@ def _v1_array(
 def _parameters(where: str, container: dict[str, Any]) -> None:
     params = container.get("parameters")
     if params is not None and type(params) is not dict:
-        raise errors.BadRequest(f"{where}'parameters' must be an object, got {_brief(params)}")
-
-
-def _brief(value: Any) -> str:
-    """Show a client's value in a message, cut short: it may be megabytes of JSON."""
-    return _REPR.repr(value)
-
-
-def _short_repr() -> reprlib.Repr:
-    short = reprlib.Repr()  # keyword arguments need 3.12
-    short.maxlevel, short.maxlist, short.maxdict = 2, 3, 3
-    short.maxstring = short.maxother = 30
-    return short
-
-
-_REPR = _short_repr()
+        raise errors.BadRequest(
+            f"{where}'parameters' must be an object, got {errors.brief(params)}"
+        )
 
 
 @dataclasses.dataclass(slots=True)
@@ -350,7 +336,7 @@ class DataPlane:
     ) -> Request:
         request_id = payload.get("id")
         if request_id is not None and type(request_id) is not str:
-            raise errors.BadRequest(f"'id' must be a string, got {_brief(request_id)}")
+            raise errors.BadRequest(f"'id' must be a string, got {errors.brief(request_id)}")
         _parameters("", payload)
         inputs = self._v2_inputs(m, payload.get("inputs"), literals, chunk)
         return Request(inputs, self._v2_outputs(m, payload.get("outputs")), request_id)
@@ -370,12 +356,14 @@ class DataPlane:
             missing = [f for f in ("name", "shape", "datatype", "data") if f not in item]
             if missing:
                 raise errors.BadRequest(
-                    f"input {_brief(item.get('name', '?'))} lacks "
+                    f"input {errors.brief(item.get('name', '?'))} lacks "
                     + ", ".join(f"'{f}'" for f in missing)
                 )
             name = item["name"]
             if type(name) is not str:
-                raise errors.BadRequest(f"an input's 'name' must be a string, got {_brief(name)}")
+                raise errors.BadRequest(
+                    f"an input's 'name' must be a string, got {errors.brief(name)}"
+                )
             spec = specs.get(name)
             if spec is None and len(specs) == 1 and len(raw) == 1:
                 # KServe's servers ignore the name of a lone input and its docs' examples
@@ -384,7 +372,8 @@ class DataPlane:
                 name = spec.name
             if spec is None:
                 raise errors.BadRequest(
-                    f"unknown input {_brief(name)}; the model's inputs are " + ", ".join(specs)
+                    f"unknown input {errors.brief(name)}; the model's inputs are "
+                    + ", ".join(specs)
                 )
             if name in out:
                 raise errors.BadRequest(f"input '{name}' appears twice")
@@ -395,7 +384,7 @@ class DataPlane:
             datatype = item["datatype"]
             if type(datatype) is not str:
                 raise errors.BadRequest(
-                    f"input '{name}': 'datatype' must be a string, got {_brief(datatype)}"
+                    f"input '{name}': 'datatype' must be a string, got {errors.brief(datatype)}"
                 )
             if datatype in tensors.DATATYPES and datatype not in spec.accepted():
                 raise errors.BadRequest(
@@ -438,7 +427,7 @@ class DataPlane:
         for o in raw:
             if o["name"] not in names:
                 raise errors.BadRequest(
-                    f"unknown output {_brief(o['name'])}; the model's outputs are "
+                    f"unknown output {errors.brief(o['name'])}; the model's outputs are "
                     + ", ".join(names)
                 )
             _parameters(f"output '{o['name']}': ", o)

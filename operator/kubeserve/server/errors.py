@@ -4,6 +4,24 @@ The data plane knows nothing of HTTP, but every failure it reports has one natur
 code; keeping that code on the exception lets the transport stay a dumb mapping.
 """
 
+import reprlib
+from typing import Any
+
+
+def brief(value: Any) -> str:
+    """Show a client's value in a message, cut short: it may be megabytes of JSON."""
+    return _SHORT.repr(value)
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()  # keyword arguments need 3.12
+    short.maxlevel, short.maxlist, short.maxdict = 2, 3, 3
+    short.maxstring = short.maxother = 30
+    return short
+
+
+_SHORT = _short_repr()
+
 
 class ServerError(Exception):
     """A request failed; ``status`` is the code and ``str(self)`` the message for the client."""

@@ -58,14 +58,18 @@ def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
     where = f"input '{name}'"
     if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
         raise errors.BadRequest(
-            f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}"
+            f"{where}: 'shape' must be a list of non-negative integers, got {errors.brief(shape)}"
         )
     if shape and shape[0] == 0:
         # The first dim is the batch: a model is never run on no rows (scikit-learn
         # refuses them, ONNX graphs may fail on them).
-        raise errors.BadRequest(f"{where}: shape {shape} has no rows; send at least one")
+        raise errors.BadRequest(
+            f"{where}: shape {errors.brief(shape)} has no rows; send at least one"
+        )
     if math.prod(d for d in shape if d) > MAX_ELEMENTS:
-        raise errors.BadRequest(f"{where}: shape {shape} is larger than any request can carry")
+        raise errors.BadRequest(
+            f"{where}: shape {errors.brief(shape)} is larger than any request can carry"
+        )
     return tuple(shape)
 
 
@@ -172,7 +176,8 @@ def decode(
     where = f"input '{name}'"
     if type(datatype) is not str or datatype not in DATATYPES:
         raise errors.BadRequest(
-            f"{where}: unknown datatype {datatype!r}; expected one of " + ", ".join(DATATYPES)
+            f"{where}: unknown datatype {errors.brief(datatype)}; expected one of "
+            + ", ".join(DATATYPES)
         )
     dims = _check_shape(name, shape)
     if not isinstance(data, list):
