@@ -350,11 +350,6 @@ def test_an_unexpected_error_is_one_redacted_line(
     assert "hunter2" not in err and "zzz" not in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/cli.py's _fetch must delegate to fetch.run (reported to the lead); "
-    "drop this marker when it does",
-)
 def test_the_command_line_passes_the_limits_and_redacts_success(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

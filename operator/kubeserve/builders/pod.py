@@ -22,6 +22,12 @@ MODEL_VOLUME = "model-store"
 TMP_VOLUME = "tmp"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
+# Shutdown must end inside the grace period, or the kubelet kills requests in flight: the
+# preStop sleep (endpoints drop the pod meanwhile), then the server's drain, then a margin
+# for a supervisor with several workers to reap them (it waits drain + 5 s).
+GRACE_SECONDS = 30
+PRE_STOP_SECONDS = 5
+DRAIN_TIMEOUT_SECONDS = GRACE_SECONDS - PRE_STOP_SECONDS - 5
 GPU_RESOURCE = "nvidia.com/gpu"
 # The taint NVIDIA's GPU operator and most managed clusters put on GPU nodes.
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
@@ -99,6 +105,7 @@ def server_env(isvc: spec.InferenceService, variant: spec.Variant) -> list[dict[
         {"name": "KUBESERVE_MODEL_FORMAT", "value": variant.model.format},
         {"name": "KUBESERVE_PORT", "value": str(SERVER_PORT)},
         {"name": "KUBESERVE_VARIANT", "value": variant.name},
+        {"name": "KUBESERVE_DRAIN_TIMEOUT", "value": str(DRAIN_TIMEOUT_SECONDS)},
         # Libraries that cache under $HOME must find a writable one.
         {"name": "HOME", "value": "/tmp"},
     ]
@@ -139,7 +146,7 @@ def _server_container(
         "readinessProbe": _http_probe(READY_PATH, period=5, failures=3),
         "livenessProbe": _http_probe(LIVE_PATH, period=10, failures=3),
         # Endpoints take a moment to drop a terminating pod; keep serving until they have.
-        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         "resources": _resources(variant, config),
         "securityContext": container_security_context(),
         "volumeMounts": [mount, {"name": TMP_VOLUME, "mountPath": "/tmp"}],
@@ -208,7 +215,7 @@ def pod_template(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(config),
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
     }
     if not from_pvc:
         pod_spec["initContainers"] = [_fetch_container(variant, config)]

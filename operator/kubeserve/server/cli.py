@@ -321,19 +321,15 @@ def _serve(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     from kubeserve.server import fetch
 
-    try:
-        where = fetch.fetch(
-            args.storage_uri,
-            args.dest,
-            sha256=args.sha256,
-            force=args.force,
-            timeout=args.timeout,
-        )
-    except fetch.FetchError as exc:
-        print(f"kubeserve fetch: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"fetched {args.storage_uri} -> {where}")
-    return 0
+    return fetch.run(
+        args.storage_uri,
+        args.dest,
+        sha256=args.sha256,
+        force=args.force,
+        timeout=args.timeout,
+        max_bytes=args.max_bytes,
+        deadline=args.deadline,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

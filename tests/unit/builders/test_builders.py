@@ -316,3 +316,18 @@ def test_builders_do_not_modify_their_input() -> None:
     before = isvc.model_dump()
     children.build_children(isvc)
     assert isvc.model_dump() == before
+
+
+def test_shutdown_fits_inside_the_grace_period() -> None:
+    [deployment] = [
+        o
+        for o in children.build_children(validation.parse(specs.isvc()))
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "digits-v1"
+    ]
+    template = deployment["spec"]["template"]["spec"]
+    [server] = [c for c in template["containers"] if c["name"] == pod.SERVER_CONTAINER]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    pre_stop = server["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = float(env["KUBESERVE_DRAIN_TIMEOUT"]) + float(env.get("KUBESERVE_DRAIN_DELAY") or 0)
+    # The supervisor of several workers waits drain + 5 s before it gives up on them.
+    assert pre_stop + drain + 5 <= template["terminationGracePeriodSeconds"]
