@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kubeserve.api import validation
 from kubeserve.local import router_config, up
@@ -168,3 +169,25 @@ def test_loopback_config_rewrites_every_cluster_address() -> None:
     assert "pid /tmp/" not in text and "temp_path /tmp/" not in text
     # The pid file and the client_body, proxy, fastcgi, uwsgi and scgi temp paths.
     assert text.count(f" {workdir}/") == 6
+
+
+def test_a_failed_fetch_shows_no_password_or_signature(tmp_path: Path) -> None:
+    obj = specs.isvc(
+        specs.variant(
+            model={
+                "format": "onnx",
+                "storageUri": "http://alice:hunter2@127.0.0.1:1/m.onnx?X-Amz-Signature=s3cr3t",
+            }
+        )
+    )
+    path = tmp_path / "isvc.yaml"
+    path.write_text(yaml.safe_dump(obj))
+    result = subprocess.run(
+        [sys.executable, "-m", "kubeserve.cli", "up", "-f", str(path), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "cannot fetch" in result.stderr
+    assert "hunter2" not in result.stderr and "s3cr3t" not in result.stderr
+    assert "REDACTED" in result.stderr

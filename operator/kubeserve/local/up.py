@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from kubeserve import manifests
+from kubeserve import manifests, redaction
 from kubeserve.api import spec, validation
 from kubeserve.api.errors import SpecError
 from kubeserve.builders import endpoint, pod
@@ -162,7 +162,10 @@ def _fetch(variant: spec.Variant, dest: Path, models_root: Path, logs: Path) -> 
         raise UpError(
             f"variant {variant.name}: pvc:// models exist only in a cluster; use a file:// or http(s):// URI"
         )
-    command = _kubeserve("fetch", uri, str(dest), "--force")
+    # The pod's limit (model.maxSize), so a model too big for the cluster is too big here too.
+    command = _kubeserve(
+        "fetch", uri, str(dest), "--force", "--max-bytes", str(variant.model.max_bytes())
+    )
     if variant.model.sha256:
         command += ["--sha256", variant.model.sha256]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -171,7 +174,10 @@ def _fetch(variant: spec.Variant, dest: Path, models_root: Path, logs: Path) -> 
         hint = ""
         if uri.startswith("file://") and IMAGE_MODELS in variant.model.storage_uri:
             hint = " (the example models come from: python scripts/train_example_models.py --out models)"
-        raise UpError(f"variant {variant.name}: cannot fetch {uri}: {result.stderr.strip()}{hint}")
+        raise UpError(
+            f"variant {variant.name}: cannot fetch {redaction.redact(uri)}: "
+            f"{redaction.redact(result.stderr.strip())}{hint}"
+        )
 
 
 def _server_env(
