@@ -429,6 +429,9 @@ class HttpProtocol(asyncio.Protocol):
         self.body_since = 0.0
         parser = self.parser
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        # The request holds the body now; the chunks would keep a second copy until the
+        # connection's next request, or for the whole idle timeout.
+        self.body = []
         # After an Upgrade or CONNECT the stream is not HTTP: answer, then close.
         keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         http10 = keep_alive and parser.get_http_version() == "1.0"

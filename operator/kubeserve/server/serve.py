@@ -219,6 +219,7 @@ async def _serve(cfg: config.ServerConfig, *, metrics_dir: str | None, reuse_por
         await asyncio.sleep(0)  # let the transports report connection_lost
     for b in batchers.values():
         b.close()
+    plane.close()  # its worker thread for large requests
     if files is not None:
         files.mine.unlink(missing_ok=True)
     log.info("stopped")
