@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 
@@ -88,6 +89,39 @@ def test_a_watch_is_cut_in_the_middle_of_an_event(em: EmulatorThread) -> None:
         json.loads(lines[-1])  # should the client see the torn line, it cannot read it
     assert 0.3 <= time.monotonic() - started < 2
     assert em.emulator.injected == {"watch-cut": 1}
+
+
+def test_a_watch_opened_before_the_fault_is_cut_too(em: EmulatorThread) -> None:
+    stream = watch(em)
+    time.sleep(0.2)
+    em.emulator.watch_faults.append(WatchFault(cut_after=(0.1, 0.1)))
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        list(stream.iter_lines())
+    assert em.emulator.injected == {"watch-cut": 1}
+
+
+def test_a_busy_watch_is_cut_all_the_same(em: EmulatorThread) -> None:
+    busy = threading.Event()
+
+    def keep_it_busy() -> None:
+        kube = Kube(em.url)
+        for i in range(200):
+            if busy.is_set():
+                return
+            kube.create(CONFIGMAPS, "default", {"metadata": {"name": f"c{i}"}})
+
+    em.emulator.watch_faults.append(WatchFault(cut_after=(0.3, 0.3)))
+    writer = threading.Thread(target=keep_it_busy)
+    stream = watch(em)
+    writer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            list(stream.iter_lines())
+    finally:
+        busy.set()
+        writer.join()
+    assert time.monotonic() - started < 2
 
 
 def test_a_resumed_watch_may_be_refused_as_gone(em: EmulatorThread) -> None:

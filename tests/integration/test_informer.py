@@ -202,6 +202,41 @@ def test_watches_that_end_at_once_back_off(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(api.watched_from) <= 4, f"{len(api.watched_from)} watches in 0.5 s"
 
 
+class SlowlyBreakingApi(ScriptedApi):
+    """Every watch works a while, then its connection is cut; resumes may be refused 410."""
+
+    def __init__(self, *, works: float, gone: bool) -> None:
+        super().__init__([])
+        self.works, self.gone = works, gone
+
+    def watch(self, *_: Any, resource_version: str, **__: Any) -> Iterator[dict[str, Any]]:
+        self.watched_from.append(resource_version)
+        if self.gone and resource_version != "10":
+            raise cluster.ApiError(410, "Expired", "too old")
+        time.sleep(self.works)
+        yield {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "20"}}}
+        raise cluster.ApiError(503, "Unavailable", "Response ended prematurely")
+
+
+@pytest.mark.parametrize("gone", [False, True], ids=["resumed", "gone-then-listed"])
+def test_watches_that_worked_before_they_broke_come_back_soon_however_often(
+    monkeypatch: pytest.MonkeyPatch, gone: bool
+) -> None:
+    monkeypatch.setattr(informer, "SHORTEST_WATCH", 0.05)
+    monkeypatch.setattr(informer, "BACKOFF", (0.01, 5.0))
+    api = SlowlyBreakingApi(works=0.06, gone=gone)
+    watch = informer_on(api, Changes())
+    watch.start()
+    try:
+        wait_for(lambda: len(api.watched_from) >= 6, timeout=2, what="six cut watches")
+    finally:
+        watch.stop()
+    if gone:
+        assert api.watched_from[:4] == ["10", "20", "10", "20"], "each 410 lists again at once"
+    else:
+        assert api.watched_from[:4] == ["10", "20", "20", "20"]
+
+
 def test_a_child_relabelled_away_is_gone_for_its_old_owner() -> None:
     api = ScriptedApi([])
     changes = Changes()

@@ -100,6 +100,7 @@ def named(name: str, obj: dict[str, Any], namespace: str) -> dict[str, Any]:
     return obj
 
 
+@pytest.mark.slow
 def test_after_each_shrink_the_operator_settles_with_zero_writes(
     kube: Kube, emulator: EmulatorThread, operator: OperatorProcess, namespace: str
 ) -> None:

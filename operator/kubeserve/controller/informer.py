@@ -202,7 +202,8 @@ class Informer:
                 break
 
     def _run(self) -> None:
-        failures = 0
+        failures = 0  # in a row, since the last watch that worked
+        relisted = False  # listed again at once after a 410, since the last watch that worked
         while not self._stop.is_set():
             started = time.monotonic()
             status = 0
@@ -212,10 +213,14 @@ class Informer:
                     self.synced.set()
                 self._watch(self._revision)
                 if time.monotonic() - started >= SHORTEST_WATCH:
-                    failures = 0
+                    failures, relisted = 0, False
                     continue
                 error = "the watch ended at once"
             except cluster.ApiError as exc:
+                if time.monotonic() - started >= SHORTEST_WATCH:
+                    # It worked before it broke (a connection cut): this failure is a first
+                    # one, not the next of a series that must wait ever longer.
+                    failures, relisted = 0, False
                 error, status = str(exc), exc.status
                 if status == 410:  # too old to resume from: list again
                     self._revision = None
@@ -229,10 +234,11 @@ class Informer:
                 logger.exception(f"watching {self.kind.plural} failed; listing again")
                 error = repr(exc)
                 self._revision = None
+            if status == 410 and not relisted:
+                relisted = True
+                continue  # routine: the version was compacted; list again at once
             delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
             failures += 1
-            if status == 410 and failures == 1:
-                continue  # routine: the version was compacted; list again at once
             # Refused outright, the operator cannot work: say it louder than a hiccup.
             log = logger.error if status in (401, 403) else logger.warning
             log(f"watching {self.kind.plural}: {error}; again in {delay}s")

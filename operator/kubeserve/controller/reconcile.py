@@ -9,6 +9,7 @@ What to do comes as a `work.Work`; status changes close together are written onc
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import logging
@@ -29,6 +30,9 @@ from kubeserve.controller.work import ChildKey
 logger = logging.getLogger(__name__)
 
 ISVC_KIND = cluster.INFERENCE_SERVICE
+# How many deleted InferenceServices are remembered, to create no child for them (see
+# `Reconciler._deleted_uid`); one forgotten costs a read per resync if kopf's index kept it.
+DELETED_KEPT = 4096
 
 
 @dataclasses.dataclass
@@ -87,6 +91,8 @@ class Reconciler:
         self._guard = threading.Lock()
         # uid -> (generation, parsed spec, packed desired children): one generation each.
         self._desired: dict[str, tuple[int, spec.InferenceService, dict[ChildKey, bytes]]] = {}
+        # The uids of the latest InferenceServices known deleted, oldest first.
+        self._deleted: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def settle_status(self, seconds: float, defer: settle.Defer) -> None:
         """Write status changes that follow one another within `seconds` once (see `settle`).
@@ -101,11 +107,31 @@ class Reconciler:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
     def forget(self, namespace: str | None, name: str, uid: str | None) -> None:
-        """Drop what is kept for a deleted InferenceService."""
+        """Drop what is kept for a deleted InferenceService, and create no more children for it."""
         with self._guard:
             self._locks.pop((namespace, name), None)
-            self._desired.pop(uid or "", None)
         self._settling.forget((namespace, name))
+        self._deleted_uid(uid)
+
+    def _deleted_uid(self, uid: str | None) -> None:
+        """Note that the InferenceService `uid` no longer exists: create no child for it again.
+
+        Garbage collection deletes the children there are when their owner goes; a reconcile
+        still running then, or started from an index that has not caught up (or never will:
+        kopf sees no deletion that fell between a watch and the list after a 410 Gone), would
+        create the rest, each one an object that starts pods until the collector finds it.
+        """
+        if not uid:
+            return
+        with self._guard:
+            self._desired.pop(uid, None)
+            self._deleted[uid] = None
+            while len(self._deleted) > DELETED_KEPT:
+                self._deleted.popitem(last=False)
+
+    def _seen_deleted(self, uid: str | None) -> bool:
+        with self._guard:
+            return bool(uid) and uid in self._deleted
 
     # Desired state, built once per generation.
 
@@ -155,15 +181,18 @@ class Reconciler:
             latest = self.overlay.current(
                 ISVC_KIND.kind, meta.get("namespace"), meta.get("name", ""), body
             )
-            return self._reconcile(latest or body, observe(), todo)
+            try:
+                return self._reconcile(latest or body, observe(), todo)
+            except _OwnerDeleted as gone:
+                return gone.outcome  # deleted mid-way: the rest is garbage collection's
 
     def _reconcile(self, body: Mapping[str, Any], observed: Observed, todo: work.Work) -> Outcome:
         outcome = Outcome()
         meta = body.get("metadata", {})
         namespace, uid = meta.get("namespace"), meta.get("uid")
-        if meta.get("deletionTimestamp"):
-            # Being deleted: garbage collection removes the children; putting back one it has
-            # just removed would only make it do that again.
+        if meta.get("deletionTimestamp") or self._seen_deleted(uid):
+            # Being deleted, or gone: garbage collection removes the children; putting back
+            # one it has just removed would only make it do that again.
             return outcome
         previous = dict(body.get("status") or {})
         try:
@@ -183,6 +212,12 @@ class Reconciler:
         match todo:
             case work.FullReconcile():
                 compared: frozenset[ChildKey] = frozenset(desired)
+                # One that had children (and a status) and misses some may have been deleted
+                # a moment ago, its children with it; a new one's first children need no read.
+                if previous.get("observedGeneration") is not None and self._owner_gone(
+                    body, desired, observed, compared
+                ):
+                    return outcome
             case work.CompareChildren(children=compared):
                 if self._owner_gone(body, desired, observed, compared):
                     return outcome
@@ -251,12 +286,13 @@ class Reconciler:
         observed: Observed,
         compared: frozenset[ChildKey],
     ) -> bool:
-        """Tell, before a child event makes us create a child, whether its owner is gone.
+        """Tell, before a reconcile creates a child, whether its owner is gone.
 
         Deleting an InferenceService deletes its children (garbage collection), and their
-        deletion events can come before the InferenceService's own: putting them back would
-        leave objects whose owner no longer exists. Asking costs one read, and only when a
-        child is missing (a rare repair).
+        deletion events can come before the InferenceService's own (and a full reconcile of
+        an update can be under way): putting them back would leave objects whose owner no
+        longer exists, until the collector finds them. Asking costs one read, and only when
+        a child is missing (a repair, or a spec that gained a child).
         """
         meta = body.get("metadata", {})
         missing = [
@@ -273,11 +309,10 @@ class Reconciler:
             return False
         live = self._api.get(ISVC_KIND, meta.get("namespace"), meta.get("name", ""))
         live_meta = (live or {}).get("metadata", {})
-        return (
-            live is None
-            or live_meta.get("uid") != meta.get("uid")
-            or bool(live_meta.get("deletionTimestamp"))
-        )
+        if live is None or live_meta.get("uid") != meta.get("uid"):
+            self._deleted_uid(meta.get("uid"))
+            return True
+        return bool(live_meta.get("deletionTimestamp"))
 
     def _apply(
         self,
@@ -290,6 +325,8 @@ class Reconciler:
         meta = desired["metadata"]
         key = (desired["kind"], meta["name"])
         if actual is None:
+            if self._seen_deleted(uid):
+                raise _OwnerDeleted(outcome)
             try:
                 created = self._api.create(diff.with_applied_annotation(desired))
             except cluster.AlreadyExists:
@@ -350,8 +387,18 @@ class Reconciler:
         )
         if written is not None:
             self.overlay.remember(written)
+        else:
+            self._deleted_uid(meta.get("uid"))  # gone, though our index may never say so
         self._settling.written((meta.get("namespace"), meta["name"]))
         return True
+
+
+class _OwnerDeleted(Exception):
+    """The InferenceService being reconciled was seen deleted: stop creating its children."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__("the InferenceService was deleted")
+        self.outcome = outcome  # what the reconcile did before
 
 
 def _may_put_off(todo: work.Work) -> bool:

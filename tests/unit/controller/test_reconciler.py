@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -55,6 +56,7 @@ class FakeCluster:
         self.calls: list[tuple[str, str, str]] = []  # verb, kind, name
         self.patches: list[tuple[ChildKey, dict[str, Any]]] = []
         self.failures: list[cluster.ApiError] = []
+        self.on_create: Callable[[], None] = lambda: None  # runs as a create is sent
         self._revisions = itertools.count(1)
         self._uids = itertools.count(1)
 
@@ -81,6 +83,7 @@ class FakeCluster:
         cluster.kind_of(obj)  # only kinds the real client knows
         metadata = obj["metadata"]
         self._called("create", obj["kind"], metadata["name"])
+        self.on_create()
         key = (obj["kind"], metadata.get("namespace"), metadata["name"])
         if key in self.objects:
             raise cluster.AlreadyExists(409, "AlreadyExists", f"{metadata['name']} exists")
@@ -345,6 +348,78 @@ def test_an_inferenceservice_being_deleted_is_left_to_garbage_collection() -> No
     body["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
     outcome = h.run(work.FullReconcile(), body=body)
     assert h.api.calls == [] and outcome == reconcile.Outcome()
+
+
+def test_an_inferenceservice_deleted_mid_reconcile_gets_no_more_children() -> None:
+    h = Harness(specs.canary())
+    uid = h.body()["metadata"]["uid"]
+    creates: list[int] = []
+
+    def deleted_after_the_second() -> None:
+        creates.append(1)
+        if len(creates) == 2:  # its DELETED event arrives while the second create is sent
+            h.reconciler.forget(NAMESPACE, NAME, uid)
+
+    h.api.on_create = deleted_after_the_second
+    outcome = h.run(work.FullReconcile())
+    assert len(outcome.created) == 2, "what was created is still told"
+    assert [verb for verb, _, _ in h.api.writes()] == ["create", "create"]
+
+
+def test_a_full_reconcile_after_the_owner_and_its_children_went_creates_nothing() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    body = h.body()  # the index still holds it; the deletion event has not come yet
+    for kind, _, name in list(h.api.objects):
+        h.remove((kind, name))  # the owner, and its children with it (garbage collection)
+    outcome = h.run(work.FullReconcile(), body=body)
+    assert outcome.created == [] and h.api.writes() == []
+    assert h.api.calls == [("get", ISVC, NAME)], "one read, to learn that the owner is gone"
+
+
+def test_an_owner_found_gone_is_not_asked_about_again() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    ghost = h.body()  # kopf's index keeps one whose deletion its watch never saw
+    for kind, _, name in list(h.api.objects):
+        h.remove((kind, name))
+    h.run(work.FullReconcile(), body=ghost)
+    h.run(work.FullReconcile(), body=ghost)
+    assert h.api.calls == [], "every resync after the first finding costs nothing"
+
+
+def test_one_deleted_before_its_first_status_is_left_alone_once_the_write_finds_it_gone() -> None:
+    h = Harness()
+    ghost = h.body()
+    h.remove((ISVC, NAME))
+    h.run(work.FullReconcile(), body=ghost)  # it cannot know: children are made, status 404s
+    for kind, _, name in list(h.api.objects):
+        h.remove((kind, name))  # what the garbage collector does with them
+    h.run(work.FullReconcile(), body=ghost)
+    assert h.api.calls == []
+
+
+def test_the_first_reconcile_of_a_new_inferenceservice_reads_nothing() -> None:
+    h = Harness()
+    h.run(work.FullReconcile())
+    assert not [call for call in h.api.calls if call[0] == "get"]
+
+
+def test_a_reconcile_from_an_index_that_still_holds_a_deleted_one_does_nothing() -> None:
+    h = Harness()
+    stale = h.body()
+    h.reconciler.forget(NAMESPACE, NAME, stale["metadata"]["uid"])
+    outcome = h.run(work.FullReconcile(), body=stale)
+    assert h.api.calls == [] and outcome == reconcile.Outcome()
+
+
+def test_deleted_inferenceservices_are_remembered_up_to_a_bound() -> None:
+    h = Harness()
+    h.reconciler.forget(NAMESPACE, NAME, h.body()["metadata"]["uid"])
+    assert not h.run(work.FullReconcile()).created
+    for i in range(reconcile.DELETED_KEPT):
+        h.reconciler.forget(NAMESPACE, f"gone{i}", f"uid-gone{i}")
+    assert h.run(work.FullReconcile()).created, "the oldest is no longer remembered"
 
 
 def test_a_retriable_api_error_reaches_the_caller_and_the_next_try_finishes() -> None:

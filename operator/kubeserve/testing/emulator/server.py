@@ -174,8 +174,10 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
     writes: int = 0
     faults: list[Fault] = attrs.field(factory=list)
     watch_faults: list[WatchFault] = attrs.field(factory=list)
-    # What fault injection did: Fault.label, "watch-cut", "watch-gone" -> how many times.
+    # What fault injection did: Fault.label, "watch-cut", "watch-gone" -> how many times;
+    # and the calls (not watches) each client made, for the share that failed.
     injected: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    calls_by_client: collections.Counter[str] = attrs.field(factory=collections.Counter)
     seed: int = 0
     _random: random.Random = attrs.field(init=False)
     # continue token -> (list revision, items not served yet, when the token expires)
@@ -220,12 +222,12 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
                 )
                 self.writes += 1
             if request.action == kmock.action.WATCH:
-                cut = self._watch_fault(request)
-                gone = cut is not None and self._random.random() < cut.gone
-                cut_at = self._cut_at(cut)
+                watch_fault = self._watch_fault(request)
+                gone = watch_fault is not None and self._random.random() < watch_fault.gone
                 return await self._stream(
-                    raw_request, self._serve_watch(request, gone=gone), cut_at=cut_at
+                    raw_request, request, self._serve_watch(request, gone=gone)
                 )
+            self.calls_by_client[_manager(request)] += 1
             fault = self._draw_fault(request)
             if fault is not None:
                 spoiled = await self._inject(raw_request, request, fault)
@@ -280,32 +282,40 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         )
 
     async def _stream(
-        self,
-        raw: aiohttp.web.BaseRequest,
-        events: AsyncIterator[Any],
-        *,
-        cut_at: float | None = None,
+        self, raw: aiohttp.web.BaseRequest, request: kmock.Request, events: AsyncIterator[Any]
     ) -> aiohttp.web.StreamResponse:
-        """Send `events` as a watch stream; at `cut_at` (loop time), tear it mid-event."""
+        """Send `events` as a watch stream, until a watch fault (even one added later) cuts it."""
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(raw)
         loop = asyncio.get_running_loop()
+        cut_at: float | None = None
+        # The next event is awaited in a task of its own: waiting on it with a timeout, to look
+        # for watch faults, must not cancel (and so end) the generator.
+        upcoming = asyncio.ensure_future(anext(events))
         try:
             while True:
-                wait = None if cut_at is None else max(cut_at - loop.time(), 0.0)
-                try:
-                    event = await asyncio.wait_for(anext(events), timeout=wait)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
+                if cut_at is None and (fault := self._watch_fault(request)) is not None:
+                    cut_at = self._cut_at(fault)
+                if cut_at is not None and loop.time() >= cut_at:
                     self.injected["watch-cut"] += 1
                     await response.write(b'{"type":"MODIFIED","object":{"kind":')
                     if raw.transport is not None:
                         raw.transport.close()
                     return response
+                wait = WATCH_POLL_SECONDS if cut_at is None else max(cut_at - loop.time(), 0.0)
+                done, _ = await asyncio.wait({upcoming}, timeout=min(wait, WATCH_POLL_SECONDS))
+                if not done:
+                    continue
+                try:
+                    event = upcoming.result()
+                except StopAsyncIteration:
+                    break
                 await response.write(orjson.dumps(event) + b"\n")
+                upcoming = asyncio.ensure_future(anext(events))
         except (ConnectionResetError, ConnectionError):
             return response
+        finally:
+            upcoming.cancel()
         await response.write_eof()
         return response
 
@@ -360,8 +370,8 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
     def _watch_fault(self, request: kmock.Request) -> WatchFault | None:
         return next((fault for fault in self.watch_faults if fault.matches(request)), None)
 
-    def _cut_at(self, fault: WatchFault | None) -> float | None:
-        if fault is None or fault.cut_after is None:
+    def _cut_at(self, fault: WatchFault) -> float | None:
+        if fault.cut_after is None:
             return None
         return asyncio.get_running_loop().time() + self._random.uniform(*fault.cut_after)
 
