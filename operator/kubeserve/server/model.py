@@ -1,7 +1,9 @@
 """The small interface every runtime implements: describe tensors, ``load()``, ``predict()``.
 
 A runtime knows its file format and its framework, nothing of protocols or HTTP. The data
-plane reads ``inputs``/``outputs`` to validate requests before they reach ``predict``.
+plane reads ``inputs``/``outputs`` to validate requests before they reach ``predict``, and
+``images`` to decode JPEG/PNG bytes for the inputs that a ``kubeserve.json`` beside the model
+file declares image inputs (see ``server/images.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kubeserve.server import tensors
+from kubeserve.server import errors, images, tensors
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,13 +52,38 @@ class Model(abc.ABC):
         self.load_seconds = 0.0
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
+        # Input name -> how to turn an image into it; empty unless kubeserve.json says so.
+        self.images: dict[str, images.ImageInput] = {}
 
     def load(self) -> None:
-        """Load the model file, fill ``inputs``/``outputs`` and set ``ready``."""
+        """Load the model file, fill ``inputs``/``outputs`` and ``images``, set ``ready``."""
         started = time.perf_counter()
         self._load()
+        self.images = self._read_image_inputs()
         self.load_seconds = time.perf_counter() - started
         self.ready = True
+
+    def _read_image_inputs(self) -> dict[str, images.ImageInput]:
+        """Read the image declaration beside the model file and check it fits the inputs.
+
+        A declaration that does not fit fails the load: serving a model on images it
+        cannot take would fail every request instead.
+        """
+        try:
+            declared = images.read(self.path.parent)
+        except images.DeclarationError as exc:
+            raise errors.ModelLoadError(str(exc)) from None
+        specs = {t.name: t for t in self.inputs}
+        for name, image in declared.items():
+            where = f"{self.path.parent / images.DECLARATION_FILE}: inputs.{name}"
+            if name not in specs:
+                raise errors.ModelLoadError(
+                    f"{where}: the model has no such input; inputs: {', '.join(specs)}"
+                )
+            misfit = image.fit_error(specs[name].datatype, specs[name].shape)
+            if misfit:
+                raise errors.ModelLoadError(f"{where}: {misfit}")
+        return declared
 
     @abc.abstractmethod
     def _load(self) -> None:
