@@ -69,6 +69,7 @@ KINDS = {
         Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
         Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
         Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+        Kind("gateway.networking.k8s.io/v1", "GRPCRoute", "grpcroutes"),
     ]
 }
 

@@ -178,3 +178,9 @@ def test_the_derivation_sees_what_handlers_watch() -> None:
     assert (API_GROUP, "inferenceservices") in watched
     assert ("apps", "deployments") in watched
     assert ("gateway.networking.k8s.io", "httproutes") not in watched
+    assert ("gateway.networking.k8s.io", "grpcroutes") not in watched
+    # With the Gateway API, both routes an InferenceService has in gateway-api mode.
+    assert {
+        ("gateway.networking.k8s.io", "httproutes"),
+        ("gateway.networking.k8s.io", "grpcroutes"),
+    } <= watched_by_kopf(True)

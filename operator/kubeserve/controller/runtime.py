@@ -61,7 +61,10 @@ CHILD_KINDS = [
         ("policy/v1", "PodDisruptionBudget"),
     ]
 ]
-GATEWAY_KINDS = [cluster.KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")]]
+GATEWAY_KINDS = [
+    cluster.KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")],
+    cluster.KINDS[("gateway.networking.k8s.io/v1", "GRPCRoute")],
+]
 POD_KIND = cluster.KINDS[("v1", "Pod")]
 RETRY_DELAY = 5.0
 TRIM_SECONDS = 5.0
@@ -107,7 +110,9 @@ class OperatorRuntime:
         self._watch_api = watch_api
         self.kinds = CHILD_KINDS + (GATEWAY_KINDS if config.gateway_api else [])
         # Kinds of children the operator does not apply (see `reconcile.Observed`).
-        self.unmanaged_kinds = frozenset() if config.gateway_api else frozenset({"HTTPRoute"})
+        self.unmanaged_kinds = (
+            frozenset() if config.gateway_api else frozenset(k.kind for k in GATEWAY_KINDS)
+        )
         self.informers: list[informer.Informer] = []
         self._by_kind: dict[cluster.Kind, list[informer.Informer]] = {}
         # Handed over by the first handler call (see `capture`): kopf's index of the

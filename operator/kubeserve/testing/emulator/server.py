@@ -67,6 +67,14 @@ RESOURCE_TYPES = [
         custom=True,
     ),
     ResourceType(
+        "gateway.networking.k8s.io",
+        "v1",
+        "grpcroutes",
+        "GRPCRoute",
+        status_subresource=True,
+        custom=True,
+    ),
+    ResourceType(
         "serving.kubeserve.dev",
         "v1alpha1",
         "inferenceservices",
