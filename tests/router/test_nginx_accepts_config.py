@@ -1,7 +1,7 @@
 """nginx itself accepts the router config: of every example, and of any valid spec.
 
 `nginx -t` on the config the operator renders, placed on loopback ports in a test directory
-as `kubeserve up` places it.
+as `kubeserve up` places it, with its gRPC listener.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 
 from kubeserve import manifests
 from kubeserve.api import spec, validation
+from kubeserve.local import router_config
 from kubeserve.testing import nginx as dataplane
 from support import specs, strategies
 from support.nginx import requires_nginx
@@ -41,7 +42,9 @@ def assert_nginx_accepts(isvc: spec.InferenceService, work: Path) -> None:
     """Run `nginx -t` on the router config of `isvc`, pointed at loopback ports in `work`."""
     ports = {v.name: 9 for v in isvc.spec.variants}
     os.chmod(work, 0o755)
-    text = dataplane.loopback_config(isvc, ports, listen=1, health=2, workdir=work)
+    grpc = router_config.GrpcPorts(listen=3, variants={v.name: 10 for v in isvc.spec.variants})
+    text = dataplane.loopback_config(isvc, ports, listen=1, health=2, workdir=work, grpc=grpc)
+    assert "grpc_pass" in text
     (work / "nginx.conf").write_text(text)
     assert dataplane.NGINX is not None
     command = [

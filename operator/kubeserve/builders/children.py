@@ -2,7 +2,7 @@
 
 Variants come first, then the endpoint: in nginx mode the router's ConfigMap, Deployment,
 the Service named after the InferenceService and, with more than one router replica, its
-PodDisruptionBudget; in gateway-api mode an HTTPRoute of that name.
+PodDisruptionBudget; in gateway-api mode an HTTPRoute and a GRPCRoute of that name.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubeserve.api import spec
-from kubeserve.builders import httproute, router
+from kubeserve.builders import grpcroute, httproute, router
 from kubeserve.builders import variant as variant_builder
 from kubeserve.builders.config import BuildConfig
 
@@ -24,7 +24,7 @@ def build_children(
     for v in isvc.spec.variants:
         objects += variant_builder.variant_objects(isvc, v, config)
     if isvc.spec.routing.mode == "gateway-api":
-        objects.append(httproute.http_route(isvc))
+        objects += [httproute.http_route(isvc), grpcroute.grpc_route(isvc)]
     else:
         objects += router.router_objects(isvc, config)
     return objects

@@ -54,7 +54,8 @@ def _backend_ref(isvc: spec.InferenceService, name: str) -> dict[str, Any]:
     }
 
 
-def _parent_ref(ref: spec.ParentReference) -> dict[str, Any]:
+def parent_ref(ref: spec.ParentReference) -> dict[str, Any]:
+    """Give a parentRef to a Gateway (or one of its listeners); the GRPCRoute shares it."""
     out: dict[str, Any] = {
         "group": "gateway.networking.k8s.io",
         "kind": "Gateway",
@@ -135,7 +136,7 @@ def http_route(isvc: spec.InferenceService) -> dict[str, Any]:
         "kind": "HTTPRoute",
         "metadata": meta.object_meta(isvc, isvc.metadata.name, component=COMPONENT),
         "spec": {
-            "parentRefs": [_parent_ref(r) for r in routing.parent_refs or []],
+            "parentRefs": [parent_ref(r) for r in routing.parent_refs or []],
             "rules": rules,
         },
     }

@@ -8,6 +8,13 @@ override header and mirrors a share of requests to a shadow variant. Where it ru
 name, the /tmp emptyDir); `kubeserve up`, the data-plane tests and the router benchmark give
 loopback ports and a directory of their own, and get the same config otherwise.
 
+gRPC calls (the Open Inference Protocol's `inference.GRPCInferenceService`, HTTP/2
+cleartext) have a listener of their own, in front of each variant's gRPC port, with the same
+choice of variant: the override header and the sticky header are gRPC metadata (HTTP/2
+headers to nginx), the served-by header is response metadata. A gRPC call's model version is
+inside its protobuf body, which nginx cannot read: a client reaches a version through the
+override metadata, and the variant's server answers NOT_FOUND for a version it does not have.
+
 Every value from a spec, and every address of a placement, is checked here against a strict
 pattern of its own and quoted, whatever the API already enforced: no spec can inject an
 nginx directive.
@@ -31,6 +38,7 @@ from kubeserve.builders.config import BuildConfig
 # What nginx listens on in a router pod; its Deployment declares the same ports.
 ROUTER_PORT = 8080
 HEALTH_PORT = 8081
+GRPC_PORT = 8082
 # The pod's root filesystem is read-only: nginx writes only under this emptyDir mount.
 POD_TEMP_DIR = "/tmp"
 # Idle keep-alive connections to each variant per nginx worker (see the template): above the
@@ -42,6 +50,12 @@ SERVED_BY_HEADER = "x-kubeserve-variant"
 # Where the router answers a request for a version that no variant has; internal, so a client
 # cannot ask for it directly.
 UNKNOWN_VERSION_LOCATION = "/_kubeserve/unknown-version"
+# A variant's gRPC upstream is named after it with this suffix: no variant name (a DNS label)
+# contains '_', so no gRPC upstream's name can be another variant's.
+GRPC_UPSTREAM_SUFFIX = "_grpc"
+# Where the gRPC listener answers a call no variant can take (trailers-only gRPC responses).
+GRPC_UNAVAILABLE_LOCATION = "/_kubeserve/grpc-unavailable"
+GRPC_UNIMPLEMENTED_LOCATION = "/_kubeserve/grpc-unimplemented"
 # The nginx variable that the unknown-version answer names the requested version with: the
 # version itself in quotes when it is a plain name, else a phrase (see the template).
 _SHOWN_VERSION = "${kubeserve_version_shown}"
@@ -69,13 +83,18 @@ class Placement:
 
     The defaults are a router pod's. `host` None listens on every address; `upstreams` None
     sends each variant's traffic to its Service, otherwise it gives `host:port` for every
-    variant by name.
+    variant by name. `grpc_port` None renders no gRPC listener (a local run whose servers
+    have no gRPC port); `grpc_upstreams` is to gRPC what `upstreams` is to HTTP, and a
+    placement that gives its own `upstreams` gives its own `grpc_upstreams` too, or has no
+    gRPC listener: never a mix of the cluster's addresses and its own.
     """
 
     host: str | None = None
     port: int = ROUTER_PORT
     health_port: int = HEALTH_PORT
     upstreams: Mapping[str, str] | None = None
+    grpc_port: int | None = GRPC_PORT
+    grpc_upstreams: Mapping[str, str] | None = None
     temp_dir: str | os.PathLike[str] = POD_TEMP_DIR
 
 
@@ -137,12 +156,21 @@ def unknown_version_body(variants: list[str]) -> str:
     return quote(before)[:-1] + _SHOWN_VERSION + quote(after)[1:]
 
 
-def upstream_address(isvc: spec.InferenceService, variant: str, config: BuildConfig) -> str:
-    """Give the `host:port` of a variant's Service (fully qualified when the namespace is known)."""
+def upstream_address(
+    isvc: spec.InferenceService,
+    variant: str,
+    config: BuildConfig,
+    *,
+    port: int = variant_objects.SERVICE_PORT,
+) -> str:
+    """Give the `host:port` of a variant's Service (fully qualified when the namespace is known).
+
+    `port` is the Service's HTTP port unless told otherwise (its gRPC port).
+    """
     host = names.variant_object_name(isvc.metadata.name, variant)
     if isvc.metadata.namespace:
         host += f".{isvc.metadata.namespace}.svc.{config.cluster_domain}"
-    return _check(f"{host}:{variant_objects.SERVICE_PORT}", _HOST_RE, "upstream address")
+    return _check(f"{host}:{port}", _HOST_RE, "upstream address")
 
 
 def router_settings(isvc: spec.InferenceService) -> spec.Router:
@@ -173,19 +201,41 @@ def _listen(host: str | None, port: int) -> str:
 
 
 def _upstreams(
-    isvc: spec.InferenceService, variants: list[str], config: BuildConfig, placement: Placement
-) -> list[dict[str, str]]:
-    if placement.upstreams is None:
-        return [{"name": v, "address": upstream_address(isvc, v, config)} for v in variants]
-    if set(placement.upstreams) != set(variants):
+    isvc: spec.InferenceService,
+    variants: list[str],
+    config: BuildConfig,
+    placed: Mapping[str, str] | None,
+    *,
+    port: int,
+) -> dict[str, str]:
+    """Give each variant's address: its Service's `port`, or where the placement put it."""
+    if placed is None:
+        return {v: upstream_address(isvc, v, config, port=port) for v in variants}
+    if set(placed) != set(variants):
         raise ValueError(
-            f"the placement's upstreams name {sorted(placement.upstreams)}, "
-            f"the variants are {sorted(variants)}"
+            f"the placement's upstreams name {sorted(placed)}, the variants are {sorted(variants)}"
         )
-    return [
-        {"name": v, "address": _check(placement.upstreams[v], _HOST_RE, "upstream address")}
-        for v in variants
-    ]
+    return {v: _check(placed[v], _HOST_RE, "upstream address") for v in variants}
+
+
+def _grpc_upstreams(
+    isvc: spec.InferenceService, variants: list[str], config: BuildConfig, placement: Placement
+) -> dict[str, str] | None:
+    """Give each variant's gRPC address, or None when the placement has no gRPC listener."""
+    if placement.grpc_port is None:
+        return None
+    if placement.upstreams is not None and placement.grpc_upstreams is None:
+        raise ValueError(
+            "the placement gives the variants' HTTP addresses but not their gRPC ones: "
+            "give grpc_upstreams, or grpc_port None for no gRPC listener"
+        )
+    return _upstreams(
+        isvc,
+        variants,
+        config,
+        placement.grpc_upstreams,
+        port=variant_objects.GRPC_SERVICE_PORT,
+    )
 
 
 def render_config(
@@ -230,6 +280,22 @@ def render_config(
         if mirror["variant"] not in variants:
             raise UnsafeValueError(f"mirror variant {mirror['variant']!r} is not a variant")
 
+    http_addresses = _upstreams(
+        isvc, variants, config, placement.upstreams, port=variant_objects.SERVICE_PORT
+    )
+    grpc_addresses = _grpc_upstreams(isvc, variants, config, placement)
+    grpc = None
+    if grpc_addresses is not None and placement.grpc_port is not None:
+        grpc = {
+            "listen": _listen(placement.host, int(placement.grpc_port)),
+            "upstreams": [
+                {"name": v + GRPC_UPSTREAM_SUFFIX, "address": grpc_addresses[v]} for v in variants
+            ],
+            "upstream_suffix": GRPC_UPSTREAM_SUFFIX,
+            "unavailable_location": GRPC_UNAVAILABLE_LOCATION,
+            "unimplemented_location": GRPC_UNIMPLEMENTED_LOCATION,
+        }
+
     template = _environment().get_template("nginx.conf.j2")
     return template.render(
         service=service,
@@ -237,7 +303,8 @@ def render_config(
         listen=_listen(placement.host, int(placement.port)),
         health_listen=_listen(placement.host, int(placement.health_port)),
         temp_dir=os.fspath(placement.temp_dir).rstrip("/"),
-        upstreams=_upstreams(isvc, variants, config, placement),
+        upstreams=[{"name": v, "address": http_addresses[v]} for v in variants],
+        grpc=grpc,
         upstream_keepalive=int(upstream_keepalive),
         split=split,
         # The salt is a DNS label and the rest is ours: safe inside the quotes as it is.

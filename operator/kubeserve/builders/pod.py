@@ -16,6 +16,8 @@ from kubeserve.builders.config import BuildConfig
 
 MODEL_ROOT = "/mnt/models"
 SERVER_PORT = 8080
+# The server's Open Inference Protocol gRPC service (HTTP/2 cleartext) has a port of its own.
+SERVER_GRPC_PORT = 8081
 SERVER_CONTAINER = "server"
 FETCH_CONTAINER = "fetch-model"
 MODEL_VOLUME = "model-store"
@@ -104,6 +106,7 @@ def server_env(isvc: spec.InferenceService, variant: spec.Variant) -> list[dict[
         {"name": "KUBESERVE_MODEL_DIR", "value": MODEL_ROOT},
         {"name": "KUBESERVE_MODEL_FORMAT", "value": variant.model.format},
         {"name": "KUBESERVE_PORT", "value": str(SERVER_PORT)},
+        {"name": "KUBESERVE_GRPC_PORT", "value": str(SERVER_GRPC_PORT)},
         {"name": "KUBESERVE_VARIANT", "value": variant.name},
         {"name": "KUBESERVE_DRAIN_TIMEOUT", "value": str(DRAIN_TIMEOUT_SECONDS)},
         # Libraries that cache under $HOME must find a writable one.
@@ -140,7 +143,10 @@ def _server_container(
         "imagePullPolicy": config.image_pull_policy,
         "command": ["kubeserve", "serve"],
         "env": server_env(isvc, variant),
-        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": SERVER_GRPC_PORT, "protocol": "TCP"},
+        ],
         # Startup allows up to 5 minutes to load a large model before liveness counts.
         "startupProbe": _http_probe(LIVE_PATH, period=2, failures=150),
         "readinessProbe": _http_probe(READY_PATH, period=5, failures=3),

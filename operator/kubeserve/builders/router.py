@@ -11,7 +11,7 @@ import hashlib
 from typing import Any
 
 from kubeserve.api import names, spec
-from kubeserve.builders import meta, nginx_config, pod
+from kubeserve.builders import meta, nginx_config, pod, variant
 from kubeserve.builders.config import BuildConfig
 
 COMPONENT = "router"
@@ -19,6 +19,8 @@ CONFIG_KEY = "nginx.conf"
 CONFIG_DIR = "/etc/kubeserve/router"
 CONFIG_HASH_ANNOTATION = f"{meta.LABEL_PREFIX}/router-config-hash"
 SERVICE_PORT = 80
+# gRPC clients dial the endpoint on the port they would dial a model server on.
+GRPC_SERVICE_PORT = variant.GRPC_SERVICE_PORT
 # The uid/gid of the nginx-unprivileged image's `nginx` user.
 ROUTER_UID = 101
 # The router container's resources when `spec.routing.router.resources` is not given (its
@@ -81,6 +83,7 @@ def deployment(
         "ports": [
             {"name": "http", "containerPort": nginx_config.ROUTER_PORT, "protocol": "TCP"},
             {"name": "health", "containerPort": nginx_config.HEALTH_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": nginx_config.GRPC_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": _probe(period=2, failures=2),
         "livenessProbe": _probe(period=10, failures=3),
@@ -137,8 +140,9 @@ def deployment(
 
 
 def service(isvc: spec.InferenceService) -> dict[str, Any]:
-    """Build the Service named after the InferenceService: the stable endpoint."""
-    return meta.http_service(isvc, isvc.metadata.name, port=SERVICE_PORT, component=COMPONENT)
+    """Build the Service named after the InferenceService: the stable endpoint, HTTP and gRPC."""
+    http = meta.http_service(isvc, isvc.metadata.name, port=SERVICE_PORT, component=COMPONENT)
+    return variant.with_grpc_port(http, port=GRPC_SERVICE_PORT)
 
 
 def disruption_budget(isvc: spec.InferenceService) -> dict[str, Any] | None:

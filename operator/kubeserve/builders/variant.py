@@ -10,6 +10,25 @@ from kubeserve.builders.config import BuildConfig
 
 COMPONENT = "predictor"
 SERVICE_PORT = 80
+# The gRPC port of a variant's Service: the model server's own, so a client that talks to
+# one server directly and one that talks to the Service dial the same port.
+GRPC_SERVICE_PORT = pod.SERVER_GRPC_PORT
+# The standard name for HTTP/2 with prior knowledge, which gRPC in cleartext is (KEP-3726);
+# Gateway implementations and meshes read it to speak HTTP/2 to the port.
+GRPC_APP_PROTOCOL = "kubernetes.io/h2c"
+
+
+def with_grpc_port(service_object: dict[str, Any], *, port: int) -> dict[str, Any]:
+    """Give a Service built by `meta.http_service` a second port, `grpc`, to the pods' `grpc`."""
+    grpc = {
+        "name": "grpc",
+        "port": port,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": GRPC_APP_PROTOCOL,
+    }
+    service_object["spec"]["ports"].append(grpc)
+    return service_object
 
 
 def deployment(
@@ -46,11 +65,12 @@ def deployment(
 
 
 def service(isvc: spec.InferenceService, variant: spec.Variant) -> dict[str, Any]:
-    """Build the ClusterIP Service in front of one variant (the router's upstream)."""
+    """Build the ClusterIP Service in front of one variant (the router's upstream): HTTP, gRPC."""
     name = names.variant_object_name(isvc.metadata.name, variant.name)
-    return meta.http_service(
+    http = meta.http_service(
         isvc, name, port=SERVICE_PORT, component=COMPONENT, variant=variant.name
     )
+    return with_grpc_port(http, port=GRPC_SERVICE_PORT)
 
 
 def autoscaler(isvc: spec.InferenceService, variant: spec.Variant) -> dict[str, Any] | None:

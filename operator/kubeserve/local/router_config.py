@@ -8,6 +8,7 @@ name and writes under the /tmp emptyDir; on a developer machine each of those mu
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,15 +27,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclasses.dataclass(frozen=True)
+class GrpcPorts:
+    """The gRPC side of a loopback router: the port it listens on, each variant's gRPC port."""
+
+    listen: int
+    variants: Mapping[str, int]
+
+
+def _addresses(ports: Mapping[str, int]) -> dict[str, str]:
+    return {name: f"{LOOPBACK}:{port}" for name, port in ports.items()}
+
+
 def loopback_placement(
-    ports: Mapping[str, int], *, listen: int, health: int, workdir: Path
+    ports: Mapping[str, int],
+    *,
+    listen: int,
+    health: int,
+    workdir: Path,
+    grpc: GrpcPorts | None = None,
 ) -> nginx_config.Placement:
-    """Place a router on loopback: variants on `ports` (by name), its files under `workdir`."""
+    """Place a router on loopback: variants on `ports` (by name), its files under `workdir`.
+
+    Without `grpc` (servers started with no gRPC port) the router has no gRPC listener.
+    """
     return nginx_config.Placement(
         host=LOOPBACK,
         port=listen,
         health_port=health,
-        upstreams={name: f"{LOOPBACK}:{port}" for name, port in ports.items()},
+        upstreams=_addresses(ports),
+        grpc_port=None if grpc is None else grpc.listen,
+        grpc_upstreams=None if grpc is None else _addresses(grpc.variants),
         temp_dir=workdir,
     )
 
@@ -47,7 +70,8 @@ def loopback_config(
     health: int,
     workdir: Path,
     config: BuildConfig | None = None,
+    grpc: GrpcPorts | None = None,
 ) -> str:
     """Render the router config for upstreams on 127.0.0.1 `ports` (by variant)."""
-    placement = loopback_placement(ports, listen=listen, health=health, workdir=workdir)
+    placement = loopback_placement(ports, listen=listen, health=health, workdir=workdir, grpc=grpc)
     return nginx_config.render_config(isvc, config, placement=placement)

@@ -2,7 +2,8 @@
 
 The config under test is the one the operator renders for its ConfigMap, placed where a test
 machine must differ from a pod (`local.router_config`): the variants on loopback ports, free
-loopback ports to listen on, and the test's own directory instead of /tmp.
+loopback ports to listen on, and the test's own directory instead of /tmp. Stand-in variants
+answer HTTP (upstream.py) and, for the router's gRPC listener, gRPC (grpc_upstream.py).
 """
 
 from __future__ import annotations
@@ -20,14 +21,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
+
 from kubeserve.api import spec
 from kubeserve.builders import nginx_config
 from kubeserve.local import router_config
+from kubeserve.testing import grpc_upstream
 
 NGINX = shutil.which("nginx") or (
     "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
 )
 UPSTREAM_SCRIPT = Path(__file__).with_name("upstream.py")
+GRPC_UPSTREAM_SCRIPT = Path(__file__).with_name("grpc_upstream.py")
+# grpcio honours http_proxy and friends: calls to loopback must never go through a proxy.
+GRPC_CHANNEL_OPTIONS = (("grpc.enable_http_proxy", 0),)
 
 
 # The local run's own placement: what `kubeserve up` runs is what these tests run.
@@ -38,9 +45,11 @@ loopback_config = router_config.loopback_config
 class Upstreams:
     """Stand-in variants in one child process (see upstream.py)."""
 
+    script = UPSTREAM_SCRIPT
+
     def __init__(self, specs: list[str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(UPSTREAM_SCRIPT), *specs],
+            [sys.executable, str(self.script), *specs],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -59,6 +68,23 @@ class Upstreams:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=5)
+
+
+class GrpcUpstreams(Upstreams):
+    """Stand-in gRPC variants in one child process (see grpc_upstream.py)."""
+
+    script = GRPC_UPSTREAM_SCRIPT
+
+    def counts(self) -> dict[str, int]:
+        """Ask how many calls each variant has seen (`name/mirror` for mirror copies)."""
+        port = next(iter(self.ports.values()))
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=GRPC_CHANNEL_OPTIONS) as channel:
+            counts: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                grpc_upstream.COUNTS
+            )
+            answer = counts(b"", timeout=5)
+        data: dict[str, int] = json.loads(answer)
+        return data
 
 
 class Nginx:
@@ -196,6 +222,130 @@ class Client:
 
     def close(self) -> None:
         self.conn.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class GrpcAnswer:
+    """What the router answered a gRPC call: status, metadata both ways, who answered.
+
+    `initial` and `trailing` are the response metadata; a trailers-only answer (an error before
+    any message) has all of its metadata in `trailing`. `received` is the request metadata the
+    stand-in variant got and `variant` its name ("" and {} when no variant answered).
+    """
+
+    code: grpc.StatusCode
+    details: str
+    initial: dict[str, str]
+    trailing: dict[str, str]
+    variant: str
+    received: dict[str, str]
+
+    @property
+    def served_by(self) -> str:
+        """Give the router's served-by metadata, wherever the answer carried it."""
+        header = nginx_config.SERVED_BY_HEADER
+        return self.initial.get(header) or self.trailing.get(header, "")
+
+
+def _metadata(items: tuple[tuple[str, str | bytes], ...] | None) -> dict[str, str]:
+    """Give metadata as a dict; a key sent more than once has its values joined by ", "."""
+    found: dict[str, list[str]] = {}
+    for key, value in items or ():
+        found.setdefault(key, []).append(
+            value if isinstance(value, str) else value.decode("latin-1")
+        )
+    return {key: ", ".join(values) for key, values in found.items()}
+
+
+class GrpcClient:
+    """A gRPC client on one HTTP/2 connection to the router's gRPC listener."""
+
+    def __init__(self, port: int) -> None:
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=GRPC_CHANNEL_OPTIONS)
+        self._infer: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(
+            grpc_upstream.INFER
+        )
+
+    def infer(self, metadata: dict[str, str] | None = None, *, timeout: float = 10) -> GrpcAnswer:
+        """Call ModelInfer (the body is opaque to the router) with `metadata`; give the answer."""
+        sent = tuple((metadata or {}).items())
+        try:
+            body, call = self._infer.with_call(b"\x00", metadata=sent, timeout=timeout)
+        except grpc.RpcError as exc:
+            # grpcio's failed calls are Calls too: they carry the answer's metadata.
+            assert isinstance(exc, grpc.Call)
+            return GrpcAnswer(
+                code=exc.code(),
+                details=exc.details() or "",
+                initial=_metadata(exc.initial_metadata()),
+                trailing=_metadata(exc.trailing_metadata()),
+                variant="",
+                received={},
+            )
+        echoed = json.loads(body)
+        return GrpcAnswer(
+            code=call.code(),
+            details=call.details() or "",
+            initial=_metadata(call.initial_metadata()),
+            trailing=_metadata(call.trailing_metadata()),
+            variant=echoed["variant"],
+            received=echoed["metadata"],
+        )
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningRouter:
+    """A router on loopback with HTTP and gRPC stand-ins for its variants."""
+
+    nginx: Nginx
+    upstreams: Upstreams
+    grpc_upstreams: GrpcUpstreams
+    port: int
+    grpc_port: int
+
+
+@contextlib.contextmanager
+def running_grpc_router(
+    isvc: spec.InferenceService,
+    workdir: Path,
+    *,
+    grpc_modes: dict[str, str] | None = None,
+    dead: tuple[str, ...] = (),
+) -> Iterator[RunningRouter]:
+    """Start HTTP and gRPC stand-ins for every variant (`dead` ones get closed ports) and nginx
+    with its gRPC listener in front."""
+    grpc_modes = grpc_modes or {}
+    workdir.mkdir(parents=True, exist_ok=True)
+    live = [v.name for v in isvc.spec.variants if v.name not in dead]
+    ups = Upstreams(live)
+    grpc_ups = None
+    nginx = None
+    try:
+        grpc_ups = GrpcUpstreams([f"{n}:{grpc_modes.get(n, 'echo')}" for n in live])
+        ports = dict(ups.ports) | {n: free_port() for n in dead}
+        grpc_ports = dict(grpc_ups.ports) | {n: free_port() for n in dead}
+        listen, health, grpc_listen = free_port(), free_port(), free_port()
+        conf = loopback_config(
+            isvc,
+            ports,
+            listen=listen,
+            health=health,
+            workdir=workdir,
+            grpc=router_config.GrpcPorts(listen=grpc_listen, variants=grpc_ports),
+        )
+        nginx = Nginx(workdir, conf, health=health)
+        yield RunningRouter(
+            nginx=nginx, upstreams=ups, grpc_upstreams=grpc_ups, port=listen, grpc_port=grpc_listen
+        )
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        if grpc_ups is not None:
+            grpc_ups.stop()
+        ups.stop()
 
 
 @contextlib.contextmanager

@@ -124,7 +124,13 @@ def test_server_container_contract() -> None:
     assert env["OMP_NUM_THREADS"] == "2"
     assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
-    assert server["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    # The Open Inference Protocol's gRPC service has a port of its own, passed to the server.
+    assert server["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    assert env["KUBESERVE_PORT"] == "8080"
+    assert env["KUBESERVE_GRPC_PORT"] == "8081"
     assert server["resources"] == BuildConfig().default_resources
 
 

@@ -22,11 +22,19 @@ LOCAL_UPSTREAMS = {
     "v3": "127.0.0.1:1003",
     "shadow": "localhost:1004",
 }
+LOCAL_GRPC_UPSTREAMS = {
+    "v1": "127.0.0.1:2001",
+    "v2": "127.0.0.1:2002",
+    "v3": "127.0.0.1:2003",
+    "shadow": "localhost:2004",
+}
 LOCAL = nginx_config.Placement(
     host="127.0.0.1",
     port=3333,
     health_port=4444,
     upstreams=LOCAL_UPSTREAMS,
+    grpc_port=5555,
+    grpc_upstreams=LOCAL_GRPC_UPSTREAMS,
     temp_dir="/srv/kubeserve-up/",
 )
 
@@ -43,8 +51,9 @@ def test_nginx_writes_only_under_tmp() -> None:
 
 def test_upstream_connections_are_kept_and_access_log_lines_stay_whole() -> None:
     text = nginx_config.render_config(parse(specs.sticky_ab()))
-    # One idle pool per variant and worker, large enough for the benchmark's 64 connections.
-    assert text.count(f"keepalive {nginx_config.UPSTREAM_KEEPALIVE};") == 4
+    # One idle pool per variant, protocol (HTTP, gRPC) and worker, large enough for the
+    # benchmark's 64 connections.
+    assert text.count(f"keepalive {nginx_config.UPSTREAM_KEEPALIVE};") == 2 * 4
     assert nginx_config.UPSTREAM_KEEPALIVE >= 64
     # Buffered writes no larger than PIPE_BUF are atomic on the container's stdout pipe.
     assert "access_log /dev/stdout kubeserve buffer=4k flush=1s;" in text
@@ -142,7 +151,12 @@ def test_a_placement_changes_only_the_listen_upstream_and_file_lines() -> None:
             (f"server digits-{v}.default.svc.cluster.local:80;", f"server {address};")
             for v, address in LOCAL_UPSTREAMS.items()
         ],
+        *[
+            (f"server digits-{v}.default.svc.cluster.local:8081;", f"server {address};")
+            for v, address in LOCAL_GRPC_UPSTREAMS.items()
+        ],
         ("listen 8080;", "listen 127.0.0.1:3333;"),
+        ("listen 8082 http2;", "listen 127.0.0.1:5555 http2;"),
         ("listen 8081;", "listen 127.0.0.1:4444;"),
     ]
 
@@ -196,7 +210,7 @@ def test_a_temp_dir_that_is_not_one_word_is_quoted() -> None:
 
 def test_the_upstream_keepalive_can_be_rendered_otherwise_for_the_benchmark() -> None:
     text = nginx_config.render_config(parse(specs.sticky_ab()), upstream_keepalive=8)
-    assert text.count("keepalive 8;") == 4
+    assert text.count("keepalive 8;") == 2 * 4
     assert f"keepalive {nginx_config.UPSTREAM_KEEPALIVE};" not in text
 
 

@@ -105,6 +105,7 @@ def test_router_service_selects_router_pods_and_targets_nginx() -> None:
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
         "http": nginx_config.ROUTER_PORT,
         "health": nginx_config.HEALTH_PORT,
+        "grpc": nginx_config.GRPC_PORT,
     }
 
 
@@ -170,13 +171,16 @@ def gateway(obj: dict[str, Any], **routing: Any) -> dict[str, Any]:
 
 def test_gateway_mode_renders_an_httproute_instead_of_the_router() -> None:
     objects = children.build_children(parse(gateway(specs.canary())))
-    assert [(o["kind"], o["metadata"]["name"]) for o in objects][-1] == ("HTTPRoute", "digits")
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects][-2:] == [
+        ("HTTPRoute", "digits"),
+        ("GRPCRoute", "digits"),
+    ]
     assert not [o for o in objects if o["kind"] == "ConfigMap"]
     assert [o["metadata"]["name"] for o in objects if o["kind"] == "Service"] == [
         "digits-v1",
         "digits-v2",
     ]
-    route = objects[-1]
+    route = objects[-2]
     gateway_schema.assert_valid(route)
     assert route["spec"]["parentRefs"] == [
         {
