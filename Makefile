@@ -85,6 +85,8 @@ bench: install nginx
 	    $(BENCH_LOCK) $(BIN)/python bench/router/run_router_bench.py --rounds 3 --out bench/router/results-latest.json || exit 1;; \
 	  server) echo "== bench/server: kubeserve alone (peers: bench/server/README.md)"; \
 	    $(BENCH_LOCK) $(BIN)/python bench/server/run_benchmark.py --servers kubeserve,kubeserve-sklearn --json bench/server/results-latest.json --png "" || exit 1;; \
+	  image) echo "== bench/image: the image model, kubeserve alone (peers: bench/image/README.md)"; \
+	    $(BENCH_LOCK) $(BIN)/python bench/image/run_image_bench.py --servers kubeserve --json bench/image/results-latest.json || exit 1;; \
 	  *) echo "unknown benchmark '$$b' (operator, router, server)"; exit 2;; \
 	esac; done
 

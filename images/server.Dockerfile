@@ -20,13 +20,16 @@ RUN python -m venv /opt/venv \
 
 # 2. The example models, trained on scikit-learn's bundled digits data (no download) with the
 #    same scikit-learn the server loads them with, in the training script's layout:
-#    /models/digits-onnx/{v1,v2}/model.onnx and /models/digits-sklearn/{v1,v2}/model.skops,
-#    which examples/*.yaml name as file:///models/.... Only /models leaves this stage: the
-#    exporters (skl2onnx, onnx) stay behind.
+#    /models/digits-onnx/{v1,v2}/model.onnx and /models/digits-sklearn/{v1,v2}/model.skops;
+#    and the image classifier, assembled with random weights (no download either):
+#    /models/mobilenet/{v1,v2}/model.onnx with its kubeserve.json. examples/*.yaml name them
+#    as file:///models/.... Only /models leaves this stage: the exporters (skl2onnx, onnx)
+#    stay behind.
 FROM build AS models
-COPY scripts/train_example_models.py ./scripts/
+COPY scripts/train_example_models.py scripts/build_image_model.py ./scripts/
 RUN /opt/venv/bin/pip install "skl2onnx>=1.16" "onnx>=1.15" \
     && /opt/venv/bin/python scripts/train_example_models.py --out /models --formats onnx,skops \
+    && /opt/venv/bin/python scripts/build_image_model.py --out /models --check \
     && chmod -R a+rX /models
 
 # 3. The runtime: the slim Python base, the virtualenv and the models; no pip cache, no

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import types
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,11 @@ import pytest
 from PIL import Image
 
 from kubeserve.server import errors, images, repository, runtimes
+from support.server import Server
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "build_image_model.py"
+CLIENT = REPO / "examples" / "clients" / "image_client.py"
 IMAGENET = {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
@@ -36,12 +39,16 @@ def mobilenet(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return out / "mobilenet"
 
 
-def build_script() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("build_image_model", SCRIPT)
+def script(path: pathlib.Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def build_script() -> types.ModuleType:
+    return script(SCRIPT)
 
 
 def load(path: pathlib.Path) -> Any:
@@ -354,3 +361,77 @@ def test_a_version_with_a_broken_declaration_is_never_ready(
     repo.load_all()
     assert not repo.ready()
     assert "inputs.input.image.size" in repo.errors["v1"]
+
+
+# The example client, and the example model served
+
+
+def photo() -> bytes:
+    """A 640x480 JPEG: smooth colours and noise, as a camera frame might look."""
+    y, x = np.mgrid[0:480, 0:640].astype(np.float32)
+    base = np.stack([128 + 100 * np.sin(x / 40), 128 + 100 * np.cos(y / 50), x / 640 * 255], -1)
+    noise = np.random.default_rng(5).normal(0, 12, base.shape)
+    return encode(np.clip(base + noise, 0, 255).astype(np.uint8), "JPEG", quality=90)
+
+
+def test_the_client_scales_a_picture_as_the_model_declares(mobilenet: pathlib.Path) -> None:
+    declared = images.read(mobilenet / "v1")["input"]
+    client = script(CLIENT).pixels(photo())
+    assert client.dtype == np.float32
+    assert np.allclose(client, images.decode(photo(), declared), atol=1e-5)
+
+
+def test_the_client_writes_the_binary_extension_body() -> None:
+    client = script(CLIENT)
+    body, header_length = client.binary_request("input", "FP32", [1, 2], b"\0" * 8)
+    header = json.loads(body[:header_length])
+    assert header["inputs"][0]["parameters"] == {"binary_data_size": 8}
+    assert body[header_length:] == b"\0" * 8
+    assert client.bytes_elements([b"ab", b""]) == b"\x02\0\0\0ab\0\0\0\0"
+
+
+def test_the_client_reads_json_and_binary_outputs() -> None:
+    client = script(CLIENT)
+    values = np.arange(4, dtype=np.float32)
+    as_json = {"outputs": [{"name": "p", "shape": [1, 4], "data": values.tolist()}]}
+    assert np.array_equal(client.v2_outputs(json.dumps(as_json).encode(), {}), [values])
+    header = json.dumps(
+        {"outputs": [{"name": "p", "shape": [1, 4], "parameters": {"binary_data_size": 16}}]}
+    ).encode()
+    got = client.v2_outputs(
+        header + values.tobytes(), {"inference-header-content-length": str(len(header))}
+    )
+    assert np.array_equal(got, [values])
+
+
+@pytest.fixture(scope="module")
+def image_server(mobilenet: pathlib.Path) -> Iterator[Server]:
+    server = Server(["--model-name", "mobilenet", "--model-dir", str(mobilenet / "v1")]).wait()
+    yield server
+    server.stop()
+
+
+def in_process(mobilenet: pathlib.Path, picture: bytes) -> np.ndarray:
+    m = load(mobilenet / "v1" / "model.onnx")
+    row = images.decode(picture, m.images["input"])[np.newaxis]
+    return np.asarray(m.predict({"input": row})["probabilities"])
+
+
+def test_a_picture_sent_as_a_binary_tensor_is_classified(
+    mobilenet: pathlib.Path, image_server: Server
+) -> None:
+    url = f"http://127.0.0.1:{image_server.port}"
+    got = script(CLIENT).classify(url, "mobilenet", "binary", photo())
+    assert np.allclose(got, in_process(mobilenet, photo()), atol=1e-5)
+
+
+# images.decode is not yet called by the V1 b64 and V2 BYTES paths (dataplane.py, whose
+# owners wire it in); strict, so these fail as soon as it is, and the markers come off.
+@pytest.mark.xfail(strict=True, reason="images.decode not yet wired into the data plane")
+@pytest.mark.parametrize("mode", ["b64", "bytes"])
+def test_a_picture_sent_as_its_jpeg_bytes_is_decoded_by_the_server(
+    mobilenet: pathlib.Path, image_server: Server, mode: str
+) -> None:
+    url = f"http://127.0.0.1:{image_server.port}"
+    got = script(CLIENT).classify(url, "mobilenet", mode, photo())
+    assert np.allclose(got, in_process(mobilenet, photo()), atol=1e-5)
