@@ -33,6 +33,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import v2_wire
 
+Call = grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
 # Large enough for a batch of 8 images as FP32 (4.8 MB) and any answer.
 MAX_MESSAGE = 64 * 1024 * 1024
 OPTIONS = [
@@ -58,14 +59,15 @@ async def drive(
     channels = [grpc.aio.insecure_channel(target, options=OPTIONS) for _ in range(connections)]
     try:
         await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), timeout=10)
-        calls = [c.unary_unary(v2_wire.METHOD) for c in channels]  # bytes in, bytes out
+        # No serialisers: bytes go out and come back as they are.
+        calls: list[Call] = [c.unary_unary(v2_wire.METHOD) for c in channels]
         start = time.perf_counter()
         measure_from = start + warmup
         stop = measure_from + duration
         latencies: list[float] = []
         errors = 0
 
-        async def worker(call: grpc.aio.UnaryUnaryMultiCallable) -> None:
+        async def worker(call: Call) -> None:
             nonlocal errors
             while (now := time.perf_counter()) < stop:
                 try:
@@ -92,7 +94,7 @@ async def drive(
 async def serve_null(port: int) -> None:
     """Answer every ModelInfer at once with an empty response: the generator's ceiling."""
 
-    async def infer(_request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+    async def infer(_request: bytes, _context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return b""
 
     handler = grpc.method_handlers_generic_handler(
