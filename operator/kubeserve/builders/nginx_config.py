@@ -83,10 +83,10 @@ class Placement:
 
     The defaults are a router pod's. `host` None listens on every address; `upstreams` None
     sends each variant's traffic to its Service, otherwise it gives `host:port` for every
-    variant by name. `grpc_port` None renders no gRPC listener (a local run whose servers
-    have no gRPC port); `grpc_upstreams` is to gRPC what `upstreams` is to HTTP, and a
-    placement that gives its own `upstreams` gives its own `grpc_upstreams` too, or has no
-    gRPC listener: never a mix of the cluster's addresses and its own.
+    variant by name. `grpc_upstreams` is to gRPC what `upstreams` is to HTTP, except that a
+    placement that gives its own `upstreams` and no `grpc_upstreams` has no gRPC listener (its
+    servers have no gRPC port): gRPC never goes to the cluster's Services from a placement of
+    its own. `grpc_port` None renders no gRPC listener either.
     """
 
     host: str | None = None
@@ -225,10 +225,7 @@ def _grpc_upstreams(
     if placement.grpc_port is None:
         return None
     if placement.upstreams is not None and placement.grpc_upstreams is None:
-        raise ValueError(
-            "the placement gives the variants' HTTP addresses but not their gRPC ones: "
-            "give grpc_upstreams, or grpc_port None for no gRPC listener"
-        )
+        return None
     return _upstreams(
         isvc,
         variants,

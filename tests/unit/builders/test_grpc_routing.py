@@ -102,19 +102,29 @@ def test_the_router_sends_grpc_calls_to_each_variants_grpc_service_port() -> Non
     assert "grpc_pass grpc://shadow_grpc;" in text
 
 
-def test_a_placement_with_no_grpc_port_renders_no_grpc_listener() -> None:
-    placement = nginx_config.Placement(
-        upstreams={"v1": "127.0.0.1:1", "v2": "127.0.0.1:2"}, grpc_port=None
-    )
+@pytest.mark.parametrize(
+    "placement",
+    [
+        nginx_config.Placement(grpc_port=None),
+        # Never a mix: loopback HTTP upstreams with the cluster's gRPC addresses.
+        nginx_config.Placement(upstreams={"v1": "127.0.0.1:1", "v2": "127.0.0.1:2"}),
+    ],
+    ids=["no-grpc-port", "own-http-upstreams-only"],
+)
+def test_a_placement_without_grpc_renders_no_grpc_listener(
+    placement: nginx_config.Placement,
+) -> None:
     text = nginx_config.render_config(parse(specs.canary()), placement=placement)
     assert "http2" not in text
     assert "grpc" not in text
 
 
-def test_a_placement_of_its_own_http_upstreams_gives_its_own_grpc_ones_too() -> None:
-    # Never a mix: loopback HTTP upstreams with the cluster's gRPC addresses.
-    placement = nginx_config.Placement(upstreams={"v1": "127.0.0.1:1", "v2": "127.0.0.1:2"})
-    with pytest.raises(ValueError, match="grpc_upstreams"):
+def test_grpc_upstreams_name_every_variant_and_no_other() -> None:
+    placement = nginx_config.Placement(
+        upstreams={"v1": "127.0.0.1:1", "v2": "127.0.0.1:2"},
+        grpc_upstreams={"v1": "127.0.0.1:3"},
+    )
+    with pytest.raises(ValueError, match="the variants are"):
         nginx_config.render_config(parse(specs.canary()), placement=placement)
 
 
