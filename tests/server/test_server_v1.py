@@ -36,13 +36,21 @@ def test_predict_matches_the_trained_model(onnx_port: int, digits_rows) -> None:
     assert headers["x-kubeserve-variant"] == "v2"
 
 
-def test_predict_a_named_version_and_inputs_key(onnx_port: int, digits_rows) -> None:
+def test_predict_a_named_version_in_the_columnar_form(onnx_port: int, digits_rows) -> None:
+    # TF Serving's columnar form: "inputs" in, "outputs" out (test_v1_forms has the rest).
     x, _ = digits_rows
     status, headers, body = request(
         onnx_port, "POST", "/v1/models/digits/versions/v1:predict", {"inputs": x[:2].tolist()}
     )
-    assert status == 200 and len(body["predictions"]) == 2
+    assert status == 200 and len(body["outputs"]) == 2
     assert headers["x-kubeserve-model-version"] == "v1"
+
+
+def test_predict_answers_405_with_allow_to_other_methods(onnx_port: int) -> None:
+    for method in ("GET", "PUT", "DELETE"):
+        status, headers, body = request(onnx_port, method, "/v1/models/digits:predict")
+        assert (status, headers["allow"]) == (405, "POST")
+        assert f"{method} not allowed" in body["error"]
 
 
 def test_sklearn_runtime_and_variant_header(sklearn_port: int, digits_rows) -> None:

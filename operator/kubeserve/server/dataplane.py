@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 
 import kubeserve
-from kubeserve.server import batching, chunked_json, errors, model, repository, tensors
+from kubeserve.server import batching, chunked_json, errors, model, repository, tensors, v1_forms
 
 log = logging.getLogger("kubeserve.server")
 
@@ -92,11 +92,9 @@ def _check_shape(spec: model.TensorSpec, array: np.ndarray) -> None:
 def _v1_array(
     spec: model.TensorSpec, rows: list[Any], literals: bool, chunk: int = 0
 ) -> np.ndarray:
-    array = tensors.to_array(
-        "instances", spec.datatype, rows, literals=literals, chunk=chunk, consume=chunk > 0
-    )  # a large request's document is freed after this anyway
-    _check_shape(spec, array)
-    return array
+    # The row form's conversion of a one-input model's instances, which
+    # tests/server/test_server_fast_path.py checks directly.
+    return v1_forms.input_array("instances", spec, rows, literals=literals, chunk=chunk)
 
 
 def _parameters(where: str, container: dict[str, Any]) -> None:
@@ -114,6 +112,13 @@ class Request:
     inputs: dict[str, np.ndarray]
     outputs: list[str]
     id: str | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class V1Request(Request):
+    """A V1 request remembers its form (row or columnar): the answer takes the same."""
+
+    form: v1_forms.Form = v1_forms.Form.ROW
 
 
 Parse = Callable[[model.Model, bytes, bool], Request]
@@ -279,49 +284,25 @@ class DataPlane:
     # -- V1 --------------------------------------------------------------------------
 
     def _v1_request(self, m: model.Model, body: bytes, large: bool) -> Request:
+        literals = tensors.has_literals(body)
         if not large:
-            return self._v1_fields(m, _load_json(body), tensors.has_literals(body), 0)
+            return self._v1_fields(m, _load_json(body), literals, False, 0)
+        # Converted in slices, its values are let go of as they go: b64 ones must be found first.
+        binary = v1_forms.may_hold_binary(body)
         with _large_document(body) as payload:
-            return self._v1_fields(m, payload, tensors.has_literals(body), SLICE_VALUES)
+            return self._v1_fields(m, payload, literals, binary, SLICE_VALUES)
 
     def _v1_fields(
-        self, m: model.Model, payload: dict[str, Any], literals: bool, chunk: int
+        self, m: model.Model, payload: dict[str, Any], literals: bool, binary: bool, chunk: int
     ) -> Request:
-        rows = payload.get("instances", payload.get("inputs"))
-        if rows is None:
-            raise errors.BadRequest("expected 'instances' (or 'inputs') in the request body")
-        if type(rows) is not list or not rows:
-            raise errors.BadRequest("'instances' must be a non-empty JSON array")
-        return Request(self._v1_inputs(m, rows, literals, chunk), [m.outputs[0].name])
-
-    def _v1_inputs(
-        self, m: model.Model, rows: list[Any], literals: bool, chunk: int
-    ) -> dict[str, np.ndarray]:
-        if len(m.inputs) == 1:
-            spec = m.inputs[0]
-            return {spec.name: _v1_array(spec, rows, literals, chunk)}
-        # Several inputs: each instance is an object keyed by input name.
-        if not all(type(r) is dict for r in rows):
-            names = ", ".join(s.name for s in m.inputs)
-            raise errors.BadRequest(
-                f"this model has several inputs ({names}): each instance "
-                "must be an object keyed by input name"
-            )
-        out = {}
-        for spec in m.inputs:
-            try:
-                column = [r[spec.name] for r in rows]
-            except KeyError:
-                raise errors.BadRequest(f"an instance lacks input '{spec.name}'") from None
-            out[spec.name] = _v1_array(spec, column, literals, chunk)
-        return out
+        inputs, form = v1_forms.parse(m, payload, literals=literals, binary=binary, chunk=chunk)
+        return V1Request(inputs, v1_forms.answer_outputs(m), form=form)
 
     def _v1_reply(self, m: model.Model, outputs: dict[str, np.ndarray], request: Request) -> Reply:
-        first = outputs[m.outputs[0].name]
-        predictions: Any = first
-        if first.dtype.kind in "OSU":  # strings: orjson cannot serialise object arrays
-            predictions = tensors.encode("", first)["data"]
-        return dumps({"predictions": predictions}), m.version
+        assert isinstance(request, V1Request)  # V1 replies answer V1 requests
+        instances = next(iter(request.inputs.values())).shape[0]
+        body = v1_forms.answer(outputs, request.outputs, request.form, instances)
+        return dumps(body), m.version
 
     # -- V2 --------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from typing import NamedTuple, cast
 
 import httptools
 
-from kubeserve.server import client_limits, dataplane, errors, metrics, openapi
+from kubeserve.server import client_limits, content_encoding, dataplane, errors, metrics, openapi
 
 log = logging.getLogger("kubeserve.server")
 
@@ -42,6 +42,7 @@ _REASONS = {
     408: b"Request Timeout",
     413: b"Payload Too Large",
     414: b"URI Too Long",
+    415: b"Unsupported Media Type",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     503: b"Service Unavailable",
@@ -308,6 +309,7 @@ class HttpProtocol(asyncio.Protocol):
         self.size = 0
         self.head_size = 0
         self.expect_continue = False
+        self.inflater: content_encoding.Inflater | None = None  # a compressed body's
         self.in_request = False
         self.queue: collections.deque[Request | Refusal] = collections.deque()
         self.busy = False  # an awaited (batched) reply is pending
@@ -372,6 +374,7 @@ class HttpProtocol(asyncio.Protocol):
         self.size = 0
         self.head_size = 0
         self.expect_continue = False
+        self.inflater = None
         self.in_request = True
         self.head_since = self.last_active  # the time of the read that brought this byte
 
@@ -403,6 +406,17 @@ class HttpProtocol(asyncio.Protocol):
                 )
         elif lname == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
+        elif lname == b"content-encoding" and not self.rejected:
+            try:
+                inflater = content_encoding.inflater(value, self.app.max_body)
+                if inflater is not None and self.inflater is not None:
+                    raise content_encoding.UnsupportedEncoding(
+                        "several content-encoding headers: stacked codings are not supported"
+                    )
+            except errors.ServerError as exc:
+                self._refuse(exc.status, str(exc))
+                return
+            self.inflater = inflater or self.inflater
 
     def on_headers_complete(self) -> None:
         self.head_since = 0.0
@@ -420,11 +434,24 @@ class HttpProtocol(asyncio.Protocol):
         if self.size > self.app.max_body:  # chunked bodies announce no length
             self._refuse(413, f"request body exceeds the limit of {self.app.max_body} bytes")
             return
+        if self.inflater is not None:
+            try:
+                body = self.inflater.feed(body)
+            except errors.ServerError as exc:
+                self._refuse(exc.status, str(exc))
+                return
         self.body.append(body)
 
     def on_message_complete(self) -> None:
         if self.rejected:
             return
+        if self.inflater is not None:
+            try:
+                self.inflater.finish()
+            except errors.ServerError as exc:
+                self._refuse(exc.status, str(exc))
+                return
+            self.inflater = None  # its window and state go now, not at the next request
         self.in_request = False
         self.body_since = 0.0
         parser = self.parser

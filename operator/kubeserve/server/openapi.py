@@ -124,18 +124,42 @@ SCHEMAS: dict[str, Any] = {
     },
     "V1PredictRequest": {
         "type": "object",
-        "description": "'instances' (rows), or 'inputs' (the same, TF Serving's name); a model "
-        "with several inputs takes each row as an object keyed by input name",
+        "description": "TF Serving's predict request. Row form: 'instances', one item per "
+        "instance: the value of the model's only input, or an object keyed by input name "
+        "(every instance the same names). Columnar form: 'inputs', the only input's tensor or "
+        'an object of input name -> tensor. {"b64": "<base64>"} stands for a binary value '
+        "(BYTES inputs). The first dim is the batch. The body may be sent with "
+        "Content-Encoding gzip or deflate; the size limit applies to the inflated body, and "
+        "another coding is a 415",
         "anyOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+        "not": {"required": ["instances", "inputs"]},
         "properties": {
+            "signature_name": {"type": "string", "description": "Accepted and not checked"},
             "instances": {"type": "array", "minItems": 1},
-            "inputs": {"type": "array", "minItems": 1},
+            "inputs": {
+                "oneOf": [
+                    {"type": "array", "minItems": 1},
+                    {
+                        "type": "object",
+                        "minProperties": 1,
+                        "additionalProperties": {"type": "array", "minItems": 1},
+                    },
+                ]
+            },
         },
     },
     "V1PredictResponse": {
         "type": "object",
-        "required": ["predictions"],
-        "properties": {"predictions": {"type": "array"}},
+        "description": "'predictions' answers the row form: one item per instance, the only "
+        "output's value or an object keyed by output name. 'outputs' answers the columnar "
+        "form: the only output's tensor or an object of output name -> tensor. A classifier "
+        "(outputs label and probabilities) answers its labels alone. Outputs named *_bytes "
+        'hold {"b64": ...} values',
+        "oneOf": [{"required": ["predictions"]}, {"required": ["outputs"]}],
+        "properties": {
+            "predictions": {"type": "array"},
+            "outputs": {"description": "A tensor (nested arrays), or an object of them"},
+        },
     },
     "ServerMetadata": {
         "type": "object",
@@ -231,6 +255,7 @@ def document(model_name: str) -> dict[str, Any]:
             400,
             404,
             413,
+            415,
             500,
             503,
             body="V1PredictRequest",
