@@ -40,6 +40,8 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         """Start the operator and wait until it watches InferenceServices."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError("the operator is running already: two would fight over it all")
         watches = self.emulator.emulator.counts[("watch", "inferenceservices")]
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
         log = self.log_path.open("ab")
