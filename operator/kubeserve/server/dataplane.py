@@ -22,19 +22,44 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
 
 import kubeserve
-from kubeserve.server import batching, chunked_json, errors, model, repository, tensors, v1_forms
+from kubeserve.server import (
+    batching,
+    chunked_json,
+    errors,
+    model,
+    raw_tensors,
+    repository,
+    tensors,
+    v1_forms,
+)
 
 log = logging.getLogger("kubeserve.server")
 
 Reply = tuple[bytes, str]
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
-_NO_BINARY = "the binary tensor extension is not supported; send JSON data"
+# What ``GET /v2`` and gRPC's ServerMetadata list.
+EXTENSIONS = ("binary_tensor_data",)
+
+
+class Binary(NamedTuple):
+    """A V2 reply with binary outputs: a JSON header of ``header_length`` bytes, then their bytes.
+
+    The transport sends it as ``application/octet-stream`` with the
+    ``Inference-Header-Content-Length`` header (the binary tensor data extension).
+    """
+
+    content: bytes
+    version: str
+    header_length: int
+
+
+InferReply = Reply | Binary
 
 # Bodies above this go to the worker pool. Inline, 64 KiB of JSON costs the loop a few
 # milliseconds; the thread hand-off costs about 0.1 ms, nothing next to that.
@@ -107,11 +132,15 @@ def _parameters(where: str, container: dict[str, Any]) -> None:
 
 @dataclasses.dataclass(slots=True)
 class Request:
-    """An inference request, validated: the model's inputs, the outputs wanted, its ``id``."""
+    """An inference request, validated: the model's inputs, the outputs wanted, its ``id``.
+
+    ``binary`` names the outputs to answer as raw bytes (the binary tensor data extension).
+    """
 
     inputs: dict[str, np.ndarray]
     outputs: list[str]
     id: str | None = None
+    binary: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(slots=True)
@@ -123,6 +152,9 @@ class V1Request(Request):
 
 Parse = Callable[[model.Model, bytes, bool], Request]
 Answer = Callable[[model.Model, dict[str, np.ndarray], Request], Reply]
+# The same for any wire form: a body of type B in, a reply of type T out.
+B = TypeVar("B")
+T = TypeVar("T")
 
 
 class DataPlane:
@@ -165,7 +197,11 @@ class DataPlane:
 
     def server_metadata(self) -> Reply:
         """V2 ``GET /v2``."""
-        body = {"name": "kubeserve", "version": kubeserve.__version__, "extensions": []}
+        body = {
+            "name": "kubeserve",
+            "version": kubeserve.__version__,
+            "extensions": list(EXTENSIONS),
+        }
         return dumps(body), self.repo.default
 
     def v1_models(self) -> Reply:
@@ -181,13 +217,18 @@ class DataPlane:
 
     def model_metadata(self, name: str, version: str | None) -> Reply:
         """V2 model metadata; a model that is not loaded has no tensor description yet."""
+        body, served = self.metadata(name, version)
+        return dumps(body), served
+
+    def metadata(self, name: str, version: str | None) -> tuple[dict[str, Any], str]:
+        """Return V2 model metadata as data, and the version it describes (REST and gRPC)."""
         m = self.repo.get(name, version)
         if not m.ready:
             raise errors.NotReady(self._not_ready_reason(m.version))
         body = m.metadata()
         if version is None:
             body["versions"] = sorted(self.repo.versions, key=repository.version_key)
-        return dumps(body), m.version
+        return body, m.version
 
     def model_ready(self, name: str, version: str | None) -> Reply:
         """V2 model readiness: 200 when ready, 503 (with the reason) when not."""
@@ -204,15 +245,46 @@ class DataPlane:
         """V1 ``:predict``: ``{"instances": [...]}`` -> ``{"predictions": [...]}``."""
         return self._infer(name, version, body, self._v1_request, self._v1_reply)
 
-    def v2_infer(self, name: str, version: str | None, body: bytes) -> Reply | Awaitable[Reply]:
-        """V2 ``/infer``: typed tensors in, typed tensors out, ``id`` echoed."""
-        return self._infer(name, version, body, self._v2_request, self._v2_reply)
+    def v2_infer(
+        self,
+        name: str,
+        version: str | None,
+        body: bytes,
+        header_length: bytes | None = None,
+    ) -> InferReply | Awaitable[InferReply]:
+        """V2 ``/infer``: typed tensors in, typed tensors out, ``id`` echoed.
+
+        ``header_length`` is the ``Inference-Header-Content-Length`` header as sent, when it
+        was: the body is then a JSON header of that many bytes and binary tensor data.
+        """
+
+        def parse(m: model.Model, data: bytes, large: bool) -> Request:
+            return self._v2_request(m, data, large, header_length)
+
+        return self.infer(name, version, body, len(body), parse, self._v2_reply)
 
     def _infer(
         self, name: str, version: str | None, body: bytes, parse: Parse, answer: Answer
     ) -> Reply | Awaitable[Reply]:
+        return self.infer(name, version, body, len(body), parse, answer)
+
+    def infer(
+        self,
+        name: str,
+        version: str | None,
+        body: B,
+        size: int,
+        parse: Callable[[model.Model, B, bool], Request],
+        answer: Callable[[model.Model, dict[str, np.ndarray], Request], T],
+    ) -> T | Awaitable[T]:
+        """Validate, run and answer one request, whatever its wire form (JSON, binary, gRPC).
+
+        ``parse(model, body, large)`` turns ``body`` into a checked ``Request``; ``answer``
+        encodes the outputs. Both run in the worker pool when ``size`` (the body's bytes) is
+        over ``offload_bytes``, with ``large`` True (parse in steps); else inline.
+        """
         m = self._ready_model(name, version)
-        if len(body) > self.offload_bytes:
+        if size > self.offload_bytes:
             return self._offloaded(m, body, parse, answer)
         request = parse(m, body, False)
         batcher = self.batchers.get(m.version)
@@ -225,11 +297,17 @@ class DataPlane:
         m: model.Model,
         pending: Awaitable[dict[str, np.ndarray]],
         request: Request,
-        answer: Answer,
-    ) -> Reply:
+        answer: Callable[[model.Model, dict[str, np.ndarray], Request], T],
+    ) -> T:
         return answer(m, await self._await(pending), request)
 
-    async def _offloaded(self, m: model.Model, body: bytes, parse: Parse, answer: Answer) -> Reply:
+    async def _offloaded(
+        self,
+        m: model.Model,
+        body: B,
+        parse: Callable[[model.Model, B, bool], Request],
+        answer: Callable[[model.Model, dict[str, np.ndarray], Request], T],
+    ) -> T:
         """Answer a large request in the worker pool, leaving the event loop free."""
         loop = asyncio.get_running_loop()
         workers = self._workers()
@@ -240,7 +318,13 @@ class DataPlane:
         outputs = await self._await(batcher.predict(request.inputs))
         return await loop.run_in_executor(workers, answer, m, outputs, request)
 
-    def _answer_all(self, m: model.Model, body: bytes, parse: Parse, answer: Answer) -> Reply:
+    def _answer_all(
+        self,
+        m: model.Model,
+        body: B,
+        parse: Callable[[model.Model, B, bool], Request],
+        answer: Callable[[model.Model, dict[str, np.ndarray], Request], T],
+    ) -> T:
         request = parse(m, body, True)
         return answer(m, self._predict(m, request), request)
 
@@ -306,121 +390,295 @@ class DataPlane:
 
     # -- V2 --------------------------------------------------------------------------
 
-    def _v2_request(self, m: model.Model, body: bytes, large: bool) -> Request:
+    def _v2_request(
+        self, m: model.Model, body: bytes, large: bool, header_length: bytes | None
+    ) -> Request:
+        text, binary = _split_binary(body, header_length)
+        literals = tensors.has_literals(text)
         if not large:
-            return self._v2_fields(m, _load_json(body), tensors.has_literals(body), 0)
-        with _large_document(body) as payload:
-            return self._v2_fields(m, payload, tensors.has_literals(body), SLICE_VALUES)
+            return self._v2_fields(m, _load_json(text), literals, 0, binary)
+        with _large_document(text) as payload:
+            return self._v2_fields(m, payload, literals, SLICE_VALUES, binary)
 
     def _v2_fields(
-        self, m: model.Model, payload: dict[str, Any], literals: bool, chunk: int
+        self,
+        m: model.Model,
+        payload: dict[str, Any],
+        literals: bool,
+        chunk: int,
+        binary: memoryview,
     ) -> Request:
         request_id = payload.get("id")
         if request_id is not None and type(request_id) is not str:
             raise errors.BadRequest(f"'id' must be a string, got {errors.brief(request_id)}")
         _parameters("", payload)
-        inputs = self._v2_inputs(m, payload.get("inputs"), literals, chunk)
-        return Request(inputs, self._v2_outputs(m, payload.get("outputs")), request_id)
+        every_output = _flag("parameters: ", payload.get("parameters"), "binary_data_output")
+        return v2_request(
+            m,
+            _json_inputs(payload.get("inputs"), binary),
+            _json_outputs(payload.get("outputs")),
+            request_id,
+            binary_outputs=bool(every_output),
+            literals=literals,
+            chunk=chunk,
+        )
 
-    def _v2_inputs(
-        self, m: model.Model, raw: Any, literals: bool, chunk: int
-    ) -> dict[str, np.ndarray]:
-        if type(raw) is not list or not raw:
-            raise errors.BadRequest("'inputs' must be a non-empty array of tensors")
-        specs = {s.name: s for s in m.inputs}
-        out: dict[str, np.ndarray] = {}
-        for item in raw:
-            if type(item) is not dict:
-                raise errors.BadRequest(
-                    "each input must be an object with name, shape, datatype and data"
-                )
-            missing = [f for f in ("name", "shape", "datatype", "data") if f not in item]
-            if missing:
-                raise errors.BadRequest(
-                    f"input {errors.brief(item.get('name', '?'))} lacks "
-                    + ", ".join(f"'{f}'" for f in missing)
-                )
-            name = item["name"]
-            if type(name) is not str:
-                raise errors.BadRequest(
-                    f"an input's 'name' must be a string, got {errors.brief(name)}"
-                )
-            spec = specs.get(name)
-            if spec is None and len(specs) == 1 and len(raw) == 1:
-                # KServe's servers ignore the name of a lone input and its docs' examples
-                # say "input-0"; a one-input model has no ambiguity to guard against.
-                spec = m.inputs[0]
-                name = spec.name
-            if spec is None:
-                raise errors.BadRequest(
-                    f"unknown input {errors.brief(name)}; the model's inputs are "
-                    + ", ".join(specs)
-                )
-            if name in out:
-                raise errors.BadRequest(f"input '{name}' appears twice")
-            _parameters(f"input '{name}': ", item)
-            params = item.get("parameters")
-            if params is not None and params.get("binary_data_size") is not None:
-                raise errors.BadRequest(_NO_BINARY)
-            datatype = item["datatype"]
-            if type(datatype) is not str:
-                raise errors.BadRequest(
-                    f"input '{name}': 'datatype' must be a string, got {errors.brief(datatype)}"
-                )
-            if datatype in tensors.DATATYPES and datatype not in spec.accepted():
-                raise errors.BadRequest(
-                    f"input '{name}': datatype {datatype} does not match the model's "
-                    f"{spec.datatype}"
-                )
-            array = tensors.decode(
-                name,
-                datatype,
-                item["shape"],
-                item["data"],
-                literals=literals,
-                chunk=chunk,
-                consume=chunk > 0,  # a large request's document is freed after this anyway
-            )
-            _check_shape(spec, array)
-            out[name] = array
-        absent = [n for n in specs if n not in out]
-        if absent:
-            raise errors.BadRequest("missing inputs: " + ", ".join(absent))
-        rows = {a.shape[0] for a in out.values() if a.ndim}
-        if len(rows) > 1:
-            raise errors.BadRequest(f"inputs disagree on the batch size: {sorted(rows)}")
-        return out
-
-    def _v2_outputs(self, m: model.Model, raw: Any) -> list[str]:
-        names = [s.name for s in m.outputs]
-        if raw is None:
-            return names
-        if (
-            type(raw) is not list
-            or not raw
-            or not all(type(o) is dict and type(o.get("name")) is str for o in raw)
-        ):
-            raise errors.BadRequest(
-                "'outputs' must be a non-empty array of objects with a string 'name' "
-                "(leave it out for every output)"
-            )
-        wanted = []
-        for o in raw:
-            if o["name"] not in names:
-                raise errors.BadRequest(
-                    f"unknown output {errors.brief(o['name'])}; the model's outputs are "
-                    + ", ".join(names)
-                )
-            _parameters(f"output '{o['name']}': ", o)
-            params = o.get("parameters")
-            if params is not None and params.get("binary_data"):
-                raise errors.BadRequest(_NO_BINARY)
-            wanted.append(o["name"])
-        return wanted
-
-    def _v2_reply(self, m: model.Model, outputs: dict[str, np.ndarray], request: Request) -> Reply:
+    def _v2_reply(
+        self, m: model.Model, outputs: dict[str, np.ndarray], request: Request
+    ) -> InferReply:
         body: dict[str, Any] = {"model_name": m.name, "model_version": m.version}
         if request.id is not None:
             body["id"] = request.id
-        body["outputs"] = [tensors.encode(n, np.asarray(outputs[n])) for n in request.outputs]
-        return dumps(body), m.version
+        described: list[dict[str, Any]] = []
+        tails: list[raw_tensors.Buffer] = []
+        for name in request.outputs:
+            array = np.asarray(outputs[name])
+            if name not in request.binary:
+                described.append(tensors.encode(name, array))
+                continue
+            datatype, raw = raw_tensors.encode(array)
+            described.append(
+                {
+                    "name": name,
+                    "datatype": datatype,
+                    "shape": list(array.shape),
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            )
+            tails.append(raw)
+        body["outputs"] = described
+        header = dumps(body)
+        if not tails:
+            return header, m.version
+        return Binary(b"".join([header, *tails]), m.version, len(header))
+
+
+# -- V2, whatever the wire form --------------------------------------------------------
+#
+# JSON, binary REST and gRPC requests each become a list of ``TensorIn`` (and of
+# ``TensorOut``), and ``v2_request`` checks them against the model the same way.
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TensorIn:
+    """One input tensor as a client sent it, nothing checked yet.
+
+    ``values`` is either a JSON-like array, flat or nested (JSON ``data``, or gRPC's typed
+    contents as a list), or the raw little-endian bytes of ``raw_tensors`` (binary REST,
+    gRPC's ``raw_input_contents``).
+    """
+
+    name: Any
+    datatype: Any
+    shape: Any
+    values: Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TensorOut:
+    """An output a client asked for; ``binary`` None leaves it to the request's default."""
+
+    name: str
+    binary: bool | None = None
+
+
+def v2_request(
+    m: model.Model,
+    inputs: list[TensorIn],
+    outputs: list[TensorOut] | None,
+    request_id: str | None,
+    *,
+    binary_outputs: bool = False,
+    literals: bool = True,
+    chunk: int = 0,
+) -> Request:
+    """Check a V2 request against the model and build its arrays, or raise BadRequest.
+
+    ``outputs`` None asks for every output; ``binary_outputs`` is the default of the
+    outputs' ``binary``. ``literals`` and ``chunk`` are ``tensors.decode``'s, for JSON values.
+    """
+    arrays = _v2_arrays(m, inputs, literals, chunk)
+    names = [s.name for s in m.outputs]
+    if outputs is None:
+        return Request(arrays, names, request_id, frozenset(names if binary_outputs else ()))
+    for o in outputs:
+        if o.name not in names:
+            raise errors.BadRequest(
+                f"unknown output {errors.brief(o.name)}; the model's outputs are "
+                + ", ".join(names)
+            )
+    binary = frozenset(
+        o.name for o in outputs if (binary_outputs if o.binary is None else o.binary)
+    )
+    return Request(arrays, [o.name for o in outputs], request_id, binary)
+
+
+def _v2_arrays(
+    m: model.Model, inputs: list[TensorIn], literals: bool, chunk: int
+) -> dict[str, np.ndarray]:
+    if not inputs:
+        raise errors.BadRequest("'inputs' must hold at least one tensor")
+    specs = {s.name: s for s in m.inputs}
+    out: dict[str, np.ndarray] = {}
+    for tensor in inputs:
+        name = tensor.name
+        if type(name) is not str:
+            raise errors.BadRequest(f"an input's 'name' must be a string, got {errors.brief(name)}")
+        spec = specs.get(name)
+        if spec is None and len(specs) == 1 and len(inputs) == 1:
+            # KServe's servers ignore the name of a lone input and its docs' examples
+            # say "input-0"; a one-input model has no ambiguity to guard against.
+            spec = m.inputs[0]
+            name = spec.name
+        if spec is None:
+            raise errors.BadRequest(
+                f"unknown input {errors.brief(name)}; the model's inputs are " + ", ".join(specs)
+            )
+        if name in out:
+            raise errors.BadRequest(f"input '{name}' appears twice")
+        datatype = tensor.datatype
+        if type(datatype) is not str:
+            raise errors.BadRequest(
+                f"input '{name}': 'datatype' must be a string, got {errors.brief(datatype)}"
+            )
+        if datatype in tensors.DATATYPES and datatype not in spec.accepted():
+            raise errors.BadRequest(
+                f"input '{name}': datatype {datatype} does not match the model's {spec.datatype}"
+            )
+        array = _input_array(name, datatype, tensor, literals, chunk)
+        _check_shape(spec, array)
+        out[name] = array
+    absent = [n for n in specs if n not in out]
+    if absent:
+        raise errors.BadRequest("missing inputs: " + ", ".join(absent))
+    rows = {a.shape[0] for a in out.values() if a.ndim}
+    if len(rows) > 1:
+        raise errors.BadRequest(f"inputs disagree on the batch size: {sorted(rows)}")
+    return out
+
+
+def _input_array(
+    name: str, datatype: str, tensor: TensorIn, literals: bool, chunk: int
+) -> np.ndarray:
+    values = tensor.values
+    if isinstance(values, bytes | bytearray | memoryview):
+        tensors.check_datatype(name, datatype)
+        dims = tensors.check_shape(name, tensor.shape)
+        return raw_tensors.decode(f"input '{name}'", datatype, dims, values)
+    return tensors.decode(
+        name,
+        datatype,
+        tensor.shape,
+        values,
+        literals=literals,
+        chunk=chunk,
+        consume=chunk > 0,  # a large request's document is freed after this anyway
+    )
+
+
+# -- V2 over JSON, with or without binary tensor data ---------------------------------
+
+_NO_BYTES = memoryview(b"")
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def _split_binary(body: bytes, header_length: bytes | None) -> tuple[bytes, memoryview]:
+    """Split a body into its JSON text and the binary tensor data after it (a view)."""
+    if header_length is None:
+        return body, _NO_BYTES
+    text = header_length.strip()
+    shown = errors.brief(header_length.decode("latin-1"))
+    if not text.isdigit():  # ASCII digits only: no sign, no spaces inside
+        raise errors.BadRequest(f"{HEADER_LENGTH} must be a non-negative integer, got {shown}")
+    # More digits than any body can have would only cost int() time (and past 4300, fail).
+    if len(text) > 20 or int(text) > len(body):
+        raise errors.BadRequest(
+            f"{HEADER_LENGTH} {shown} is larger than the body ({len(body)} bytes)"
+        )
+    length = int(text)
+    if length == len(body):
+        return body, _NO_BYTES
+    view = memoryview(body)
+    return bytes(view[:length]), view[length:]
+
+
+def _json_inputs(raw: Any, binary: memoryview) -> list[TensorIn]:
+    """Return a JSON request's inputs; those with ``binary_data_size`` take their bytes in turn."""
+    if type(raw) is not list or not raw:
+        raise errors.BadRequest("'inputs' must be a non-empty array of tensors")
+    out: list[TensorIn] = []
+    at = 0
+    for item in raw:
+        if type(item) is not dict:
+            raise errors.BadRequest(
+                "each input must be an object with name, shape, datatype and data"
+            )
+        where = f"input {errors.brief(item.get('name', '?'))}"
+        _parameters(f"{where}: ", item)
+        size = _binary_size(where, item.get("parameters"))
+        fields = ("name", "shape", "datatype") if size is not None else _INPUT_FIELDS
+        missing = [f for f in fields if f not in item]
+        if missing:
+            raise errors.BadRequest(f"{where} lacks " + ", ".join(f"'{f}'" for f in missing))
+        if size is None:
+            values = item["data"]
+        else:
+            if "data" in item:
+                raise errors.BadRequest(
+                    f"{where}: has both 'data' and binary_data_size; send its values once"
+                )
+            left = len(binary) - at
+            if size > left:
+                hint = "" if binary else f" (no {HEADER_LENGTH} header, or it covers the body)"
+                raise errors.BadRequest(
+                    f"{where}: binary_data_size {size} goes past the end of the body: "
+                    f"{left} bytes of binary data are left for it{hint}"
+                )
+            values = binary[at : at + size]
+            at += size
+        out.append(TensorIn(item["name"], item["datatype"], item["shape"], values))
+    if at != len(binary):
+        raise errors.BadRequest(
+            f"{len(binary) - at} bytes of binary data follow the JSON that no input's "
+            "binary_data_size claims"
+        )
+    return out
+
+
+_INPUT_FIELDS = ("name", "shape", "datatype", "data")
+
+
+def _json_outputs(raw: Any) -> list[TensorOut] | None:
+    if raw is None:
+        return None
+    if (
+        type(raw) is not list
+        or not raw
+        or not all(type(o) is dict and type(o.get("name")) is str for o in raw)
+    ):
+        raise errors.BadRequest(
+            "'outputs' must be a non-empty array of objects with a string 'name' "
+            "(leave it out for every output)"
+        )
+    wanted = []
+    for o in raw:
+        where = f"output {errors.brief(o['name'])}: "
+        _parameters(where, o)
+        wanted.append(TensorOut(o["name"], _flag(where, o.get("parameters"), "binary_data")))
+    return wanted
+
+
+def _binary_size(where: str, params: dict[str, Any] | None) -> int | None:
+    size = None if params is None else params.get("binary_data_size")
+    if size is not None and (type(size) is not int or size < 0):
+        raise errors.BadRequest(
+            f"{where}: binary_data_size must be a non-negative integer, got {errors.brief(size)}"
+        )
+    return size
+
+
+def _flag(where: str, params: dict[str, Any] | None, key: str) -> bool | None:
+    value = None if params is None else params.get(key)
+    if value is not None and type(value) is not bool:
+        raise errors.BadRequest(f"{where}'{key}' must be true or false, got {errors.brief(value)}")
+    return value

@@ -48,6 +48,7 @@ _REASONS = {
     503: b"Service Unavailable",
 }
 JSON = b"application/json"
+OCTET_STREAM = b"application/octet-stream"  # a V2 reply with binary tensor data
 MAX_HEAD = 64 * 1024  # bytes of request line and headers together
 # After SIGTERM an idle keep-alive connection may already carry a request on the wire; it
 # gets this long (from the drain's start) to send one, which is answered with
@@ -62,7 +63,7 @@ REFUSAL_GRACE = 2.0
 MAX_REFUSING = 32
 
 Reply = dataplane.Reply
-Thunk = Callable[[bytes], Reply | Awaitable[Reply]]
+InferReply = dataplane.InferReply
 
 
 class Request(NamedTuple):
@@ -73,6 +74,12 @@ class Request(NamedTuple):
     body: bytes
     keep_alive: bool
     http10: bool  # an HTTP/1.0 client keeps the connection only if the reply says so
+    # The Inference-Header-Content-Length header as sent (binary tensor data), if it was.
+    header_length: bytes | None = None
+
+
+# A route's call: the data plane's answer to the request, now or later.
+Thunk = Callable[[Request], InferReply | Awaitable[InferReply]]
 
 
 class Refusal(NamedTuple):
@@ -230,9 +237,9 @@ class App:
         model, ver = self._labels(name, version)
         if predict:
             _post(method, rest)
-            return "v1", model, ver, lambda body: plane.v1_predict(name, version, body)
+            return "v1", model, ver, lambda req: plane.v1_predict(name, version, req.body)
         _get(method, rest)
-        return "v1", model, ver, lambda body: plane.v1_model(name, version)
+        return "v1", model, ver, lambda req: plane.v1_model(name, version)
 
     def _route_v2_model(self, method: bytes, rest: str) -> tuple[str, str, str, Thunk]:
         plane = self.plane
@@ -246,18 +253,30 @@ class App:
         model, ver = self._labels(name, version)
         if not tail:
             _get(method, rest)
-            return "v2", model, ver, lambda body: plane.model_metadata(name, version)
+            return "v2", model, ver, lambda req: plane.model_metadata(name, version)
         if tail == ["infer"]:
             _post(method, rest)
-            return "v2", model, ver, lambda body: plane.v2_infer(name, version, body)
+            return (
+                "v2",
+                model,
+                ver,
+                lambda req: plane.v2_infer(name, version, req.body, req.header_length),
+            )
         if tail == ["ready"]:
             _get(method, rest)
-            return "v2", model, ver, lambda body: plane.model_ready(name, version)
+            return "v2", model, ver, lambda req: plane.model_ready(name, version)
         raise errors.NotFound(f"no route for /v2/models/{rest}")
 
 
 def _ignore_body(fn: Callable[[], Reply]) -> Thunk:
-    return lambda body: fn()
+    return lambda req: fn()
+
+
+def _content_head(reply: InferReply) -> tuple[bytes, bytes]:
+    """Return a reply's content type and the header binary tensor data needs, if any."""
+    if isinstance(reply, dataplane.Binary):
+        return OCTET_STREAM, b"inference-header-content-length: %d\r\n" % reply.header_length
+    return JSON, b""
 
 
 def _error_reply(exc: Exception) -> tuple[int, bytes, bytes]:
@@ -309,6 +328,7 @@ class HttpProtocol(asyncio.Protocol):
         self.size = 0
         self.head_size = 0
         self.expect_continue = False
+        self.header_length: bytes | None = None  # Inference-Header-Content-Length
         self.inflater: content_encoding.Inflater | None = None  # a compressed body's
         self.in_request = False
         self.queue: collections.deque[Request | Refusal] = collections.deque()
@@ -374,6 +394,7 @@ class HttpProtocol(asyncio.Protocol):
         self.size = 0
         self.head_size = 0
         self.expect_continue = False
+        self.header_length = None
         self.inflater = None
         self.in_request = True
         self.head_since = self.last_active  # the time of the read that brought this byte
@@ -406,6 +427,8 @@ class HttpProtocol(asyncio.Protocol):
                 )
         elif lname == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
+        elif lname == b"inference-header-content-length":
+            self.header_length = value  # the data plane checks it against the body
         elif lname == b"content-encoding" and not self.rejected:
             try:
                 inflater = content_encoding.inflater(value, self.app.max_body)
@@ -462,7 +485,9 @@ class HttpProtocol(asyncio.Protocol):
         # After an Upgrade or CONNECT the stream is not HTTP: answer, then close.
         keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         http10 = keep_alive and parser.get_http_version() == "1.0"
-        request = Request(parser.get_method(), self.url, body, keep_alive, http10)
+        request = Request(
+            parser.get_method(), self.url, body, keep_alive, http10, self.header_length
+        )
         if self.busy or self.queue or self.stalled_since:
             self.queue.append(request)
             self._pause_reading()
@@ -552,19 +577,20 @@ class HttpProtocol(asyncio.Protocol):
         try:
             path = request.url.partition(b"?")[0].decode("utf-8", "replace")
             protocol, model, version, call = app.route(request.method, path)
-            reply = call(request.body)
+            reply = call(request)
             if not isinstance(reply, tuple):
                 self._await(reply, request, protocol, model, version, started)
                 return
             status, content, served = 200, reply[0], reply[1]
+            ctype, extra = _content_head(reply)
         except Exception as exc:  # never let one request take the connection or process down
             status, content, extra = _error_reply(exc)
-            served = version
-        self._finish(request, status, content, served, protocol, model, started, extra)
+            served, ctype = version, JSON
+        self._finish(request, status, content, served, protocol, model, started, extra, ctype)
 
     def _await(
         self,
-        pending: Awaitable[Reply],
+        pending: Awaitable[InferReply],
         request: Request,
         protocol: str,
         model: str,
@@ -582,23 +608,23 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _later(
         self,
-        pending: Awaitable[Reply],
+        pending: Awaitable[InferReply],
         request: Request,
         protocol: str,
         model: str,
         version: str,
         started: float,
     ) -> None:
-        extra = b""
         try:
-            content, served = await pending
-            status = 200
+            reply = await pending
+            status, content, served = 200, reply[0], reply[1]
+            ctype, extra = _content_head(reply)
         except Exception as exc:  # never let one request take the connection or process down
             status, content, extra = _error_reply(exc)
-            served = version
+            served, ctype = version, JSON
         self.busy = False
         self.last_active = time.monotonic()
-        self._finish(request, status, content, served, protocol, model, started, extra)
+        self._finish(request, status, content, served, protocol, model, started, extra, ctype)
         self._pump()
 
     def _pump(self) -> None:
@@ -627,12 +653,12 @@ class HttpProtocol(asyncio.Protocol):
         model: str,
         started: float,
         extra: bytes,
+        ctype: bytes,
     ) -> None:
         app = self.app
         try:
-            ctype = (
-                metrics.CONTENT_TYPE.encode() if protocol == "metrics" and status == 200 else JSON
-            )
+            if protocol == "metrics" and status == 200:
+                ctype = metrics.CONTENT_TYPE.encode()
             if served:
                 extra = app.version_headers(served) + extra
             self._write(status, content, ctype, extra, request, keep_alive=not app.draining)

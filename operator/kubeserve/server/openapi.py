@@ -45,6 +45,44 @@ def _op(summary: str, ok: dict[str, Any], *codes: int, body: str | None = None) 
     return op
 
 
+# The binary tensor data extension: a JSON header of this many bytes, then raw tensor bytes.
+_BINARY_DESCRIPTION = (
+    "Binary tensor data extension: the JSON request (or response) of "
+    "Inference-Header-Content-Length bytes, then each binary tensor's bytes in the order of "
+    "its inputs (outputs): little-endian, row-major, BOOL as one byte 0/1, BYTES elements each "
+    "after a 4-byte little-endian length. A tensor's parameters.binary_data_size gives its "
+    "byte count; outputs come as binary with parameters.binary_data (per output) or "
+    "parameters.binary_data_output (the request's default)"
+)
+_HEADER_LENGTH = {
+    "name": "Inference-Header-Content-Length",
+    "in": "header",
+    "required": False,
+    "description": "Bytes of JSON at the start of a binary body (binary tensor data extension)",
+    "schema": {"type": "integer", "minimum": 0},
+}
+_BINARY_BODY = {
+    "description": _BINARY_DESCRIPTION,
+    "schema": {"type": "string", "format": "binary"},
+}
+
+
+def _binary(op: dict[str, Any]) -> dict[str, Any]:
+    """Add the binary tensor data form to a V2 inference operation."""
+    op["parameters"] = [_HEADER_LENGTH]
+    op["requestBody"]["content"]["application/octet-stream"] = _BINARY_BODY
+    ok = op["responses"]["200"]
+    ok["content"] = {**ok["content"], "application/octet-stream": _BINARY_BODY}
+    ok["headers"] = {
+        **ok["headers"],
+        "inference-header-content-length": {
+            "description": "Bytes of JSON before the binary outputs (binary replies only)",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+    }
+    return op
+
+
 _MODEL = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
 _VERSION = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -63,13 +101,20 @@ _DATATYPES = [
     "FP64",
     "BYTES",
 ]
-_PARAMETERS = {"type": "object", "description": "Free-form; the server reads none of them"}
+_PARAMETERS = {
+    "type": "object",
+    "description": "Free-form; the server reads only those of the binary tensor data "
+    "extension: binary_data_size (an input's), binary_data (an output's), binary_data_output "
+    "(the request's)",
+}
 
 # What the server requires of a request, as far as a schema can say it: the model decides the
 # rest (input names, datatypes it accepts, shapes), and answers 400 naming the field.
 _REQUEST_TENSOR = {
     "type": "object",
-    "required": ["name", "shape", "datatype", "data"],
+    "description": "'data' holds the values, unless parameters.binary_data_size says they "
+    "follow the JSON as bytes",
+    "required": ["name", "shape", "datatype"],
     "properties": {
         "name": {"type": "string"},
         "datatype": {"type": "string", "enum": _DATATYPES},
@@ -89,7 +134,9 @@ _REQUEST_TENSOR = {
 }
 _RESPONSE_TENSOR = {
     "type": "object",
-    "required": ["name", "shape", "datatype", "data"],
+    "description": "'data' holds the values, unless parameters.binary_data_size says they "
+    "follow the JSON as bytes",
+    "required": ["name", "shape", "datatype"],
     "properties": {
         "name": {"type": "string"},
         "datatype": {"type": "string", "enum": _DATATYPES},
@@ -239,15 +286,17 @@ def document(model_name: str) -> dict[str, Any]:
     model_ops = {
         "metadata": _op("Model metadata (V2)", _ok("ModelMetadata", "Metadata"), 404, 503),
         "ready": _op("Model readiness (V2)", _ok("ModelReady", "Ready"), 404, 503),
-        "infer": _op(
-            "Inference (V2)",
-            _ok("InferenceResponse", "Outputs"),
-            400,
-            404,
-            413,
-            500,
-            503,
-            body="InferenceRequest",
+        "infer": _binary(
+            _op(
+                "Inference (V2)",
+                _ok("InferenceResponse", "Outputs"),
+                400,
+                404,
+                413,
+                500,
+                503,
+                body="InferenceRequest",
+            )
         ),
         "predict": _op(
             "Predict (V1)",

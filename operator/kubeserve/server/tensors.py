@@ -54,7 +54,17 @@ def datatype_of(dtype: np.dtype[Any]) -> str:
 MAX_ELEMENTS = 2**48
 
 
-def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
+def check_datatype(name: str, datatype: Any) -> None:
+    """Raise BadRequest unless input ``name``'s ``datatype`` is a V2 datatype name."""
+    if type(datatype) is not str or datatype not in DATATYPES:
+        raise errors.BadRequest(
+            f"input '{name}': unknown datatype {errors.brief(datatype)}; expected one of "
+            + ", ".join(DATATYPES)
+        )
+
+
+def check_shape(name: str, shape: Any) -> tuple[int, ...]:
+    """Return a client's ``shape`` of input ``name`` as a tuple, or raise BadRequest saying why."""
     where = f"input '{name}'"
     if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
         raise errors.BadRequest(
@@ -174,12 +184,8 @@ def decode(
     ``to_array``).
     """
     where = f"input '{name}'"
-    if type(datatype) is not str or datatype not in DATATYPES:
-        raise errors.BadRequest(
-            f"{where}: unknown datatype {errors.brief(datatype)}; expected one of "
-            + ", ".join(DATATYPES)
-        )
-    dims = _check_shape(name, shape)
+    check_datatype(name, datatype)
+    dims = check_shape(name, shape)
     if not isinstance(data, list):
         raise errors.BadRequest(f"{where}: 'data' must be a JSON array")
     expected = math.prod(dims)
