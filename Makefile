@@ -35,6 +35,7 @@ nginx:
 
 models: install
 	@[ -f models/digits-onnx/v1/model.onnx ] || $(BIN)/python scripts/train_example_models.py --out models
+	@[ -f models/mobilenet/v1/model.onnx ] || $(BIN)/python scripts/build_image_model.py --out models
 
 lint: install
 	$(BIN)/ruff check --no-cache .
@@ -87,7 +88,7 @@ bench: install nginx
 	    $(BENCH_LOCK) $(BIN)/python bench/server/run_benchmark.py --servers kubeserve,kubeserve-sklearn --json bench/server/results-latest.json --png "" || exit 1;; \
 	  image) echo "== bench/image: the image model, kubeserve alone (peers: bench/image/README.md)"; \
 	    $(BENCH_LOCK) $(BIN)/python bench/image/run_image_bench.py --servers kubeserve --json bench/image/results-latest.json || exit 1;; \
-	  *) echo "unknown benchmark '$$b' (operator, router, server)"; exit 2;; \
+	  *) echo "unknown benchmark '$$b' (operator, router, server, image)"; exit 2;; \
 	esac; done
 
 clean:

@@ -63,7 +63,16 @@ def baked_models() -> set[str]:
         folders[fmt] = folder.group(1)
     versions = re.findall(r'"(v\d+)": make_pipeline', script)
     assert versions and set(formats) <= set(folders), (versions, folders)
-    return {f"{out}/{folders[fmt]}/{v}" for fmt in formats for v in versions}
+    baked = {f"{out}/{folders[fmt]}/{v}" for fmt in formats for v in versions}
+    # The image classifier: build_image_model.py writes <out>/mobilenet/<version> per seed.
+    image = re.search(r"build_image_model\.py --out (\S+)", text)
+    if image:
+        builder = (ROOT / "scripts" / "build_image_model.py").read_text()
+        seeds = re.search(r"SEEDS = \{([^}]*)\}", builder)
+        assert seeds, "build_image_model.py names its versions in SEEDS"
+        image_versions = re.findall(r'"(v\d+)"', seeds.group(1))
+        baked |= {f"{image.group(1)}/mobilenet/{v}" for v in image_versions}
+    return baked
 
 
 def test_server_image_runs_kubeserve_and_bakes_every_example_model() -> None:
@@ -86,7 +95,13 @@ def test_server_image_runs_kubeserve_and_bakes_every_example_model() -> None:
 def test_dockerignore_keeps_the_context_small_but_complete() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in lines
-    for needed in ("pyproject.toml", "README.md", "operator/", "scripts/train_example_models.py"):
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "operator/",
+        "scripts/train_example_models.py",
+        "scripts/build_image_model.py",
+    ):
         assert f"!{needed}" in lines, needed
 
 

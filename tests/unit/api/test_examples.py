@@ -41,3 +41,11 @@ def test_gpu_variant() -> None:
 
 def test_gateway_api() -> None:
     assert load("gateway-api.yaml").spec.routing.mode == "gateway-api"
+
+
+def test_image_model_has_a_cpu_and_a_gpu_variant() -> None:
+    isvc = load("image.yaml")
+    gpu = [v for v in isvc.spec.variants if v.gpu]
+    cpu = [v for v in isvc.spec.variants if not v.gpu]
+    assert gpu and cpu
+    assert all(v.model.storage_uri.endswith("/mobilenet/v1") for v in isvc.spec.variants)
