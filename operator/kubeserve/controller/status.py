@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kubeserve import redaction
 from kubeserve.api import names, spec
 from kubeserve.builders import endpoint, pod
 from kubeserve.builders.config import BuildConfig
@@ -100,7 +101,10 @@ def pod_problem(variant: spec.Variant, pods: Sequence[Mapping[str, Any]]) -> Ver
                 return Verdict(
                     "False",
                     "ModelFetchFailed",
-                    f"variant {variant.name} cannot fetch {variant.model.storage_uri}: {detail}",
+                    # Many more people read a status than the spec's Secret: no URI secrets in it.
+                    redaction.redact(
+                        f"variant {variant.name} cannot fetch {variant.model.storage_uri}: {detail}"
+                    ),
                 )
             if reason in {
                 "CrashLoopBackOff",

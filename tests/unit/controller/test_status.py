@@ -218,6 +218,25 @@ def test_image_pull_and_fetch_and_server_failures() -> None:
         assert c["reason"] == reason, (reason, c)
 
 
+def test_a_failed_fetch_names_the_uri_without_its_secrets() -> None:
+    uri = "https://alice:hunter2@models.example.com/m.onnx?X-Amz-Signature=s3cr3t"
+    obj = specs.isvc(specs.variant(model={"format": "onnx", "storageUri": uri}))
+    children = ready_children(obj)
+    children[("Deployment", "digits-v1")] = deployment(1, 0)
+    failing = pod(
+        initContainerStatuses=[
+            {
+                "name": "fetch-model",
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "message": f"{uri}: 403 Forbidden"}},
+            }
+        ]
+    )
+    c = conditions(compute(obj, children, {"v1": [failing]}))["VariantsReady"]
+    assert c["reason"] == "ModelFetchFailed" and "models.example.com/m.onnx" in c["message"]
+    assert "hunter2" not in c["message"] and "s3cr3t" not in c["message"]
+
+
 def test_actionable_reason_wins_over_waiting() -> None:
     obj = specs.canary()
     children = ready_children(obj)
