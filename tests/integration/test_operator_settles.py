@@ -25,6 +25,7 @@ from support import specs
 
 # The tests' own client: every other writer is the operator (its client, or kopf).
 TEST_CLIENT = "python-requests"
+GRPCROUTES = ("gateway.networking.k8s.io/v1", "grpcroutes")
 GATEWAY = {"mode": "gateway-api", "parentRefs": [{"name": "gateway"}]}
 # InferenceService name -> the specs it goes through (as tests/unit/controller's SHRINKS).
 SHRINKS: dict[str, list[dict[str, Any]]] = {
@@ -88,10 +89,14 @@ def writes_since(emulator: EmulatorThread, mark: int) -> list[Write]:
 
 
 def children_of(kube: Kube, namespace: str, name: str) -> set[tuple[str, str]]:
-    """The children an InferenceService has, HTTPRoutes included."""
-    routes = kube.list(HTTPROUTES, namespace, f"{meta.ISVC_LABEL}={name}")
+    """The children an InferenceService has, Gateway API routes included."""
+    routes = [
+        route
+        for resource in (HTTPROUTES, GRPCROUTES)
+        for route in kube.list(resource, namespace, f"{meta.ISVC_LABEL}={name}")
+    ]
     return set(actual_children(kube, namespace, name)) | {
-        ("HTTPRoute", r["metadata"]["name"]) for r in routes
+        (r["kind"], r["metadata"]["name"]) for r in routes
     }
 
 

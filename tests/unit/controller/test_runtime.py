@@ -111,7 +111,7 @@ def test_work_is_done_on_the_body_the_index_holds_and_counted_by_trigger() -> No
     operator._work_off(OWNER, work.RefreshStatus(), "pod-event")
     [(seen, todo, observed)] = stub.asked
     assert seen == body and todo == work.RefreshStatus()
-    assert observed.unmanaged_kinds == frozenset({"HTTPRoute"}), "no --gateway-api"
+    assert observed.unmanaged_kinds == frozenset({"HTTPRoute", "GRPCRoute"}), "no --gateway-api"
     counted = operator.metrics.registry.get_sample_value(
         "kubeserve_operator_reconciles_total", {"trigger": "pod-event", "result": "ok"}
     )
