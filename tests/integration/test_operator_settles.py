@@ -26,45 +26,7 @@ from support import specs
 # The tests' own client: every other writer is the operator (its client, or kopf).
 TEST_CLIENT = "python-requests"
 GRPCROUTES = ("gateway.networking.k8s.io/v1", "grpcroutes")
-GATEWAY = {"mode": "gateway-api", "parentRefs": [{"name": "gateway"}]}
-# InferenceService name -> the specs it goes through (as tests/unit/controller's SHRINKS).
-SHRINKS: dict[str, list[dict[str, Any]]] = {
-    "variant-removed": [specs.canary(), specs.isvc(specs.variant("v1", 100))],
-    "mirror-removed": [
-        specs.isvc(
-            specs.variant("v1", 100),
-            specs.variant("shadow", 0),
-            routing={"mirror": {"variant": "shadow", "percent": 20}},
-        ),
-        specs.isvc(specs.variant("v1", 100), specs.variant("shadow", 0)),
-        specs.isvc(specs.variant("v1", 100)),
-    ],
-    "router-removed": [
-        specs.isvc(
-            routing={
-                "router": {"replicas": 3, "workers": 2, "resources": {"requests": {"cpu": "0.1"}}}
-            }
-        ),
-        specs.isvc(),
-    ],
-    "autoscaling-to-replicas": [
-        specs.isvc(specs.variant("v1", autoscaling={"minReplicas": 1, "maxReplicas": 4})),
-        specs.isvc(specs.variant("v1", replicas=2)),
-    ],
-    "budget-removed": [
-        specs.isvc(specs.variant("v1", disruptionBudget={"maxUnavailable": "50%"})),
-        specs.isvc(),
-    ],
-    "sticky-removed": [
-        specs.isvc(
-            specs.variant("v1", 50),
-            specs.variant("v2", 50),
-            routing={"sticky": {"cookie": "user"}, "overrideHeader": "x-variant"},
-        ),
-        specs.isvc(specs.variant("v1", 50), specs.variant("v2", 50)),
-    ],
-    "gateway-and-back": [specs.isvc(routing=GATEWAY), specs.isvc(), specs.isvc(routing=GATEWAY)],
-}
+SHRINKS = specs.shrinks()
 
 
 @pytest.fixture(scope="module")

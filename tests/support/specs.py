@@ -56,3 +56,52 @@ def sticky_ab() -> dict[str, Any]:
             "mirror": {"variant": "shadow", "percent": 20},
         },
     )
+
+
+def shrinks() -> dict[str, list[dict[str, Any]]]:
+    """Give every way a spec can shrink, by a name that is also a valid InferenceService name.
+
+    Each is the specs an InferenceService goes through, the first one converged and ready.
+    """
+    gateway = {"mode": "gateway-api", "parentRefs": [{"name": "gateway"}]}
+    return {
+        "variant-removed": [canary(), isvc(variant("v1", 100))],
+        "mirror-removed": [
+            isvc(
+                variant("v1", 100),
+                variant("shadow", 0),
+                routing={"mirror": {"variant": "shadow", "percent": 20}},
+            ),
+            isvc(variant("v1", 100), variant("shadow", 0)),
+            isvc(variant("v1", 100)),
+        ],
+        "router-removed": [
+            isvc(
+                routing={
+                    "router": {
+                        "replicas": 3,
+                        "workers": 2,
+                        "resources": {"requests": {"cpu": "0.1"}},
+                    }
+                }
+            ),
+            isvc(),
+        ],
+        "autoscaling-to-replicas": [
+            isvc(variant("v1", autoscaling={"minReplicas": 1, "maxReplicas": 4})),
+            isvc(variant("v1", replicas=2)),
+        ],
+        "budget-removed": [
+            isvc(variant("v1", disruptionBudget={"maxUnavailable": "50%"})),
+            isvc(),
+        ],
+        "sticky-removed": [
+            isvc(
+                variant("v1", 50),
+                variant("v2", 50),
+                routing={"sticky": {"cookie": "user"}, "overrideHeader": "x-variant"},
+            ),
+            isvc(variant("v1", 50), variant("v2", 50)),
+        ],
+        "gateway-and-back": [isvc(routing=gateway), isvc(), isvc(routing=gateway)],
+    }

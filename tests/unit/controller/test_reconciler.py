@@ -599,48 +599,7 @@ def test_a_comparison_carrying_the_settled_refresh_writes_inside_the_window() ->
 
 # The spec shrinks: the status loses what the spec lost, and then stays put
 
-# Each: the specs an InferenceService goes through, the first one converged and ready.
-SHRINKS: dict[str, list[dict[str, Any]]] = {
-    "variant removed": [specs.canary(), specs.isvc(specs.variant("v1", 100))],
-    "mirror removed": [
-        specs.isvc(
-            specs.variant("v1", 100),
-            specs.variant("shadow", 0),
-            routing={"mirror": {"variant": "shadow", "percent": 20}},
-        ),
-        specs.isvc(specs.variant("v1", 100), specs.variant("shadow", 0)),
-        specs.isvc(specs.variant("v1", 100)),
-    ],
-    "router settings removed": [
-        specs.isvc(
-            routing={
-                "router": {"replicas": 3, "workers": 2, "resources": {"requests": {"cpu": "100m"}}}
-            }
-        ),
-        specs.isvc(),
-    ],
-    "autoscaling to replicas": [
-        specs.isvc(specs.variant("v1", autoscaling={"minReplicas": 1, "maxReplicas": 4})),
-        specs.isvc(specs.variant("v1", replicas=2)),
-    ],
-    "disruption budget removed": [
-        specs.isvc(specs.variant("v1", disruptionBudget={"minAvailable": 1})),
-        specs.isvc(),
-    ],
-    "sticky removed": [
-        specs.isvc(
-            specs.variant("v1", 50),
-            specs.variant("v2", 50),
-            routing={"sticky": {"header": "x-user"}, "overrideHeader": "x-variant"},
-        ),
-        specs.isvc(specs.variant("v1", 50), specs.variant("v2", 50)),
-    ],
-    "gateway-api to nginx and back": [
-        specs.isvc(routing={"mode": "gateway-api", "parentRefs": [{"name": "gateway"}]}),
-        specs.isvc(),
-        specs.isvc(routing={"mode": "gateway-api", "parentRefs": [{"name": "gateway"}]}),
-    ],
-}
+SHRINKS = specs.shrinks()
 
 
 @pytest.mark.parametrize("steps", SHRINKS.values(), ids=SHRINKS.keys())
