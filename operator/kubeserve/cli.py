@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         "render",
         help="print everything the operator would create for InferenceService YAML",
         description="Print every object the operator would create for the InferenceServices "
-        "(Deployments, Services, the router, autoscalers, disruption budgets, HTTPRoutes), "
+        "(Deployments, Services, the router, autoscalers, disruption budgets, HTTPRoutes and GRPCRoutes), "
         "without a cluster. When one is invalid it prints nothing and exits 1, so a pipe into "
         "`kubectl apply -f -` applies nothing.",
     )
