@@ -181,7 +181,7 @@ def _fetch(variant: spec.Variant, dest: Path, models_root: Path, logs: Path) -> 
 
 
 def _server_env(
-    isvc: spec.InferenceService, variant: spec.Variant, model_dir: Path, port: int
+    isvc: spec.InferenceService, variant: spec.Variant, model_dir: Path, port: int, grpc_port: int
 ) -> dict[str, str]:
     env = dict(os.environ)
     # The pod's environment, as the builders write it, with local paths and ports.
@@ -197,6 +197,8 @@ def _server_env(
     env |= {
         "KUBESERVE_MODEL_DIR": str(model_dir),
         "KUBESERVE_PORT": str(port),
+        # Each server its own gRPC port: the pod's fixed one would clash between variants here.
+        "KUBESERVE_GRPC_PORT": str(grpc_port),
         "KUBESERVE_HOST": "127.0.0.1",
         "HOME": env.get("HOME", str(model_dir)),
     }
@@ -259,28 +261,31 @@ def run(args: argparse.Namespace) -> int:
             logs = work / "logs"
             logs.mkdir(exist_ok=True)
             ports: dict[str, int] = {}
+            grpc_ports: dict[str, int] = {}
             for v in isvc.spec.variants:
                 model_dir = work / "variants" / v.name
                 _fetch(v, model_dir / v.name, models_root, logs)
                 ports[v.name] = router_config.free_port()
+                grpc_ports[v.name] = router_config.free_port()
                 processes.append(
                     _start(
                         f"variant {v.name}",
                         _kubeserve("serve"),
                         logs / f"server-{v.name}.log",
-                        _server_env(isvc, v, model_dir, ports[v.name]),
+                        _server_env(isvc, v, model_dir, ports[v.name], grpc_ports[v.name]),
                     )
                 )
             for v, p in zip(isvc.spec.variants, processes, strict=True):
                 _wait_ready(f"http://127.0.0.1:{ports[v.name]}/v2/health/ready", p, READY_TIMEOUT)
             listen = args.port or router_config.free_port()
             health = router_config.free_port()
+            grpc = router_config.GrpcPorts(router_config.free_port(), grpc_ports)
             nginx_dir = work / "router"
             nginx_dir.mkdir(exist_ok=True)
             conf = nginx_dir / "nginx.conf"
             conf.write_text(
                 router_config.loopback_config(
-                    isvc, ports, listen=listen, health=health, workdir=nginx_dir
+                    isvc, ports, listen=listen, health=health, workdir=nginx_dir, grpc=grpc
                 )
             )
             router_proc = _start(
@@ -290,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
             )
             processes.append(router_proc)
             _wait_ready(f"http://127.0.0.1:{health}/healthz", router_proc, 30)
-            _announce(isvc, listen, ports, work)
+            _announce(isvc, listen, grpc.listen, ports, work)
             deadline = time.monotonic() + args.duration if args.duration else None
             while stop["signal"] is None and (deadline is None or time.monotonic() < deadline):
                 for p in processes:
@@ -308,10 +313,13 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
 
 
-def _announce(isvc: spec.InferenceService, listen: int, ports: dict[str, int], work: Path) -> None:
+def _announce(
+    isvc: spec.InferenceService, listen: int, grpc_listen: int, ports: dict[str, int], work: Path
+) -> None:
     url = f"http://127.0.0.1:{listen}"
     name = isvc.metadata.name
     print(f"InferenceService {name} is up at {url}  (traffic {endpoint.traffic_summary(isvc)})")
+    print(f"  gRPC (Open Inference Protocol): 127.0.0.1:{grpc_listen}")
     for variant, port in ports.items():
         print(f"  variant {variant}: http://127.0.0.1:{port}")
     sample = ",".join(["0"] * 64)
