@@ -8,11 +8,15 @@ predictions must be those of ONNX Runtime run here on the same inputs.
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.grpc as tritongrpc
 import tritonclient.http as tritonhttp
+
+from support.server import free_port, running
 
 ROWS = 7
 
@@ -79,3 +83,69 @@ def test_tritonclient_http_on_the_sklearn_server(
     ]
     result = client.infer("digits", [tensor], outputs=outputs)
     _check(result, _reference(example_models, "v1", rows), exact=False)
+
+
+@pytest.fixture(scope="module")
+def grpc_ports(example_models: pathlib.Path) -> Iterator[dict[str, int]]:
+    """The gRPC ports of a digits ONNX server and a digits scikit-learn server (v1)."""
+    ports = {"onnx": free_port(), "sklearn": free_port()}
+    onnx = ["--model-dir", str(example_models / "digits-onnx"), "--grpc-port", str(ports["onnx"])]
+    sklearn = [
+        "--model-dir",
+        str(example_models / "digits-sklearn"),
+        "--variant",
+        "v1",
+        "--grpc-port",
+        str(ports["sklearn"]),
+    ]
+    with (
+        running(["--model-name", "digits", *onnx]),
+        running(["--model-name", "digits", *sklearn]),
+    ):
+        yield ports
+
+
+def test_tritonclient_grpc_on_the_onnx_server(
+    grpc_ports: dict[str, int], example_models: pathlib.Path, rows: np.ndarray
+) -> None:
+    client = tritongrpc.InferenceServerClient(f"127.0.0.1:{grpc_ports['onnx']}")
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("digits") and client.is_model_ready("digits", "v1")
+    assert "binary_tensor_data" in client.get_server_metadata().extensions
+    metadata = client.get_model_metadata("digits")
+    assert list(metadata.versions) == ["v1", "v2"] and metadata.inputs[0].datatype == "FP32"
+    tensor = tritongrpc.InferInput("input", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows)  # raw_input_contents
+    result = client.infer("digits", [tensor], request_id="r-1")
+    assert result.get_response().id == "r-1" and result.get_response().model_version == "v2"
+    _check(result, _reference(example_models, "v2", rows), exact=True)
+    outputs = [tritongrpc.InferRequestedOutput("label")]
+    result = client.infer("digits", [tensor], model_version="v1", outputs=outputs)
+    np.testing.assert_array_equal(
+        result.as_numpy("label"), _reference(example_models, "v1", rows)["label"]
+    )
+    assert result.as_numpy("probabilities") is None
+
+
+def test_tritonclient_grpc_on_the_sklearn_server(
+    grpc_ports: dict[str, int], example_models: pathlib.Path, rows: np.ndarray
+) -> None:
+    client = tritongrpc.InferenceServerClient(f"127.0.0.1:{grpc_ports['sklearn']}")
+    x = rows.astype(np.float64)
+    tensor = tritongrpc.InferInput("input", list(x.shape), "FP64")
+    tensor.set_data_from_numpy(x)
+    result = client.infer("digits", [tensor])
+    _check(result, _reference(example_models, "v1", rows), exact=False)
+
+
+def test_tritonclient_grpc_errors_carry_the_status(grpc_ports: dict[str, int]) -> None:
+    client = tritongrpc.InferenceServerClient(f"127.0.0.1:{grpc_ports['onnx']}")
+    tensor = tritongrpc.InferInput("input", [1, 3], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
+    with pytest.raises(tritongrpc.InferenceServerException) as excinfo:
+        client.infer("digits", [tensor])
+    assert excinfo.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "input 'input': shape [1, 3] does not match" in excinfo.value.message()
+    with pytest.raises(tritongrpc.InferenceServerException) as excinfo:
+        client.infer("other", [tensor])
+    assert excinfo.value.status() == "StatusCode.NOT_FOUND"

@@ -51,8 +51,8 @@ def _formats(raw: str) -> str:
 def _serve_parser(sub: Subcommands) -> None:
     p = sub.add_parser(
         "serve",
-        help="serve one model (all versions under --model-dir) over KServe V1 and V2",
-        description="Serve <model-dir>/<version>/model.{onnx,skops} over HTTP. Every flag "
+        help="serve one model (all versions under --model-dir) over KServe V1 and V2 (REST, gRPC)",
+        description="Serve <model-dir>/<version>/model.{onnx,skops} over HTTP and gRPC. Every flag "
         "also reads the KUBESERVE_* variable named in its help.",
     )
     p.add_argument(
@@ -83,6 +83,14 @@ def _serve_parser(sub: Subcommands) -> None:
         type=int,
         default=_env("KUBESERVE_PORT", 8080, int),
         help="port (KUBESERVE_PORT, default 8080)",
+    )
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=_env("KUBESERVE_GRPC_PORT", None, int),
+        help=f"gRPC port (inference.GRPCInferenceService); 0 turns gRPC off. The default "
+        f"{config.DEFAULT_GRPC_PORT} is skipped with a warning when another process holds it; a port "
+        f"named here must be free (KUBESERVE_GRPC_PORT, default {config.DEFAULT_GRPC_PORT})",
     )
     p.add_argument(
         "--variant",
@@ -267,6 +275,11 @@ def _serve(args: argparse.Namespace) -> int:
     problems = []
     if args.port < 0 or args.port > 65535:
         problems.append(f"--port {args.port} is not a port number")
+    grpc_port = config.DEFAULT_GRPC_PORT if args.grpc_port is None else args.grpc_port
+    if grpc_port < 0 or grpc_port > 65535:
+        problems.append(f"--grpc-port {grpc_port} is not a port number")
+    elif grpc_port and grpc_port == args.port:
+        problems.append(f"--grpc-port {grpc_port} is the HTTP --port too; give gRPC its own")
     if args.max_body_bytes <= 0:
         problems.append("--max-body-bytes must be positive")
     if args.workers < 1:
@@ -296,6 +309,8 @@ def _serve(args: argparse.Namespace) -> int:
         model_format=args.model_format,
         host=args.host,
         port=args.port,
+        grpc_port=grpc_port,
+        grpc_port_required=args.grpc_port is not None,
         variant=args.variant or None,
         max_body_bytes=args.max_body_bytes,
         batch_max_size=args.batch_max_size,

@@ -9,6 +9,10 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+# The Open Inference Protocol's usual gRPC port (KServe's and Triton's servers use 8081 and
+# 8001); the operator's pods declare it as their grpc port.
+DEFAULT_GRPC_PORT = 8081
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
@@ -19,6 +23,11 @@ class ServerConfig:
     model_format: str | None = None
     host: str = "0.0.0.0"
     port: int = 8080
+    # gRPC (inference.GRPCInferenceService) on its own port; 0 turns it off. Unless the port
+    # was asked for (``grpc_port_required``), a default port that another process holds
+    # only costs a warning: HTTP is still served.
+    grpc_port: int = DEFAULT_GRPC_PORT
+    grpc_port_required: bool = False
     variant: str | None = None
     max_body_bytes: int = 16 * 1024 * 1024
     batch_max_size: int = 0  # 0 turns dynamic batching off

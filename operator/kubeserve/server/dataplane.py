@@ -204,6 +204,17 @@ class DataPlane:
         }
         return dumps(body), self.repo.default
 
+    def labels(self, name: str, version: str | None) -> tuple[str, str]:
+        """Return the model and version labels of a request's metrics.
+
+        Only names that exist: hostile names must not grow the series count.
+        """
+        repo = self.repo
+        if name != repo.name:
+            return "", ""
+        v = repo.default if version is None else version
+        return name, v if v in repo.versions else ""
+
     def v1_models(self) -> Reply:
         """V1 ``GET /v1/models``: the names this server serves."""
         return dumps({"models": [self.repo.name]}), self.repo.default

@@ -214,12 +214,7 @@ class App:
         return stats.render(), self.plane.repo.default
 
     def _labels(self, name: str, version: str | None) -> tuple[str, str]:
-        # Only label with names that exist: hostile paths must not grow the series count.
-        repo = self.plane.repo
-        if name != repo.name:
-            return "", ""
-        v = repo.default if version is None else version
-        return name, v if v in repo.versions else ""
+        return self.plane.labels(name, version)
 
     def _route_v1_model(self, method: bytes, rest: str) -> tuple[str, str, str, Thunk]:
         plane = self.plane

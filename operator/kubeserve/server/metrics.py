@@ -131,7 +131,8 @@ class Metrics:
             out,
             "kubeserve_requests_total",
             "counter",
-            "Requests answered, by model, version, protocol and HTTP status code.",
+            "Requests answered, by model, version, protocol (v1 and v2 over REST, grpc, ...) "
+            "and HTTP status code (a gRPC call counts the HTTP status of its outcome).",
         )
         for k, v in sorted(self.requests.items()):
             labels = _labels(("model", "version", "protocol", "code"), k)
@@ -139,7 +140,7 @@ class Metrics:
         _histogram(
             out,
             "kubeserve_request_duration_seconds",
-            "Time from a complete request to its response being written.",
+            "Time from a complete request (or gRPC call) to its response being written.",
             ("model", "version", "protocol"),
             self.latency,
         )

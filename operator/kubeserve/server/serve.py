@@ -1,8 +1,9 @@
 """Run the server: bind, load models in the background, serve, and drain on SIGTERM.
 
-With ``workers > 1`` a small supervisor starts that many worker processes, each with its
-own ``SO_REUSEPORT`` socket (the kernel spreads connections across them) and its own copy
-of the model; the supervisor forwards SIGTERM and replaces a worker that dies.
+HTTP and gRPC (``grpc_server``) are served by one event loop over one data plane. With
+``workers > 1`` a small supervisor starts that many worker processes, each with its own
+``SO_REUSEPORT`` sockets for both ports (the kernel spreads connections across them) and its
+own copy of the model; the supervisor forwards SIGTERM and replaces a worker that dies.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import signal
 import socket
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 from kubeserve.server import (
     batching,
@@ -31,6 +33,9 @@ from kubeserve.server import (
     repository,
     runtimes,
 )
+
+if TYPE_CHECKING:
+    import grpc.aio
 
 log = logging.getLogger("kubeserve.server")
 
@@ -167,10 +172,17 @@ async def _serve(cfg: config.ServerConfig, *, metrics_dir: str | None, reuse_por
 
     sock = _socket(cfg.host, cfg.port, reuse_port=reuse_port)
     server = await loop.create_server(http.make_factory(app), sock=sock, backlog=4096)
+    try:
+        rpc_server = await _start_grpc(cfg, plane, stats, reuse_port=reuse_port)
+    except OSError as exc:  # a --grpc-port that cannot be bound; its message names it
+        log.error("%s", exc)
+        server.close()
+        return 1
     log.info(
-        "listening on http://%s:%d (model %s, versions %s, default %s)",
+        "listening on http://%s:%d%s (model %s, versions %s, default %s)",
         cfg.host,
         cfg.port,
+        f" and grpc://{cfg.host}:{cfg.grpc_port}" if rpc_server is not None else "",
         repo.name,
         ", ".join(repo.versions),
         repo.default,
@@ -202,6 +214,9 @@ async def _serve(cfg: config.ServerConfig, *, metrics_dir: str | None, reuse_por
         # Keep serving while endpoints controllers notice the failing readiness probe.
         await asyncio.sleep(cfg.drain_delay)
     server.close()
+    # gRPC refuses new calls from now on and lets those in flight finish within the same
+    # deadline as the HTTP connections, side by side; then it cancels them.
+    grpc_stopped = asyncio.ensure_future(rpc_server.stop(cfg.drain_timeout)) if rpc_server else None
     # Each connection's next reply says connection: close; idle ones get a moment to send
     # the request that may be on the wire already (http.DRAIN_IDLE_GRACE). The sweep's
     # clocks keep running, so slow clients are cut off as usual.
@@ -217,6 +232,8 @@ async def _serve(cfg: config.ServerConfig, *, metrics_dir: str | None, reuse_por
         )
         app.abort_all()
         await asyncio.sleep(0)  # let the transports report connection_lost
+    if grpc_stopped is not None:
+        await grpc_stopped
     for b in batchers.values():
         b.close()
     plane.close()  # its worker thread for large requests
@@ -224,6 +241,39 @@ async def _serve(cfg: config.ServerConfig, *, metrics_dir: str | None, reuse_por
         files.mine.unlink(missing_ok=True)
     log.info("stopped")
     return 0
+
+
+async def _start_grpc(
+    cfg: config.ServerConfig,
+    plane: dataplane.DataPlane,
+    stats: metrics.Metrics,
+    *,
+    reuse_port: bool,
+) -> grpc.aio.Server | None:
+    """Serve gRPC on ``cfg.grpc_port`` unless it is 0; None when it is off or skipped.
+
+    A port that was asked for must bind (BindError otherwise); the default one, held by
+    another process (a second server on a laptop), is skipped with a warning.
+    """
+    if not cfg.grpc_port:
+        return None
+    # grpcio is loaded only by servers that serve gRPC.
+    from kubeserve.server import grpc_server
+
+    service = grpc_server.Service(plane, stats, variant=cfg.variant)
+    try:
+        return await grpc_server.start(
+            service,
+            host=cfg.host,
+            port=cfg.grpc_port,
+            max_message=cfg.max_body_bytes,
+            reuse_port=reuse_port,
+        )
+    except grpc_server.BindError as exc:
+        if cfg.grpc_port_required:
+            raise
+        log.warning("%s; serving HTTP only (--grpc-port picks another port, 0 turns it off)", exc)
+        return None
 
 
 def _loaded(repo: repository.Repository, stats: metrics.Metrics) -> None:
