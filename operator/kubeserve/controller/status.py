@@ -18,7 +18,7 @@ from kubeserve.builders.config import BuildConfig
 
 READY, VARIANTS_READY, ROUTING_READY = "Ready", "VariantsReady", "RoutingReady"
 # The kinds of children whose state the status is computed from.
-STATUS_KINDS = frozenset({"Deployment", "HTTPRoute"})
+STATUS_KINDS = frozenset({"Deployment", "HTTPRoute", "GRPCRoute"})
 # Reasons that resolve with time alone; any other reason needs someone to act.
 _WAITING = {"Progressing", "Unavailable", "DeploymentMissing"}
 _IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -162,6 +162,25 @@ def variant_verdict(
     return Verdict("True", "Ready", f"{ready}/{wanted} replicas ready")
 
 
+def _route_verdict(kind: str, name: str, route: Mapping[str, Any] | None) -> Verdict | None:
+    """Judge one Gateway API route by what its Gateways report; None when accepted."""
+    if route is None:
+        return Verdict("False", "RouteMissing", f"{kind} {name} is not created yet")
+    parents = (route.get("status") or {}).get("parents") or []
+    if not parents:
+        return Verdict("Unknown", "RoutePending", f"no Gateway has reported on the {kind} yet")
+    for parent in parents:
+        for cond in parent.get("conditions") or []:
+            if cond.get("type") in {"Accepted", "ResolvedRefs"} and cond.get("status") != "True":
+                gateway = (parent.get("parentRef") or {}).get("name", "?")
+                return Verdict(
+                    "False",
+                    f"Route{cond.get('reason', 'NotAccepted')}",
+                    f"Gateway {gateway} on the {kind}: {cond.get('message', '')}",
+                )
+    return None
+
+
 def routing_verdict(
     isvc: spec.InferenceService,
     children: Mapping[tuple[str, str], Mapping[str, Any]],
@@ -176,29 +195,22 @@ def routing_verdict(
             "(Helm value operator.gatewayAPI=true) in a cluster with the Gateway API CRDs",
         )
     if isvc.spec.routing.mode == "gateway-api":
-        route = children.get(("HTTPRoute", isvc.metadata.name))
-        if route is None:
-            return Verdict(
-                "False", "RouteMissing", f"HTTPRoute {isvc.metadata.name} is not created yet"
-            )
-        parents = (route.get("status") or {}).get("parents") or []
-        if not parents:
-            return Verdict(
-                "Unknown", "RoutePending", "no Gateway has reported on the HTTPRoute yet"
-            )
-        for parent in parents:
-            for cond in parent.get("conditions") or []:
-                if (
-                    cond.get("type") in {"Accepted", "ResolvedRefs"}
-                    and cond.get("status") != "True"
-                ):
-                    gateway = (parent.get("parentRef") or {}).get("name", "?")
-                    return Verdict(
-                        "False",
-                        f"Route{cond.get('reason', 'NotAccepted')}",
-                        f"Gateway {gateway}: {cond.get('message', '')}",
-                    )
-        return Verdict("True", "RouteAccepted", "the HTTPRoute is accepted by its Gateways")
+        http = _route_verdict(
+            "HTTPRoute", isvc.metadata.name, children.get(("HTTPRoute", isvc.metadata.name))
+        )
+        if http is not None:
+            return http
+        # gRPC is the second way in: a Gateway with no gRPC listener refuses the GRPCRoute
+        # while REST works, so that is said but does not make the endpoint unready.
+        grpc = _route_verdict(
+            "GRPCRoute", isvc.metadata.name, children.get(("GRPCRoute", isvc.metadata.name))
+        )
+        message = "the HTTPRoute is accepted by its Gateways"
+        if grpc is not None and "GRPCRoute" not in unmanaged_kinds:
+            message += f"; gRPC is not served yet: {grpc.message}"
+        elif "GRPCRoute" not in unmanaged_kinds:
+            message += ", and the GRPCRoute too"
+        return Verdict("True", "RouteAccepted", message)
     name = names.router_object_name(isvc.metadata.name)
     deployment = children.get(("Deployment", name))
     if deployment is None:

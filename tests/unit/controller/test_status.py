@@ -291,6 +291,26 @@ def test_gateway_route_acceptance() -> None:
     assert conditions(compute(obj, children))["RoutingReady"]["status"] == "True"
 
 
+def accepted(accepted: bool) -> dict[str, Any]:
+    cond = {"type": "Accepted", "status": str(accepted), "reason": "NoMatchingListenerHostname"}
+    return {"status": {"parents": [{"parentRef": {"name": "gw"}, "conditions": [cond]}]}}
+
+
+def test_a_refused_grpc_route_is_said_but_keeps_the_endpoint_ready() -> None:
+    obj = specs.isvc(routing={"mode": "gateway-api", "parentRefs": [{"name": "gw"}]})
+    children = ready_children(obj)
+    children[("HTTPRoute", "digits")] = accepted(True)
+    c = conditions(compute(obj, children))["RoutingReady"]
+    assert c["status"] == "True" and "GRPCRoute digits is not created yet" in c["message"]
+    children[("GRPCRoute", "digits")] = accepted(False)
+    c = conditions(compute(obj, children))["RoutingReady"]
+    assert c["status"] == "True" and "gRPC is not served yet" in c["message"]
+    assert "NoMatchingListenerHostname" not in c["reason"]
+    children[("GRPCRoute", "digits")] = accepted(True)
+    c = conditions(compute(obj, children))["RoutingReady"]
+    assert c["status"] == "True" and "and the GRPCRoute too" in c["message"]
+
+
 def test_transition_time_kept_while_status_unchanged() -> None:
     obj = specs.isvc()
     first = compute(obj, ready_children(obj))
