@@ -259,6 +259,42 @@ def test_a_large_binary_request_is_answered_off_the_event_loop(
     assert labels.tolist() == expected.tolist() * 1024
 
 
+@pytest.fixture(scope="module")
+def fresh_digits(example_models: pathlib.Path) -> Iterator[Server]:
+    """A digits server of this module's own: no other test's requests have shaped its heap."""
+    model_dir = str(example_models / "digits-onnx")
+    with running(["--model-name", "digits", "--model-dir", model_dir]) as server:
+        yield server
+
+
+def _peak_kib(pid: int) -> tuple[int, int]:
+    status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines())
+    return int(fields["VmHWM"].split()[0]), int(fields["VmRSS"].split()[0])
+
+
+def test_a_binary_request_raises_peak_memory_by_a_small_multiple_of_its_size(
+    fresh_digits: Server, digits_rows: Any
+) -> None:
+    # 8 MiB of FP32 rows behind a JSON header of odd length: the bytes are copied once to
+    # align them; the JSON part is parsed alone. The same bound as JSON requests have
+    # (tests/server/test_hostile_payloads.py): 4 x the body plus 16 MiB of slack.
+    x = np.tile(digits_rows[0][:16].astype(np.float32), (2048, 1))
+    spec, raw = _tensor("input", x, "FP32")
+    header = json.dumps({"inputs": [spec], "outputs": [{"name": "label"}]}).encode() + b" "
+    small, small_raw = _tensor("input", x[:1], "FP32")
+    assert _post(fresh_digits.port, DIGITS, {"inputs": [small]}, small_raw)[0] == 200  # warm up
+    pid = fresh_digits.proc.pid
+    pathlib.Path(f"/proc/{pid}/clear_refs").write_text("5")  # restart the high-water mark
+    _, before = _peak_kib(pid)
+    status, _, body = _post(fresh_digits.port, DIGITS, header, raw)
+    peak, _ = _peak_kib(pid)
+    assert status == 200, body
+    growth = (peak - before) * 1024
+    size = len(header) + len(raw)
+    assert growth <= 4 * size + (16 << 20), f"{size >> 20} MiB raised the peak {growth >> 20} MiB"
+
+
 def test_a_binary_body_over_the_limit_is_refused_before_it_is_read(echo_port: int) -> None:
     # The echo server's limit is 64 KiB: refused from Content-Length, whatever follows.
     x = np.zeros((1, 20_000), dtype=np.float32)
