@@ -3,7 +3,10 @@ JPEG/PNG bytes into the declared tensor, hostile bytes included."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import importlib.util
+import inspect
 import io
 import json
 import pathlib
@@ -19,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kubeserve.server import errors, images, repository, runtimes
-from support.server import Server
+from kubeserve.server import dataplane, errors, images, raw_tensors, repository, runtimes
+from support.server import Server, request
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "build_image_model.py"
@@ -425,9 +428,6 @@ def test_a_picture_sent_as_a_binary_tensor_is_classified(
     assert np.allclose(got, in_process(mobilenet, photo()), atol=1e-5)
 
 
-# images.decode is not yet called by the V1 b64 and V2 BYTES paths (dataplane.py, whose
-# owners wire it in); strict, so these fail as soon as it is, and the markers come off.
-@pytest.mark.xfail(strict=True, reason="images.decode not yet wired into the data plane")
 @pytest.mark.parametrize("mode", ["b64", "bytes"])
 def test_a_picture_sent_as_its_jpeg_bytes_is_decoded_by_the_server(
     mobilenet: pathlib.Path, image_server: Server, mode: str
@@ -435,3 +435,160 @@ def test_a_picture_sent_as_its_jpeg_bytes_is_decoded_by_the_server(
     url = f"http://127.0.0.1:{image_server.port}"
     got = script(CLIENT).classify(url, "mobilenet", mode, photo())
     assert np.allclose(got, in_process(mobilenet, photo()), atol=1e-5)
+
+
+def b64(data: bytes) -> dict[str, str]:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+def v1(port: int, body: Any) -> tuple[int, Any]:
+    status, _, answer = request(port, "POST", "/v1/models/mobilenet:predict", body)
+    return status, answer
+
+
+def v2(port: int, inputs: list[dict[str, Any]]) -> tuple[int, Any]:
+    status, _, answer = request(port, "POST", "/v2/models/mobilenet/infer", {"inputs": inputs})
+    return status, answer
+
+
+def probabilities(answer: Any) -> np.ndarray:
+    out = answer["outputs"][0]
+    return np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"instances": [{"input": "PHOTO"}]},
+        {"inputs": ["PHOTO"]},
+        {"inputs": {"input": ["PHOTO"]}},
+    ],
+    ids=["named-row", "columnar", "named-columnar"],
+)
+def test_every_v1_form_takes_an_image_file_as_b64(
+    mobilenet: pathlib.Path, image_server: Server, body: Any
+) -> None:
+    text = json.dumps(body).replace('"PHOTO"', json.dumps(b64(photo())))
+    status, answer = v1(image_server.port, text)
+    assert status == 200, answer
+    got = answer.get("predictions", answer.get("outputs"))
+    assert np.allclose(got, in_process(mobilenet, photo()), atol=1e-5)
+
+
+def test_a_v1_batch_of_two_images_answers_two_rows(image_server: Server) -> None:
+    picture = b64(photo())
+    status, answer = v1(image_server.port, {"instances": [picture, picture]})
+    assert status == 200, answer
+    assert np.asarray(answer["predictions"]).shape == (2, 1000)
+
+
+def test_an_image_input_still_takes_its_tensor_of_numbers_in_v1(
+    mobilenet: pathlib.Path, image_server: Server
+) -> None:
+    row = images.decode(photo(), images.read(mobilenet / "v1")["input"])
+    status, answer = v1(image_server.port, {"instances": [row.tolist()]})
+    assert status == 200, answer
+    assert np.allclose(answer["predictions"], in_process(mobilenet, photo()), atol=1e-4)
+
+
+def test_bad_image_bytes_are_a_400_naming_the_input_in_v1_and_v2(image_server: Server) -> None:
+    status, answer = v1(image_server.port, {"instances": [b64(photo()), b64(b"not a jpeg")]})
+    assert status == 400
+    assert "instances" in answer["error"] and "image 1" in answer["error"]
+    status, answer = v2(
+        image_server.port,
+        [
+            {
+                "name": "input",
+                "datatype": "BYTES",
+                "shape": [1],
+                "data": [base64.b64encode(b"x").decode()],
+            }
+        ],
+    )
+    assert status == 400
+    assert "input" in answer["error"] and "image 0" in answer["error"]
+
+
+def test_a_v1_image_row_among_numbers_is_a_400(image_server: Server) -> None:
+    status, answer = v1(image_server.port, {"instances": [b64(photo()), [1.0]]})
+    assert status == 400
+    assert "instances[1]" in answer["error"]
+
+
+def test_v2_json_takes_images_as_base64_strings_of_a_bytes_tensor(
+    mobilenet: pathlib.Path, image_server: Server
+) -> None:
+    text = base64.b64encode(photo()).decode()
+    status, answer = v2(
+        image_server.port,
+        [{"name": "input", "datatype": "BYTES", "shape": [2], "data": [text, text]}],
+    )
+    assert status == 200, answer
+    got = probabilities(answer)
+    assert got.shape == (2, 1000)
+    assert np.allclose(got[1], in_process(mobilenet, photo())[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("tensor", "reason"),
+    [
+        ({"shape": [1, 1], "data": [["eA=="]]}, "shape [N]"),
+        ({"shape": [2], "data": ["eA=="]}, "needs 2 images"),
+        ({"shape": [1], "data": ["not base64!"]}, "not base64"),
+        ({"shape": [1], "data": [7]}, "element 0"),
+    ],
+)
+def test_a_v2_bytes_image_tensor_that_is_not_n_files_is_a_400(
+    image_server: Server, tensor: dict[str, Any], reason: str
+) -> None:
+    status, answer = v2(image_server.port, [{"name": "input", "datatype": "BYTES", **tensor}])
+    assert status == 400
+    assert reason in answer["error"] and "input" in answer["error"]
+
+
+def test_a_number_datatype_other_than_the_models_says_bytes_is_taken_too(
+    image_server: Server,
+) -> None:
+    status, answer = v2(
+        image_server.port, [{"name": "input", "datatype": "INT32", "shape": [1], "data": [1]}]
+    )
+    assert status == 400
+    assert "BYTES" in answer["error"]
+
+
+def test_binary_bytes_elements_stay_bytes_while_text_ones_must_be_utf8() -> None:
+    raw = b"\x02\0\0\0\xff\xd8"
+    assert raw_tensors.byte_elements("input 'x'", (1,), raw) == [b"\xff\xd8"]
+    with pytest.raises(errors.BadRequest, match="not valid UTF-8"):
+        raw_tensors.decode("input 'x'", "BYTES", (1,), raw)
+    with pytest.raises(errors.BadRequest, match="claims 9 bytes"):
+        raw_tensors.byte_elements("input 'x'", (1,), b"\x09\0\0\0ab")
+
+
+def test_an_image_model_decodes_off_the_event_loop_even_for_a_small_body(
+    mobilenet: pathlib.Path,
+) -> None:
+    repo = repository.discover(
+        name="mobilenet",
+        model_dir=mobilenet,
+        fmt=None,
+        variant="v1",
+        options=runtimes.RuntimeOptions(),
+    )
+    repo.load_all()
+    plane = dataplane.DataPlane(repo)
+    small = encode(solid(224, 224, (200, 30, 60)), "JPEG")
+    body = json.dumps({"instances": [b64(small)]}).encode()
+    assert len(body) < plane.offload_bytes
+    try:
+        pending = plane.v1_predict("mobilenet", None, body)
+        assert inspect.isawaitable(pending)
+        reply, _ = asyncio.run(_awaited(pending))
+    finally:
+        plane.close()
+    assert np.asarray(json.loads(reply)["predictions"]).shape == (1, 1000)
+
+
+async def _awaited(pending: Any) -> Any:
+    return await pending

@@ -69,11 +69,35 @@ def decode(where: str, datatype: str, dims: tuple[int, ...], raw: Buffer) -> np.
     return array.reshape(dims)
 
 
+def byte_elements(where: str, dims: tuple[int, ...], raw: Buffer) -> list[bytes]:
+    """Return the BYTES elements of shape ``dims`` that ``raw`` holds, as bytes, or raise BadRequest.
+
+    For inputs whose elements are binary (encoded images): no UTF-8 is asked of them.
+    """
+    view = memoryview(raw).cast("B")
+    return [bytes(view[start:end]) for start, end in _spans(where, view, math.prod(dims))]
+
+
 def _strings(where: str, raw: Buffer, count: int) -> np.ndarray:
     """Split length-prefixed BYTES elements into an object array of text."""
     view = memoryview(raw).cast("B")
-    end = view.nbytes
     out = np.empty(count, dtype=object)
+    for i, (start, end) in enumerate(_spans(where, view, count)):
+        try:
+            # The models take text: a string tensor of ONNX Runtime is UTF-8.
+            out[i] = str(view[start:end], "utf-8")
+        except UnicodeDecodeError:
+            raise errors.BadRequest(f"{where}: BYTES element {i} is not valid UTF-8") from None
+    return out
+
+
+def _spans(where: str, view: memoryview, count: int) -> list[tuple[int, int]]:
+    """Return where each of ``count`` length-prefixed elements starts and ends in ``view``.
+
+    Every length is checked against the bytes left before any element is used.
+    """
+    end = view.nbytes
+    spans = []
     at = 0
     for i in range(count):
         if at + 4 > end:
@@ -87,17 +111,13 @@ def _strings(where: str, raw: Buffer, count: int) -> np.ndarray:
             raise errors.BadRequest(
                 f"{where}: BYTES element {i} claims {length} bytes, only {end - at} are left"
             )
-        try:
-            # The models take text: a string tensor of ONNX Runtime is UTF-8.
-            out[i] = str(view[at : at + length], "utf-8")
-        except UnicodeDecodeError:
-            raise errors.BadRequest(f"{where}: BYTES element {i} is not valid UTF-8") from None
+        spans.append((at, at + length))
         at += length
     if at != end:
         raise errors.BadRequest(
             f"{where}: {end - at} bytes left over after the {count} BYTES elements of its shape"
         )
-    return out
+    return spans
 
 
 def encode(array: np.ndarray) -> tuple[str, Buffer]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from kubeserve.server import errors, model, tensors
+from kubeserve.server import errors, images, model, tensors
 
 
 class Form(enum.Enum):
@@ -93,7 +93,7 @@ def binary_value(where: str, spec: model.TensorSpec, raw: bytes) -> Any:
     """Turn one decoded ``{"b64": ...}`` value into what ``spec``'s array holds.
 
     The one place binary values meet a model's inputs, value by value (an input that takes
-    images would be decoded a column at a time instead, in ``input_array``). ``BYTES``
+    images is decoded a column at a time instead, in ``input_array``). ``BYTES``
     values are text in this server (ONNX Runtime's Python API passes strings, and writes a
     ``bytes`` object as its ``repr``), so the bytes must be UTF-8.
     """
@@ -118,12 +118,22 @@ def input_array(
     literals: bool,
     binary: bool = False,
     chunk: int = 0,
+    image: images.ImageInput | None = None,
 ) -> np.ndarray:
     """Build input ``spec``'s array from its JSON values, checked, or raise BadRequest.
 
     Every form comes through here. ``where`` names the values in messages ("instances",
     "inputs['a']"); ``literals``, ``binary`` and ``chunk`` are as ``parse`` takes them.
+    ``image``, when the model declares ``spec`` an image input, has a column of
+    ``{"b64": ...}`` values decoded as image files, one per row; numbers are still taken.
     """
+    if image is not None and data and type(data[0]) is dict and _is_binary(data[0]):
+        try:
+            array = images.decode_batch(_image_files(where, data), image)
+        except images.ImageError as exc:
+            raise images.ImageError(f"{where}: input '{spec.name}': {exc}") from None
+        _check_shape(where, spec, array)
+        return array
     if binary:
         _unwrap_binary(where, spec, data)
     try:
@@ -136,6 +146,11 @@ def input_array(
         if binary or chunk > 0 or not _unwrap_binary(where, spec, data):
             raise
         array = tensors.to_array(where, spec.datatype, data, literals=literals)
+    _check_shape(where, spec, array)
+    return array
+
+
+def _check_shape(where: str, spec: model.TensorSpec, array: np.ndarray) -> None:
     want = spec.shape
     if array.ndim != len(want) or any(
         w >= 0 and w != g for w, g in zip(want, array.shape, strict=True)
@@ -144,7 +159,19 @@ def input_array(
             f"{where}: shape {list(array.shape)} does not match the model's {list(want)} "
             f"for input '{spec.name}' (-1 is any size)"
         )
-    return array
+
+
+def _image_files(where: str, data: list[Any]) -> list[bytes]:
+    """Return the file bytes of a column of ``{"b64": ...}`` values, one image per row."""
+    files = []
+    for i, value in enumerate(data):
+        if type(value) is not dict or not _is_binary(value):
+            raise errors.BadRequest(
+                f'{where}[{i}]: an image input takes one {{"b64": ...}} image file per '
+                f"row, or numbers in every row; got {errors.brief(value)}"
+            )
+        files.append(_b64decode(where, value["b64"]))
+    return files
 
 
 def answer_outputs(m: model.Model) -> list[str]:
@@ -204,7 +231,13 @@ def _rows(
     try:
         return {
             spec.name: input_array(
-                "instances", spec, rows, literals=literals, binary=binary, chunk=chunk
+                "instances",
+                spec,
+                rows,
+                literals=literals,
+                binary=binary,
+                chunk=chunk,
+                image=m.images.get(spec.name),
             )
         }
     except errors.BadRequest:
@@ -241,7 +274,13 @@ def _named_rows(
         # Popped: the values now live in the column, and the document is not read again.
         column = [row.pop(spec.name) for row in rows]
         out[spec.name] = input_array(
-            where, spec, column, literals=literals, binary=binary, chunk=chunk
+            where,
+            spec,
+            column,
+            literals=literals,
+            binary=binary,
+            chunk=chunk,
+            image=m.images.get(spec.name),
         )
     return out
 
@@ -262,7 +301,13 @@ def _columns(
             )
         return {
             m.inputs[0].name: input_array(
-                "inputs", m.inputs[0], columns, literals=literals, binary=binary, chunk=chunk
+                "inputs",
+                m.inputs[0],
+                columns,
+                literals=literals,
+                binary=binary,
+                chunk=chunk,
+                image=m.images.get(m.inputs[0].name),
             )
         }
     if not _named(columns):
@@ -280,7 +325,13 @@ def _columns(
                 f"{where} must be a non-empty JSON array, got {errors.brief(tensor)}"
             )
         out[spec.name] = input_array(
-            where, spec, tensor, literals=literals, binary=binary, chunk=chunk
+            where,
+            spec,
+            tensor,
+            literals=literals,
+            binary=binary,
+            chunk=chunk,
+            image=m.images.get(spec.name),
         )
     batches = {a.shape[0] for a in out.values()}
     if len(batches) > 1:
