@@ -458,7 +458,9 @@ def test_the_default_grpc_port_when_taken_costs_a_warning_not_the_server(
         except OSError:
             pass  # another process holds it already: the same situation
         with running(
-            ["--model-name", "digits", "--model-dir", model_dir], {"KUBESERVE_LOG_LEVEL": "INFO"}
+            ["--model-name", "digits", "--model-dir", model_dir],
+            {"KUBESERVE_LOG_LEVEL": "INFO"},
+            default_grpc=True,
         ) as server:
             assert request(server.port, "GET", "/v2/health/ready")[0] == 200
             assert "8081" in server.output() and "serving HTTP only" in server.output()

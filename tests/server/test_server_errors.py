@@ -61,9 +61,9 @@ def _v2(data: object, **tensor: object) -> dict[str, object]:
         ),
         (
             "/v2/models/digits/infer",
-            {**_v2(ROW), "outputs": [{"name": "label", "parameters": {"binary_data": True}}]},
+            {**_v2(ROW), "outputs": [{"name": "label", "parameters": {"binary_data": "yes"}}]},
             400,
-            "binary tensor extension",
+            "'binary_data' must be true or false",
         ),
         ("/v2/models/digits/infer", {"inputs": [_v2(ROW)["inputs"][0]] * 2}, 400, "twice"),
         ("/v2/models/other/infer", _v2(ROW), 404, "model 'other' not found"),

@@ -19,7 +19,11 @@ def test_health(onnx_port: int) -> None:
 def test_server_metadata(onnx_port: int) -> None:
     status, _, body = request(onnx_port, "GET", "/v2")
     assert status == 200
-    assert body["name"] == "kubeserve" and body["version"] and body["extensions"] == []
+    assert (
+        body["name"] == "kubeserve"
+        and body["version"]
+        and body["extensions"] == ["binary_tensor_data"]
+    )
 
 
 def test_model_metadata(onnx_port: int) -> None:

@@ -28,8 +28,16 @@ def free_port() -> int:
 class Server:
     """A ``kubeserve serve`` child process on 127.0.0.1."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, *, default_grpc: bool = False
+    ) -> None:
         self.port = free_port()
+        # Each test server its own gRPC port, unless the test sets one or wants the server's
+        # default: the default (8081) would be taken by the first server, refused the others.
+        asked = any(a.startswith("--grpc-port") for a in args) or "KUBESERVE_GRPC_PORT" in (
+            env or {}
+        )
+        self.grpc_port = 0 if asked or default_grpc else free_port()
         self.log = REPO / ".pytest_cache" / f"server-{self.port}.log"
         self.log.parent.mkdir(exist_ok=True)
         full_env = {**os.environ, **(env or {})}
@@ -44,6 +52,7 @@ class Server:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *([] if self.grpc_port == 0 else ["--grpc-port", str(self.grpc_port)]),
                 *args,
             ],
             env=full_env,
@@ -115,10 +124,14 @@ def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
 
 @contextlib.contextmanager
 def running(
-    args: list[str], env: dict[str, str] | None = None, *, wait_for: str = "/v2/health/ready"
+    args: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    wait_for: str = "/v2/health/ready",
+    default_grpc: bool = False,
 ) -> Iterator[Server]:
     """Start a server, wait until ``wait_for`` answers 200, stop it afterwards."""
-    server = Server(args, env)
+    server = Server(args, env, default_grpc=default_grpc)
     try:
         yield server.wait(wait_for)
     finally:
