@@ -3,11 +3,20 @@
 tritonclient 2.x sends and asks for binary tensor data by default over HTTP, and raw
 contents over gRPC; with ``binary_data=False`` it sends JSON. Whatever the form, the
 predictions must be those of ONNX Runtime run here on the same inputs.
+
+The KServe SDK (``kserve``) pins a dependency set of its own (kubernetes, fastapi, pandas)
+that does not sit beside ours, so it runs from its own virtual environment as a subprocess,
+``examples/clients/kserve_sdk_client.py``: ``KSERVE_PYTHON`` names that environment's
+python (``python -m venv /tmp/kserve && /tmp/kserve/bin/pip install kserve``); without it
+those tests are skipped.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import pathlib
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +28,8 @@ import tritonclient.http as tritonhttp
 from support.server import free_port, running
 
 ROWS = 7
+REPO = pathlib.Path(__file__).resolve().parents[2]
+KSERVE_CLIENT = REPO / "examples" / "clients" / "kserve_sdk_client.py"
 
 
 def _reference(example_models: pathlib.Path, version: str, x: np.ndarray) -> dict[str, Any]:
@@ -149,3 +160,39 @@ def test_tritonclient_grpc_errors_carry_the_status(grpc_ports: dict[str, int]) -
     with pytest.raises(tritongrpc.InferenceServerException) as excinfo:
         client.infer("other", [tensor])
     assert excinfo.value.status() == "StatusCode.NOT_FOUND"
+
+
+def kserve_python() -> str:
+    python = os.environ.get("KSERVE_PYTHON", "")
+    if not python or not os.access(python, os.X_OK):
+        pytest.skip("KSERVE_PYTHON names no python with the kserve SDK installed")
+    return python
+
+
+def kserve_sdk(rest: str, grpc: str | None, rows: np.ndarray) -> dict[str, Any]:
+    """Run the KServe SDK's clients on ``rows``; return what each answered."""
+    args = [kserve_python(), str(KSERVE_CLIENT), "--rest", rest]
+    result = subprocess.run(
+        [*args, *(["--grpc", grpc] if grpc else [])],
+        input=json.dumps(rows.tolist()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
+
+
+def test_the_kserve_sdk_clients_with_their_defaults_on_the_onnx_server(
+    onnx_port: int, grpc_ports: dict[str, int], example_models: pathlib.Path, rows: np.ndarray
+) -> None:
+    found = kserve_sdk(f"http://127.0.0.1:{onnx_port}", f"127.0.0.1:{grpc_ports['onnx']}", rows)
+    expected = _reference(example_models, "v2", rows)
+    np.testing.assert_array_equal(found["v1"], expected["label"])  # a classifier's V1: labels
+    for protocol in ("v2", "grpc"):
+        np.testing.assert_array_equal(found[protocol]["label"], expected["label"])
+        np.testing.assert_array_equal(
+            np.asarray(found[protocol]["probabilities"], dtype=np.float32),
+            expected["probabilities"],
+        )
