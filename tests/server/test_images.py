@@ -592,3 +592,25 @@ def test_an_image_model_decodes_off_the_event_loop_even_for_a_small_body(
 
 async def _awaited(pending: Any) -> Any:
     return await pending
+
+
+def test_a_picture_in_grpc_bytes_contents_stays_bytes_and_is_classified(
+    mobilenet: pathlib.Path, image_server: Server
+) -> None:
+    import grpc
+
+    from kubeserve.server.grpc_v2 import open_inference_grpc_pb2 as pb
+
+    tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="BYTES", shape=[1])
+    tensor.contents.bytes_contents.append(photo())
+    message = pb.ModelInferRequest(model_name="mobilenet", inputs=[tensor])
+    with grpc.insecure_channel(f"127.0.0.1:{image_server.grpc_port}") as channel:
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        reply = infer(message, timeout=30)
+    out = reply.outputs[0]
+    got = np.frombuffer(reply.raw_output_contents[0], dtype=np.float32).reshape(list(out.shape))
+    assert np.allclose(got, in_process(mobilenet, photo()), atol=1e-5)

@@ -251,7 +251,7 @@ def _parse(m: model.Model, request: pb.ModelInferRequest, large: bool) -> datapl
                 )
             values: Any = raw[i]
         else:
-            values = _contents(tensor)
+            values = _contents(tensor, image=tensor.name in m.images)
         inputs.append(dataplane.TensorIn(tensor.name, tensor.datatype, list(tensor.shape), values))
     outputs = [dataplane.TensorOut(o.name) for o in request.outputs] or None
     return dataplane.v2_request(
@@ -263,8 +263,11 @@ def _parse(m: model.Model, request: pb.ModelInferRequest, large: bool) -> datapl
     )
 
 
-def _contents(tensor: pb.ModelInferRequest.InferInputTensor) -> list[Any]:
-    """Return a tensor's typed contents as the list of values JSON ``data`` would be."""
+def _contents(tensor: pb.ModelInferRequest.InferInputTensor, *, image: bool = False) -> list[Any]:
+    """Return a tensor's typed contents as the list of values JSON ``data`` would be.
+
+    BYTES for an input the model declares an image stay bytes: they are encoded pictures.
+    """
     where = f"input {errors.brief(tensor.name)}"
     field = _CONTENTS.get(tensor.datatype)
     given = [f.name for f, _ in tensor.contents.ListFields()]
@@ -279,7 +282,7 @@ def _contents(tensor: pb.ModelInferRequest.InferInputTensor) -> list[Any]:
             f"not {', '.join(others)}"
         )
     values = list(getattr(tensor.contents, field))
-    if field == "bytes_contents":
+    if field == "bytes_contents" and not image:
         try:
             # The models take text, as from JSON ``data``.
             values = [v.decode("utf-8") for v in values]
