@@ -57,19 +57,7 @@ def _override_rules(isvc: spec.InferenceService) -> list[dict[str, Any]]:
 def grpc_route(isvc: spec.InferenceService) -> dict[str, Any]:
     """Build the GRPCRoute: one rule per variant for the override metadata, then the split."""
     routing = isvc.spec.routing
-    split: dict[str, Any] = {
-        # Zero-weight variants are left out: a dark launch gets no live traffic.
-        "backendRefs": [
-            _backend_ref(isvc, name) | {"weight": weight}
-            for name, weight in isvc.spec.live_weights().items()
-            if weight > 0
-        ],
-    }
-    if routing.mirror:
-        mirror: dict[str, Any] = {"backendRef": _backend_ref(isvc, routing.mirror.variant)}
-        if routing.mirror.percent < 100:
-            mirror["percent"] = routing.mirror.percent
-        split["filters"] = [{"type": "RequestMirror", "requestMirror": mirror}]
+    split = httproute.weighted_split(isvc, _backend_ref)
     return {
         "apiVersion": API_VERSION,
         "kind": "GRPCRoute",

@@ -30,6 +30,7 @@ Gateway's address is the endpoint. The HTTPRoute carries the InferenceService's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kubeserve.api import names, spec
@@ -43,6 +44,27 @@ API_VERSION = "gateway.networking.k8s.io/v1"
 MAX_VARIANT_RULES = 15
 # The CRD's limit on the matches of all rules of one route together.
 MAX_ROUTE_MATCHES = 128
+
+
+def weighted_split(
+    isvc: spec.InferenceService, backend_ref: Callable[[spec.InferenceService, str], dict[str, Any]]
+) -> dict[str, Any]:
+    """Give a route rule's weighted backends and its shadow, for HTTPRoute and GRPCRoute alike."""
+    routing = isvc.spec.routing
+    split: dict[str, Any] = {
+        # Zero-weight variants are left out: a dark launch gets no live traffic.
+        "backendRefs": [
+            backend_ref(isvc, name) | {"weight": weight}
+            for name, weight in isvc.spec.live_weights().items()
+            if weight > 0
+        ],
+    }
+    if routing.mirror:
+        mirror: dict[str, Any] = {"backendRef": backend_ref(isvc, routing.mirror.variant)}
+        if routing.mirror.percent < 100:
+            mirror["percent"] = routing.mirror.percent
+        split["filters"] = [{"type": "RequestMirror", "requestMirror": mirror}]
+    return split
 
 
 def _backend_ref(isvc: spec.InferenceService, name: str) -> dict[str, Any]:
@@ -116,20 +138,10 @@ def http_route(isvc: spec.InferenceService) -> dict[str, Any]:
     # The split's one match counts too.
     if sum(len(r["matches"]) for r in rules) + 1 > MAX_ROUTE_MATCHES:
         rules = _variant_rules(isvc, with_pairs=False)
-    split: dict[str, Any] = {
+    split = {
         "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-        # Zero-weight variants are left out: a dark launch gets no live traffic.
-        "backendRefs": [
-            _backend_ref(isvc, name) | {"weight": weight}
-            for name, weight in isvc.spec.live_weights().items()
-            if weight > 0
-        ],
+        **weighted_split(isvc, _backend_ref),
     }
-    if routing.mirror:
-        mirror: dict[str, Any] = {"backendRef": _backend_ref(isvc, routing.mirror.variant)}
-        if routing.mirror.percent < 100:
-            mirror["percent"] = routing.mirror.percent
-        split["filters"] = [{"type": "RequestMirror", "requestMirror": mirror}]
     rules.append(split)
     return {
         "apiVersion": API_VERSION,

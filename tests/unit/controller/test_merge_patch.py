@@ -9,20 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubeserve.controller import merge_patch
+from kubeserve.testing.emulator import patches
 from support import strategies
 
-
-def apply(target: Any, patch: Any) -> Any:
-    """Apply a JSON merge patch as the API server does (RFC 7386, section 2)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = apply(out.get(key), value)
-    return out
+apply = patches.merge_patch
 
 
 def without_nulls(value: Any) -> Any:

@@ -15,6 +15,7 @@ from kubeserve.builders import children, meta
 from kubeserve.builders.config import BuildConfig
 from kubeserve.controller import informer, packed, reconcile, status, work
 from kubeserve.controller.work import ChildKey
+from kubeserve.testing.emulator import patches
 from support import specs
 
 NAMESPACE, NAME = "default", "digits"
@@ -30,17 +31,7 @@ ENDPOINT = ("Service", "digits")
 Key = tuple[str, str | None, str]  # kind, namespace, name
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """Apply a JSON merge patch (RFC 7386)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
+merge_patch = patches.merge_patch
 
 
 class FakeCluster:
