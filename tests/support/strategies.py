@@ -248,14 +248,22 @@ def inference_services(draw: st.DrawFn) -> dict[str, Any]:
     return obj
 
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**40), 2**40)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=12),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=20,
-)
+def json_documents(*, infinity: bool) -> st.SearchStrategy[Any]:
+    """Give arbitrary JSON-like values; `infinity`: floats may be infinite, as YAML's `.inf`."""
+    return st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**40), 2**40)
+        | st.floats(allow_nan=False, allow_infinity=infinity)
+        | st.text(max_size=12),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=12), children, max_size=4)
+        ),
+        max_leaves=20,
+    )
+
+
+# What a YAML file can hold (infinity included), and what JSON, hence the API, can.
+json_values = json_documents(infinity=True)
+api_json_values = json_documents(infinity=False)
