@@ -15,8 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubeserve.server import errors, model, tensors
-from kubeserve.server.dataplane import _v1_array
+from kubeserve.server import errors, model, tensors, v1_forms
 from support.server import request
 
 F32 = np.dtype(np.float32)
@@ -158,7 +157,7 @@ def test_v1_hostile_instances(text: str, needle: str, exact: bool) -> None:
     rows = orjson.loads(text)
     literals = exact or tensors.has_literals(text.encode())
     with pytest.raises(errors.BadRequest, match=needle):
-        _v1_array(SPEC, rows, literals)
+        v1_forms.input_array("instances", SPEC, rows, literals=literals)
 
 
 @pytest.mark.parametrize(

@@ -117,14 +117,6 @@ def _check_shape(spec: model.TensorSpec, array: np.ndarray) -> None:
         )
 
 
-def _v1_array(
-    spec: model.TensorSpec, rows: list[Any], literals: bool, chunk: int = 0
-) -> np.ndarray:
-    # The row form's conversion of a one-input model's instances, which
-    # tests/server/test_server_fast_path.py checks directly.
-    return v1_forms.input_array("instances", spec, rows, literals=literals, chunk=chunk)
-
-
 def _parameters(where: str, container: dict[str, Any]) -> None:
     params = container.get("parameters")
     if params is not None and type(params) is not dict:

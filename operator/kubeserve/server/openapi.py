@@ -293,6 +293,7 @@ def document(model_name: str) -> dict[str, Any]:
                 400,
                 404,
                 413,
+                415,
                 500,
                 503,
                 body="InferenceRequest",
