@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scipy import stats
 
 from kubeserve.api import spec, validation
 from kubeserve.testing import nginx as dataplane
@@ -33,12 +32,6 @@ OVERRIDE = "x-kubeserve-variant"
 
 def parse(obj: dict[str, Any]) -> spec.InferenceService:
     return validation.parse(obj)
-
-
-def interval(n: int, percent: int) -> tuple[int, int]:
-    """Give the counts a share of `percent` lands in with 99.9% probability out of n."""
-    low, high = stats.binom.interval(0.999, n, percent / 100)
-    return int(low), int(high)
 
 
 def weights_of(isvc: spec.InferenceService) -> list[tuple[str, int]]:
@@ -73,7 +66,7 @@ def test_split_follows_weights(
         if weight == 0:
             assert seen[variant] == 0, "a 0% variant got live traffic"
         else:
-            low, high = interval(n, weight)
+            low, high = split_model.interval(n, weight)
             assert low <= seen[variant] <= high, (variant, seen[variant], (low, high))
 
 
@@ -142,7 +135,7 @@ def test_sticky_keys_stay_and_a_weight_change_moves_only_the_keys_that_must_move
     assert new == {k: split_model.variant_for(f"digits/{k}", after) for k in KEYS}
     # Keys were shared out by weight...
     for variant, weight in before:
-        low, high = interval(len(KEYS), weight)
+        low, high = split_model.interval(len(KEYS), weight)
         assert low <= Counter(old.values())[variant] <= high
     # ...and the change moved only keys from the variant that lost weight to the one that
     # gained it, as many as the weight moved (the minimum), no others.
@@ -151,7 +144,7 @@ def test_sticky_keys_stay_and_a_weight_change_moves_only_the_keys_that_must_move
     gainer = next(a[0] for b, a in zip(before, after, strict=True) if a[1] > b[1])
     delta = sum(max(0, b[1] - a[1]) for b, a in zip(before, after, strict=True))
     assert {(old[k], new[k]) for k in moved} == {(loser, gainer)}
-    low, high = interval(len(KEYS), delta)
+    low, high = split_model.interval(len(KEYS), delta)
     assert low <= len(moved) <= high, (len(moved), (low, high))
 
 
@@ -205,18 +198,6 @@ def _latencies(port: int, n: int) -> tuple[list[float], Counter[tuple[int, str, 
     return sorted(lat), results
 
 
-def _settled_counts(upstreams: dataplane.Upstreams) -> dict[str, int]:
-    # Mirror copies run in the background: wait until the shadow's count stops moving.
-    last: dict[str, int] = {}
-    for _ in range(50):
-        now = upstreams.counts()
-        if now == last:
-            return now
-        last = now
-        time.sleep(0.05)
-    return last
-
-
 def test_mirror_copies_its_share_and_the_client_sees_only_primary_answers(tmp_path: Path) -> None:
     isvc = parse(
         specs.isvc(
@@ -229,11 +210,11 @@ def test_mirror_copies_its_share_and_the_client_sees_only_primary_answers(tmp_pa
     n = 5_000
     with dataplane.running_router(isvc, tmp_path) as (_, upstreams, port):
         _, results = _latencies(port, n)
-        counts = _settled_counts(upstreams)
+        counts = upstreams.settled_counts()
     assert {served for _, served, _ in results} == {"v1", "v2"}
     assert all(status == 200 and served == body for status, served, body in results)
     assert "shadow" not in counts  # no live request reached it
-    low, high = interval(n, 20)
+    low, high = split_model.interval(n, 20)
     assert low <= counts["shadow/mirror"] <= high, (counts, (low, high))
 
 
@@ -415,7 +396,7 @@ def test_reload_with_a_new_split_under_steady_load_fails_no_request(
         client = dataplane.Client(port)
         got = Counter(client.get()[1] for _ in range(1000))
     final_v2 = 100 - (10, 90)[(reloads - 1) % 2]
-    low, high = interval(1000, final_v2)
+    low, high = split_model.interval(1000, final_v2)
     assert low <= got["v2"] <= high
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import grpc
 import pytest
-from scipy import stats
 
 from kubeserve.api import spec, validation
 from kubeserve.testing import nginx as dataplane
@@ -30,24 +29,6 @@ STICKY = "x-user-id"
 
 def parse(obj: dict[str, Any]) -> spec.InferenceService:
     return validation.parse(obj)
-
-
-def interval(n: int, percent: int) -> tuple[int, int]:
-    """Give the counts a share of `percent` lands in with 99.9% probability out of n."""
-    low, high = stats.binom.interval(0.999, n, percent / 100)
-    return int(low), int(high)
-
-
-def settled_counts(upstreams: dataplane.Upstreams) -> dict[str, int]:
-    """Give the stand-ins' counts once mirror copies (sent in the background) stop arriving."""
-    last: dict[str, int] = {}
-    for _ in range(50):
-        now = upstreams.counts()
-        if now == last:
-            return now
-        last = now
-        time.sleep(0.05)
-    return last
 
 
 def test_calls_are_split_by_weight_and_say_who_served_them(tmp_path: Path) -> None:
@@ -75,7 +56,7 @@ def test_calls_are_split_by_weight_and_say_who_served_them(tmp_path: Path) -> No
         assert router.upstreams.counts() == {}
     assert seen["dark"] == 0, "a 0% variant got live calls"
     for variant, weight in (("v1", 90), ("v2", 10)):
-        low, high = interval(n, weight)
+        low, high = split_model.interval(n, weight)
         assert low <= seen[variant] <= high, (variant, seen[variant], (low, high))
     # Every call carries a request id of its own, as HTTP requests do.
     assert len(request_ids) == n
@@ -200,10 +181,10 @@ def test_mirror_copies_its_share_of_calls_and_the_client_sees_only_primary_answe
         client = dataplane.GrpcClient(router.grpc_port)
         answers = Counter(client.infer().variant for _ in range(n))
         client.close()
-        counts = settled_counts(router.grpc_upstreams)
+        counts = router.grpc_upstreams.settled_counts()
     assert set(answers) == {"v1", "v2"}
     assert "shadow" not in counts  # no live call reached it
-    low, high = interval(n, 20)
+    low, high = split_model.interval(n, 20)
     assert low <= counts["shadow/mirror"] <= high, (counts, (low, high))
 
 

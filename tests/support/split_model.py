@@ -9,6 +9,8 @@ state exactly which keys a weight change moves.
 
 from __future__ import annotations
 
+from scipy import stats
+
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 
@@ -56,3 +58,9 @@ def variant_for(key: str, weights: list[tuple[str, int]]) -> str:
         if bound is None or h < bound:
             return v
     raise AssertionError("unreachable: the last part takes the rest")
+
+
+def interval(n: int, percent: float) -> tuple[int, int]:
+    """Give the counts a share of `percent` lands in with 99.9% probability out of n."""
+    low, high = stats.binom.interval(0.999, n, percent / 100)
+    return int(low), int(high)

@@ -65,6 +65,17 @@ class Upstreams:
         conn.close()
         return data
 
+    def settled_counts(self) -> dict[str, int]:
+        """Give the counts once mirror copies (sent in the background) stop arriving."""
+        last: dict[str, int] = {}
+        for _ in range(50):
+            now = self.counts()
+            if now == last:
+                return now
+            last = now
+            time.sleep(0.05)
+        return last
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=5)
