@@ -34,6 +34,18 @@ def operator(
     process.stop()
 
 
+@pytest.fixture(scope="module")
+def gateway_operator(
+    emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """An operator that manages Gateway API routes too and resyncs every second."""
+    process = OperatorProcess(
+        emulator, tmp_path_factory.mktemp("gateway-operator"), "--gateway-api", resync_seconds=1.0
+    ).start()
+    yield process
+    process.stop()
+
+
 @pytest.fixture()
 def namespace(kube: Kube, request: pytest.FixtureRequest) -> str:
     name = f"t{next(_names)}-{request.node.name.replace('_', '-')[5:30].strip('-').lower()}"

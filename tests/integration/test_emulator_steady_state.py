@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from kubeserve.testing.kube_client import DEPLOYMENTS, ISVC, Kube, wait_for
 from kubeserve.testing.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-RESYNC_SECONDS = 1.0
+RESYNC_SECONDS = 1.0  # the gateway_operator fixture's (conftest)
 HTTPROUTES = ("gateway.networking.k8s.io/v1", "httproutes")
 # The operator writes through the kubernetes client, whose User-Agent names its generator.
 OPERATOR = "OpenAPI-Generator"
@@ -71,17 +70,8 @@ def inference_services() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def operator(
-    emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        emulator,
-        tmp_path_factory.mktemp("steady"),
-        "--gateway-api",
-        resync_seconds=RESYNC_SECONDS,
-    ).start()
-    yield process
-    process.stop()
+def operator(gateway_operator: OperatorProcess) -> OperatorProcess:
+    return gateway_operator
 
 
 def operator_writes(emulator: EmulatorThread, since: int) -> list[Write]:

@@ -8,7 +8,6 @@ right: one write too many here is a write at every resync and every event, forev
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,17 +29,8 @@ SHRINKS = specs.shrinks()
 
 
 @pytest.fixture(scope="module")
-def operator(
-    emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        emulator,
-        tmp_path_factory.mktemp("settles"),
-        "--gateway-api",
-        resync_seconds=RESYNC_SECONDS,
-    ).start()
-    yield process
-    process.stop()
+def operator(gateway_operator: OperatorProcess) -> OperatorProcess:
+    return gateway_operator
 
 
 def writes_since(emulator: EmulatorThread, mark: int) -> list[Write]:
