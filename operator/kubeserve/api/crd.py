@@ -44,6 +44,13 @@ SPEC_RULES = [
         "message": "the mirror (shadow) variant must have weight 0: it gets copies, not live traffic",
         "fieldPath": ".routing.mirror.variant",
     },
+    {
+        "rule": "!has(self.experiment) || self.variants.exists(v, v.name == "
+        "self.experiment.control && (self.variants.size() == 1 || "
+        "(has(v.weight) && v.weight > 0)))",
+        "message": "experiment.control must name a live variant (weight above 0)",
+        "fieldPath": ".experiment.control",
+    },
 ]
 ROUTING_RULES = [
     {
@@ -126,6 +133,7 @@ PRINTER_COLUMNS = [
         "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
     },
     {"name": "Traffic", "type": "string", "jsonPath": ".status.traffic"},
+    {"name": "Verdict", "type": "string", "jsonPath": ".status.experiment.verdict"},
     {
         "name": "Reason",
         "type": "string",
@@ -133,6 +141,12 @@ PRINTER_COLUMNS = [
         "priority": 1,
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Experiment",
+        "type": "string",
+        "jsonPath": ".status.experiment.summary",
+        "priority": 1,
+    },
 ]
 _RULES_BY_MODEL = {
     "InferenceServiceSpec": SPEC_RULES,
@@ -140,6 +154,9 @@ _RULES_BY_MODEL = {
     "Variant": VARIANT_RULES,
     **ONE_OF_RULES,
 }
+
+
+_EXCLUSIVE_BOUNDS = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
 
 
 def structural(model: type[base.ApiModel]) -> dict[str, Any]:
@@ -178,6 +195,10 @@ def _rewrite(
             out[key] = _rewrite(value, defs)
         elif key == "const":
             out["enum"] = [value]
+        elif key in _EXCLUSIVE_BOUNDS and not isinstance(value, bool):
+            # JSON Schema 2020-12 gives the bound itself; OpenAPI v3.0 (CRDs) a flag beside it.
+            out[_EXCLUSIVE_BOUNDS[key]] = value
+            out[key] = True
         else:
             out[key] = value
     if model_name in _RULES_BY_MODEL and out.get("type") == "object":
@@ -194,6 +215,16 @@ def _variants_as_map(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _without_defaults(node: Any) -> Any:
+    # The API server applies schema defaults to the status too; a default the operator does
+    # not write itself would make every status it writes differ from the one it reads back.
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_without_defaults(v) for v in node]
+    return node
+
+
 def openapi_schema() -> dict[str, Any]:
     """Give the whole object's schema: spec, status and the rules on metadata.name."""
     return {
@@ -206,7 +237,7 @@ def openapi_schema() -> dict[str, Any]:
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": _variants_as_map(structural(spec.InferenceServiceSpec)),
-            "status": structural(status.InferenceServiceStatus),
+            "status": _without_defaults(structural(status.InferenceServiceStatus)),
         },
         "x-kubernetes-validations": ROOT_RULES,
     }

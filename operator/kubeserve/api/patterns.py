@@ -18,6 +18,7 @@ SHA256 = r"^[0-9a-f]{64}$"
 ENV_NAME = r"^[^=]+$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 
 EXPLANATIONS = {
     STORAGE_URI: "must be a file://, pvc://, http(s)://, s3:// or gs:// URI",
@@ -30,4 +31,5 @@ EXPLANATIONS = {
     ENV_NAME: "must not contain '='",
     DNS1123_LABEL: "must be a DNS-1123 label: lowercase letters, digits and '-'",
     DNS1123_SUBDOMAIN: "must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.'",
+    DURATION: "must be a duration such as 250ms, 30s, 1m30s or 2h",
 }

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
-from kubeserve.api import core, names, patterns, quantity
+from kubeserve.api import core, durations, names, patterns, quantity
 from kubeserve.api.base import ApiModel
 
 MAX_VARIANTS = 16
@@ -277,11 +277,76 @@ class Routing(ApiModel):
     )
 
 
+Metric = Literal["errorRate", "slowRate", "outcome", "value"]
+METRICS: tuple[Metric, ...] = ("errorRate", "slowRate", "outcome", "value")
+Duration = Annotated[str, pydantic.Field(max_length=32, pattern=patterns.DURATION)]
+
+
+class Margins(ApiModel):
+    """The smallest difference from control that matters, per metric.
+
+    Rates are fractions (0.005 = half a percentage point); `value` is in the feedback values'
+    own units. A difference inside ±margin counts as no difference (verdict Equivalent), and
+    the margin sets the test's mixing variance: the test is most powerful near it.
+    """
+
+    error_rate: float = pydantic.Field(default=0.005, gt=0, le=0.5)
+    slow_rate: float = pydantic.Field(default=0.01, gt=0, le=0.5)
+    outcome: float = pydantic.Field(default=0.01, gt=0, le=0.5)
+    value: float | None = pydantic.Field(
+        default=None,
+        gt=0,
+        description="In the values' units; default a tenth of the pooled standard deviation.",
+    )
+
+
+class Experiment(ApiModel):
+    """An A/B test: each live variant is compared with `control`, valid at every look."""
+
+    control: DnsLabel = pydantic.Field(description="The live variant the others are compared with.")
+    metrics: list[Metric] | None = pydantic.Field(
+        default=None,
+        min_length=1,
+        max_length=len(METRICS),
+        description="errorRate (5xx), slowRate (slower than slowThreshold), outcome (feedback "
+        "0/1), value (numeric feedback). Default: every metric that has data.",
+    )
+    slow_threshold: Duration = pydantic.Field(
+        default="250ms",
+        description="A request slower than this is slow; rounded up to the server's latency "
+        "histogram bucket at or above it (status says which).",
+    )
+    confidence: float = pydantic.Field(default=0.95, ge=0.8, le=0.999)
+    min_samples: int = pydantic.Field(
+        default=1000,
+        ge=10,
+        le=1_000_000_000,
+        description="Requests (or feedbacks, for outcome and value) a variant needs before "
+        "any verdict.",
+    )
+    margin: Margins = pydantic.Field(default_factory=Margins)
+    interval: Duration = pydantic.Field(
+        default="30s", description="How often the operator collects the variants' counts."
+    )
+
+    def slow_threshold_seconds(self) -> float:
+        """Give slowThreshold in seconds."""
+        return durations.parse_duration(self.slow_threshold)
+
+    def interval_seconds(self) -> float:
+        """Give interval in seconds."""
+        return durations.parse_duration(self.interval)
+
+
 class InferenceServiceSpec(ApiModel):
     """Desired state of an InferenceService: its model variants and how traffic reaches them."""
 
     variants: list[Variant] = pydantic.Field(min_length=1, max_length=MAX_VARIANTS)
     routing: Routing = pydantic.Field(default_factory=Routing)
+    experiment: Experiment | None = pydantic.Field(
+        default=None,
+        description="An A/B test between the live variants, concluded in status.experiment.",
+    )
 
     def live_weights(self) -> dict[str, int]:
         """Give each variant's effective share of live traffic (a lone variant defaults to 100)."""

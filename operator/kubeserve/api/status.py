@@ -36,6 +36,141 @@ class VariantStatus(ApiModel):
     ready: bool = False
 
 
+Verdict = Literal["Collecting", "Inconclusive", "Better", "Worse", "Equivalent"]
+
+
+class Latency(ApiModel):
+    """Latency percentiles in seconds, read from the histogram (for display only)."""
+
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+class VariantCounts(ApiModel):
+    """One variant's counts since the experiment started, and the rates they give."""
+
+    weight: int = pydantic.Field(default=0, description="Live weight at the last collection.")
+    pods: int = pydantic.Field(default=0, description="Pods read at the last collection.")
+    requests: int = pydantic.Field(default=0, description="Inference requests answered.")
+    errors: int = pydantic.Field(default=0, description="Of which answered with a 5xx.")
+    slow: int = pydantic.Field(default=0, description="Of which slower than the threshold.")
+    expected: float = pydantic.Field(
+        default=0.0,
+        description="Requests the live weights would have sent it (for the sample-ratio check).",
+    )
+    feedback: int = pydantic.Field(default=0, description="Outcome feedbacks (0 or 1).")
+    positives: int = pydantic.Field(default=0, description="Outcome feedbacks equal to 1.")
+    values: int = pydantic.Field(default=0, description="Value feedbacks.")
+    value_sum: float = 0.0
+    value_squares: float = pydantic.Field(default=0.0, description="Sum of squared values.")
+    latency_buckets: list[float] | None = pydantic.Field(
+        default=None,
+        max_length=64,
+        description="Requests per latency bucket (not cumulative), the server's bounds.",
+    )
+    error_rate: float | None = None
+    slow_rate: float | None = None
+    outcome_rate: float | None = None
+    value_mean: float | None = None
+    latency: Latency | None = None
+
+
+class Comparison(ApiModel):
+    """One variant against control on one metric: the sequential test's state and verdict.
+
+    `low`/`high` is the confidence sequence of (variant - control), intersected over every
+    look; `pValue` is the always-valid p-value, the least seen so far. Both stay valid
+    however often they are read.
+    """
+
+    variant: str
+    metric: str
+    samples: int = pydantic.Field(default=0, description="The smaller of the two sample sizes.")
+    estimate: float | None = None
+    low: float | None = None
+    high: float | None = None
+    p_value: float = 1.0
+    verdict: Verdict = "Collecting"
+
+
+class HistoryEstimate(ApiModel):
+    """One comparison at one look, for drawing the confidence sequences over time."""
+
+    variant: str
+    metric: str
+    estimate: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+class HistoryPoint(ApiModel):
+    """The comparisons at one collection."""
+
+    time: str
+    comparisons: list[HistoryEstimate] = pydantic.Field(default_factory=list, max_length=64)
+
+
+class SampleRatio(ApiModel):
+    """Observed requests per variant against what the live weights should have sent."""
+
+    chi_square: float = 0.0
+    p_value: float = 1.0
+    mismatch: bool = False
+
+
+class PodCounters(ApiModel):
+    """The counters last read from one pod, kept to count only what came after.
+
+    A counter below its last value, or a container that restarted, means the server
+    restarted: its counters began again at zero.
+    """
+
+    variant: str
+    restarts: int = 0
+    requests: float = 0.0
+    errors: float = 0.0
+    feedback: float = 0.0
+    positives: float = 0.0
+    values: float = 0.0
+    value_sum: float = 0.0
+    value_squares: float = 0.0
+    latency_buckets: list[float] | None = pydantic.Field(default=None, max_length=64)
+
+
+class UnreadablePod(ApiModel):
+    """A pod whose metrics could not be read at the last collection, and why."""
+
+    pod: str
+    reason: str = pydantic.Field(max_length=512)
+
+
+class ExperimentStatus(ApiModel):
+    """The A/B test's counts, comparisons and verdict, since `startTime`."""
+
+    start_time: str | None = None
+    last_collected: str | None = None
+    config: str | None = pydantic.Field(
+        default=None,
+        description="Fingerprint of spec.experiment and the variants: when it changes, the "
+        "experiment starts again.",
+    )
+    control: str | None = None
+    slow_threshold_seconds: float | None = pydantic.Field(
+        default=None, description="The histogram bucket bound slow requests are counted above."
+    )
+    verdict: Verdict = "Collecting"
+    summary: str | None = pydantic.Field(default=None, max_length=1024)
+    variants: dict[str, VariantCounts] | None = pydantic.Field(default=None, max_length=16)
+    comparisons: list[Comparison] | None = pydantic.Field(default=None, max_length=64)
+    sample_ratio: SampleRatio | None = None
+    unreadable: list[UnreadablePod] | None = pydantic.Field(default=None, max_length=32)
+    pods: dict[str, PodCounters] | None = pydantic.Field(
+        default=None, description="Counters last read per pod uid."
+    )
+    history: list[HistoryPoint] | None = pydantic.Field(default=None, max_length=100)
+
+
 class InferenceServiceStatus(ApiModel):
     """Observed state, written by the operator only."""
 
@@ -46,3 +181,4 @@ class InferenceServiceStatus(ApiModel):
     )
     conditions: list[Condition] | None = pydantic.Field(default=None, max_length=16)
     variants: dict[str, VariantStatus] | None = pydantic.Field(default=None, max_length=16)
+    experiment: ExperimentStatus | None = None

@@ -16,7 +16,7 @@ from typing import Any
 
 import pydantic
 
-from kubeserve.api import core, names, patterns, quantity, salvage, spec
+from kubeserve.api import core, durations, names, patterns, quantity, salvage, spec
 from kubeserve.api.errors import FieldError, SpecError, extend_path, from_pydantic, join_path
 
 RESERVED_ENV_PREFIX = "KUBESERVE_"
@@ -67,6 +67,7 @@ def check(
         yield from _check_name(isvc.metadata)
     yield from _check_variants(isvc, dropped)
     yield from _check_routing(isvc.spec, dropped)
+    yield from _check_experiment(isvc.spec, dropped)
 
 
 def _kind_of(obj: Any) -> str:
@@ -311,3 +312,54 @@ def _check_routing(s: spec.InferenceServiceSpec, dropped: salvage.Dropped) -> It
         and r.sticky.header.lower() == r.override_header.lower()
     ):
         yield FieldError("spec.routing.overrideHeader", "must differ from sticky.header")
+
+
+# The server's largest finite latency bucket: a slower threshold could not be counted.
+MAX_SLOW_THRESHOLD_SECONDS = 10.0
+EXPERIMENT_INTERVAL_SECONDS = (5.0, 3600.0)
+
+
+def _check_experiment(
+    s: spec.InferenceServiceSpec, dropped: salvage.Dropped
+) -> Iterator[FieldError]:
+    e = s.experiment
+    if e is None:
+        return
+    if not dropped.touches("spec.variants.*.name", "spec.variants.*.weight"):
+        live = {name for name, weight in s.live_weights().items() if weight > 0}
+        known = {v.name for v in s.variants}
+        if e.control not in known:
+            yield FieldError(
+                "spec.experiment.control",
+                f"{e.control!r} is not a variant (variants: {', '.join(sorted(known))})",
+            )
+        elif e.control not in live:
+            yield FieldError(
+                "spec.experiment.control",
+                f"{e.control!r} has weight 0: the control must be a live variant",
+            )
+        elif len(live) < 2:
+            yield FieldError(
+                "spec.experiment",
+                "needs at least two live variants (weight above 0) to compare; "
+                f"only {e.control!r} is live",
+            )
+    if e.metrics is not None:
+        seen: set[str] = set()
+        for i, metric in enumerate(e.metrics):
+            if metric in seen:
+                yield FieldError(f"spec.experiment.metrics[{i}]", f"duplicate metric {metric!r}")
+            seen.add(metric)
+    threshold = durations.parse_duration(e.slow_threshold)
+    if not 0 < threshold <= MAX_SLOW_THRESHOLD_SECONDS:
+        yield FieldError(
+            "spec.experiment.slowThreshold",
+            f"must be above 0 and at most {MAX_SLOW_THRESHOLD_SECONDS:g}s (the server's "
+            "largest latency bucket)",
+        )
+    low, high = EXPERIMENT_INTERVAL_SECONDS
+    if not low <= durations.parse_duration(e.interval) <= high:
+        yield FieldError(
+            "spec.experiment.interval",
+            f"must be from {durations.format_duration(low)} to {durations.format_duration(high)}",
+        )

@@ -17,6 +17,7 @@ from kubeserve.builders import endpoint, pod
 from kubeserve.builders.config import BuildConfig
 
 READY, VARIANTS_READY, ROUTING_READY = "Ready", "VariantsReady", "RoutingReady"
+_OWN = frozenset({READY, VARIANTS_READY, ROUTING_READY})
 # The kinds of children whose state the status is computed from.
 STATUS_KINDS = frozenset({"Deployment", "HTTPRoute", "GRPCRoute"})
 # Reasons that resolve with time alone; any other reason needs someone to act.
@@ -290,13 +291,16 @@ def compute(
     verdicts = [(VARIANTS_READY, variants_ok), (ROUTING_READY, routing_ok)]
     conditions = [_stamp(_roll_up(verdicts), READY, previous, now, generation)]
     conditions += [_stamp(v, t, previous, now, generation) for t, v in verdicts]
-    return {
+    # Other parts of the operator (the experiment) own their own conditions and keys.
+    conditions += [c for c in previous.get("conditions") or [] if c.get("type") not in _OWN]
+    out = {
         "observedGeneration": generation,
         "url": endpoint.endpoint_url(isvc, BuildConfig(cluster_domain=cluster_domain)),
         "traffic": endpoint.traffic_summary(isvc),
         "conditions": conditions,
         "variants": variants,
     }
+    return out | {k: v for k, v in previous.items() if k not in out}
 
 
 def invalid(

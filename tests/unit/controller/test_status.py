@@ -342,3 +342,17 @@ def test_gateway_mode_without_gateway_api_support_says_so() -> None:
     )
     c = conditions(st)["RoutingReady"]
     assert c["reason"] == "GatewayAPIDisabled" and "--gateway-api" in c["message"]
+
+
+def test_the_experiments_keys_and_conditions_are_kept_for_their_own_writer() -> None:
+    obj = specs.canary()
+    previous = compute(obj, ready_children(obj))
+    previous["experiment"] = {"verdict": "Better", "summary": "v2 better"}
+    previous["conditions"].append({"type": "ExperimentConclusive", "status": "True"})
+    st = compute(obj, ready_children(obj), previous=previous)
+    assert st["experiment"] == previous["experiment"]
+    assert conditions(st)["ExperimentConclusive"] == {
+        "type": "ExperimentConclusive",
+        "status": "True",
+    }
+    assert status.same_status(previous, st)
