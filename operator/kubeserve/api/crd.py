@@ -51,6 +51,11 @@ SPEC_RULES = [
         "message": "experiment.control must name a live variant (weight above 0)",
         "fieldPath": ".experiment.control",
     },
+    {
+        "rule": "!has(self.rollout) || self.variants.exists(v, v.name == self.rollout.candidate)",
+        "message": "rollout.candidate must name one of spec.variants",
+        "fieldPath": ".rollout.candidate",
+    },
 ]
 ROUTING_RULES = [
     {
@@ -133,6 +138,7 @@ PRINTER_COLUMNS = [
         "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
     },
     {"name": "Traffic", "type": "string", "jsonPath": ".status.traffic"},
+    {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.progress"},
     {"name": "Verdict", "type": "string", "jsonPath": ".status.experiment.verdict"},
     {
         "name": "Reason",

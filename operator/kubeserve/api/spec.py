@@ -338,6 +338,74 @@ class Experiment(ApiModel):
         return durations.parse_duration(self.interval)
 
 
+class Gate(ApiModel):
+    """A check a rollout step must pass: the candidate against the baseline on one metric."""
+
+    metric: Metric
+    max_increase: float = pydantic.Field(
+        ge=0,
+        description="The tolerated harm, candidate minus baseline (a fraction for rates, "
+        "0.01 = 1 percentage point; for outcome and value a decrease is the harm). A "
+        "confidence sequence entirely beyond it rolls back at once.",
+    )
+    max: float | None = pydantic.Field(
+        default=None,
+        ge=0,
+        description="An absolute limit on the candidate's rate (or mean): each look above it "
+        "is a failed check.",
+    )
+
+
+DEFAULT_STEPS = (1, 5, 25, 50, 100)
+
+
+class Rollout(ApiModel):
+    """Walk the live split towards the spec's weights in steps, each gated on evidence."""
+
+    candidate: DnsLabel = pydantic.Field(description="The variant whose share grows.")
+    steps: list[int] = pydantic.Field(
+        default_factory=lambda: list(DEFAULT_STEPS),
+        min_length=1,
+        max_length=20,
+        description="The candidate's weights, in percent, increasing; the spec's weight is "
+        "the destination and no step goes beyond it.",
+    )
+    baseline: DnsLabel | None = pydantic.Field(
+        default=None,
+        description="The variant the candidate is compared with; default the one with the "
+        "most live traffic when the rollout starts.",
+    )
+    interval: Duration = pydantic.Field(default="30s", description="How often gates are checked.")
+    min_requests_per_step: int = pydantic.Field(default=500, ge=1, le=1_000_000_000)
+    min_step_duration: Duration = pydantic.Field(default="1m")
+    gates: list[Gate] | None = pydantic.Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="Default: errorRate with maxIncrease 0.01.",
+    )
+    max_failed_checks: int = pydantic.Field(default=3, ge=1, le=100)
+    on_failure: Literal["Rollback", "Pause"] = "Rollback"
+    slow_threshold: Duration = pydantic.Field(default="250ms")
+    confidence: float = pydantic.Field(default=0.95, ge=0.8, le=0.999)
+
+    def interval_seconds(self) -> float:
+        """Give interval in seconds."""
+        return durations.parse_duration(self.interval)
+
+    def min_step_seconds(self) -> float:
+        """Give minStepDuration in seconds."""
+        return durations.parse_duration(self.min_step_duration)
+
+    def slow_threshold_seconds(self) -> float:
+        """Give slowThreshold in seconds."""
+        return durations.parse_duration(self.slow_threshold)
+
+    def effective_gates(self) -> list[Gate]:
+        """Give the gates, or the default one."""
+        return list(self.gates) if self.gates else [Gate(metric="errorRate", max_increase=0.01)]
+
+
 class InferenceServiceSpec(ApiModel):
     """Desired state of an InferenceService: its model variants and how traffic reaches them."""
 
@@ -346,6 +414,11 @@ class InferenceServiceSpec(ApiModel):
     experiment: Experiment | None = pydantic.Field(
         default=None,
         description="An A/B test between the live variants, concluded in status.experiment.",
+    )
+    rollout: Rollout | None = pydantic.Field(
+        default=None,
+        description="Move traffic to a candidate in steps when its weight grows, rolling back "
+        "on harm; the live split is in status.rollout.",
     )
 
     def live_weights(self) -> dict[str, int]:

@@ -171,6 +171,71 @@ class ExperimentStatus(ApiModel):
     history: list[HistoryPoint] | None = pydantic.Field(default=None, max_length=100)
 
 
+RolloutPhase = Literal["Progressing", "Paused", "Succeeded", "RolledBack", "Holding"]
+
+
+class GateResult(ApiModel):
+    """One gate at the last check: the two rates, the interval of their difference, the result."""
+
+    metric: str
+    baseline: float | None = pydantic.Field(default=None, description="Baseline rate or mean.")
+    candidate: float | None = pydantic.Field(default=None, description="Candidate rate or mean.")
+    estimate: float | None = None
+    low: float | None = None
+    high: float | None = None
+    p_value: float = 1.0
+    result: Literal["Collecting", "Pass", "Harm", "OverMax"] = "Collecting"
+
+
+class Decision(ApiModel):
+    """What the rollout did last, and why."""
+
+    action: str = pydantic.Field(
+        max_length=32, description="Start, Advance, Hold, Promote, RollBack, Pause, Resume."
+    )
+    reason: str = pydantic.Field(default="", max_length=1024)
+    time: str | None = None
+
+
+class RolloutStatus(ApiModel):
+    """Where a rollout is: the live split the router applies, and the evidence for it."""
+
+    phase: RolloutPhase = "Progressing"
+    progress: str | None = pydantic.Field(
+        default=None, description="Phase and step for kubectl get, e.g. Progressing 2/5."
+    )
+    generation: int | None = pydantic.Field(
+        default=None, description="The spec generation this rollout moves towards."
+    )
+    candidate: str | None = None
+    baseline: str | None = None
+    step: int = pydantic.Field(default=0, description="Steps taken (0: not yet at the first).")
+    steps: int = pydantic.Field(default=0, description="Steps in all, the destination's last.")
+    live_weights: dict[str, int] | None = pydantic.Field(default=None, max_length=16)
+    start_weights: dict[str, int] | None = pydantic.Field(
+        default=None, max_length=16, description="The split before the rollout: rollback's target."
+    )
+    start_time: str | None = None
+    step_start_time: str | None = None
+    step_start_requests: int = pydantic.Field(
+        default=0, description="The candidate's requests when the step began."
+    )
+    failed_checks: int = 0
+    interval_seconds: float | None = None
+    gates: list[GateResult] | None = pydantic.Field(default=None, max_length=8)
+    last_decision: Decision | None = None
+    variants: dict[str, VariantCounts] | None = pydantic.Field(
+        default=None, max_length=16, description="Counts since the rollout started."
+    )
+    pods: dict[str, PodCounters] | None = pydantic.Field(
+        default=None, description="Counters last read per pod uid."
+    )
+    last_collected: str | None = None
+    manual: str | None = pydantic.Field(
+        default=None, description="The last manual command honoured (its annotation value)."
+    )
+
+
 class InferenceServiceStatus(ApiModel):
     """Observed state, written by the operator only."""
 
@@ -182,3 +247,4 @@ class InferenceServiceStatus(ApiModel):
     conditions: list[Condition] | None = pydantic.Field(default=None, max_length=16)
     variants: dict[str, VariantStatus] | None = pydantic.Field(default=None, max_length=16)
     experiment: ExperimentStatus | None = None
+    rollout: RolloutStatus | None = None

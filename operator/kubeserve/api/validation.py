@@ -68,6 +68,7 @@ def check(
     yield from _check_variants(isvc, dropped)
     yield from _check_routing(isvc.spec, dropped)
     yield from _check_experiment(isvc.spec, dropped)
+    yield from _check_rollout(isvc.spec, dropped)
 
 
 def _kind_of(obj: Any) -> str:
@@ -363,3 +364,65 @@ def _check_experiment(
             "spec.experiment.interval",
             f"must be from {durations.format_duration(low)} to {durations.format_duration(high)}",
         )
+
+
+def _check_rollout(s: spec.InferenceServiceSpec, dropped: salvage.Dropped) -> Iterator[FieldError]:
+    r = s.rollout
+    if r is None:
+        return
+    if not dropped.touches("spec.variants.*.name"):
+        known = {v.name for v in s.variants}
+        listing = ", ".join(sorted(known))
+        if r.candidate not in known:
+            yield FieldError(
+                "spec.rollout.candidate", f"{r.candidate!r} is not a variant (variants: {listing})"
+            )
+        if r.baseline is not None and r.baseline not in known:
+            yield FieldError(
+                "spec.rollout.baseline", f"{r.baseline!r} is not a variant (variants: {listing})"
+            )
+        if r.baseline == r.candidate:
+            yield FieldError("spec.rollout.baseline", "must differ from the candidate")
+        if len(known) < 2:
+            yield FieldError("spec.rollout", "needs a second variant to move traffic from")
+    if s.routing.mirror and s.routing.mirror.variant == r.candidate:
+        yield FieldError(
+            "spec.rollout.candidate",
+            f"{r.candidate!r} is the mirror (shadow) variant: it gets copies, not live traffic",
+        )
+    for i, step in enumerate(r.steps):
+        if not 1 <= step <= 100:
+            yield FieldError(f"spec.rollout.steps[{i}]", f"{step} is not a weight from 1 to 100")
+        elif i and step <= r.steps[i - 1]:
+            yield FieldError(
+                f"spec.rollout.steps[{i}]",
+                f"steps must increase: {step} follows {r.steps[i - 1]}",
+            )
+    seen: set[str] = set()
+    for i, gate in enumerate(r.gates or []):
+        if gate.metric in seen:
+            yield FieldError(f"spec.rollout.gates[{i}].metric", f"duplicate gate {gate.metric!r}")
+        seen.add(gate.metric)
+        if gate.metric in {"errorRate", "slowRate", "outcome"}:
+            for field, value in (("maxIncrease", gate.max_increase), ("max", gate.max)):
+                if value is not None and value > 1:
+                    yield FieldError(
+                        f"spec.rollout.gates[{i}].{field}",
+                        f"{value:g} is not a rate: {gate.metric} is a fraction from 0 to 1 "
+                        "(0.01 = 1 percentage point)",
+                    )
+    threshold = durations.parse_duration(r.slow_threshold)
+    if not 0 < threshold <= MAX_SLOW_THRESHOLD_SECONDS:
+        yield FieldError(
+            "spec.rollout.slowThreshold",
+            f"must be above 0 and at most {MAX_SLOW_THRESHOLD_SECONDS:g}s (the server's "
+            "largest latency bucket)",
+        )
+    low, high = EXPERIMENT_INTERVAL_SECONDS
+    if not low <= durations.parse_duration(r.interval) <= high:
+        yield FieldError(
+            "spec.rollout.interval",
+            f"must be from {durations.format_duration(low)} to {durations.format_duration(high)}",
+        )
+    if durations.parse_duration(r.min_step_duration) > 24 * 3600:
+        yield FieldError("spec.rollout.minStepDuration", "must be at most 24h")
