@@ -21,7 +21,7 @@ help:
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[operator,server,test]"
+	$(BIN)/python -m pip install --quiet -e ".[operator,server,test,plot]"
 	touch $@
 
 install: $(BIN)/.installed
