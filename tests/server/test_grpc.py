@@ -372,18 +372,30 @@ def test_every_datatype_round_trips_raw(echo: tuple[Server, Client], datatype: s
     assert reply.raw_output_contents == [raw]
 
 
-def test_grpc_calls_are_counted_with_protocol_grpc(digits: tuple[Server, Client]) -> None:
+def test_grpc_calls_are_counted_with_protocol_grpc_and_the_operation_of_the_method(
+    digits: tuple[Server, Client],
+) -> None:
     server, client = digits
     client.infer(_raw_request(ROWS[:1]))
     with pytest.raises(grpc.RpcError):
         client.infer(_bad(ROWS[:1], shape=[1, 32]))
+    client.call("ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse)
+    client.call("ModelMetadata", pb.ModelMetadataRequest(name="digits"), pb.ModelMetadataResponse)
     request(server.port, "POST", "/v2/models/digits/infer", {"inputs": []})
     text = request(server.port, "GET", "/metrics")[2]
     for series in (
-        'kubeserve_requests_total{model="digits",version="v2",protocol="grpc",code="200"}',
-        'kubeserve_requests_total{model="digits",version="v2",protocol="grpc",code="400"}',
-        'kubeserve_requests_total{model="digits",version="v2",protocol="v2",code="400"}',
-        'kubeserve_request_duration_seconds_count{model="digits",version="v2",protocol="grpc"}',
+        'kubeserve_requests_total{model="digits",version="v2",protocol="grpc",operation="infer",'
+        'code="200"}',
+        'kubeserve_requests_total{model="digits",version="v2",protocol="grpc",operation="infer",'
+        'code="400"}',
+        'kubeserve_requests_total{model="digits",version="v2",protocol="v2",operation="infer",'
+        'code="400"}',
+        'kubeserve_requests_total{model="",version="",protocol="grpc",operation="health",'
+        'code="200"}',
+        'kubeserve_requests_total{model="digits",version="v2",protocol="grpc",'
+        'operation="metadata",code="200"}',
+        'kubeserve_request_duration_seconds_count{model="digits",version="v2",protocol="grpc",'
+        'operation="infer"}',
     ):
         assert re.search(re.escape(series) + r" [1-9]", text), series
 

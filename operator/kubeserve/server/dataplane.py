@@ -34,6 +34,7 @@ from kubeserve.server import (
     batching,
     chunked_json,
     errors,
+    feedback,
     images,
     model,
     raw_tensors,
@@ -244,6 +245,19 @@ class DataPlane:
                 raise errors.NotReady("server is shutting down")
             raise errors.NotReady(self._not_ready_reason(m.version))
         return dumps({"name": m.name, "ready": True}), m.version
+
+    # -- feedback --------------------------------------------------------------------
+
+    def feedback(
+        self, name: str, version: str | None, body: bytes
+    ) -> tuple[feedback.Feedback, str]:
+        """V2 ``/feedback``: check a client's outcome or value; return it and the version.
+
+        A known model version takes feedback whether or not it is ready: the feedback is
+        about a request it served before (it may be reloading, or draining, now).
+        """
+        m = self.repo.get(name, version)
+        return feedback.parse(body), m.version
 
     # -- inference -------------------------------------------------------------------
 

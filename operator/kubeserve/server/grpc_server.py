@@ -19,8 +19,9 @@ not ready, draining                    503                     UNAVAILABLE
 
 Inputs come as ``raw_input_contents`` (one per input, in order; what tritonclient sends) or
 as typed ``contents`` (``fp32_contents`` ...; FP16 has none); outputs always go back as
-``raw_output_contents``, as Triton answers. Metrics count each call with ``protocol="grpc"``
-and the HTTP status of its outcome; each answer carries ``x-kubeserve-variant`` and
+``raw_output_contents``, as Triton answers. Metrics count each call with ``protocol="grpc"``,
+the operation of its method (``infer``, ``metadata`` or ``health``, as for REST) and the HTTP
+status of its outcome; each answer carries ``x-kubeserve-variant`` and
 ``x-kubeserve-model-version`` as initial metadata.
 """
 
@@ -114,7 +115,9 @@ class Service:
 
     async def server_live(self, request: pb.ServerLiveRequest, context: Context) -> Any:
         """Live while the process answers, as ``/v2/health/live``."""
-        return await self._answer(context, "", None, lambda: (pb.ServerLiveResponse(live=True), ""))
+        return await self._answer(
+            context, metrics.HEALTH, "", None, lambda: (pb.ServerLiveResponse(live=True), "")
+        )
 
     async def server_ready(self, request: pb.ServerReadyRequest, context: Context) -> Any:
         """Ready as ``/v2/health/ready`` is: false (not an error) while loading or draining."""
@@ -126,7 +129,7 @@ class Service:
                 return pb.ServerReadyResponse(ready=False), ""
             return pb.ServerReadyResponse(ready=True), ""
 
-        return await self._answer(context, "", None, ready)
+        return await self._answer(context, metrics.HEALTH, "", None, ready)
 
     async def model_ready(self, request: pb.ModelReadyRequest, context: Context) -> Any:
         """Whether one model version is ready; NOT_FOUND for one this server does not have."""
@@ -139,14 +142,14 @@ class Service:
                 return pb.ModelReadyResponse(ready=False), ""
             return pb.ModelReadyResponse(ready=True), served
 
-        return await self._answer(context, request.name, version, ready)
+        return await self._answer(context, metrics.METADATA, request.name, version, ready)
 
     async def server_metadata(self, request: pb.ServerMetadataRequest, context: Context) -> Any:
         """The server's name, version and the protocol extensions it supports."""
         answer = pb.ServerMetadataResponse(
             name="kubeserve", version=kubeserve.__version__, extensions=dataplane.EXTENSIONS
         )
-        return await self._answer(context, "", None, lambda: (answer, ""))
+        return await self._answer(context, metrics.METADATA, "", None, lambda: (answer, ""))
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, context: Context) -> Any:
         """Model metadata, as ``GET /v2/models/{m}[/versions/{v}]`` gives it."""
@@ -163,7 +166,7 @@ class Service:
             )
             return answer, served
 
-        return await self._answer(context, request.name, version, describe)
+        return await self._answer(context, metrics.METADATA, request.name, version, describe)
 
     # -- inference -------------------------------------------------------------------
 
@@ -172,6 +175,7 @@ class Service:
         version = request.model_version or None
         return await self._answer(
             context,
+            metrics.INFER,
             request.model_name,
             version,
             lambda: self.plane.infer(
@@ -182,11 +186,15 @@ class Service:
     async def _answer(
         self,
         context: Context,
+        operation: str,
         name: str,
         version: str | None,
         call: Callable[[], tuple[T, str] | Awaitable[tuple[T, str]]],
     ) -> T:
-        """Run ``call``, which returns the answer and the version that served; count it."""
+        """Run ``call``, which returns the answer and the version that served; count it.
+
+        ``operation`` is the call's ``operation`` label (``metrics.INFER`` ...).
+        """
         started = time.perf_counter()
         label, label_version = self.plane.labels(name, version) if name else ("", "")
         status, served = 200, label_version
@@ -214,7 +222,12 @@ class Service:
         finally:
             self.metrics.inflight -= 1
             self.metrics.request(
-                label, served if label else "", "grpc", status, time.perf_counter() - started
+                label,
+                served if label else "",
+                "grpc",
+                operation,
+                status,
+                time.perf_counter() - started,
             )
 
     def _served_by(self, version: str) -> tuple[tuple[str, str], ...]:

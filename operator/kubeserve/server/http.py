@@ -30,7 +30,15 @@ from typing import NamedTuple, cast
 
 import httptools
 
-from kubeserve.server import client_limits, content_encoding, dataplane, errors, metrics, openapi
+from kubeserve.server import (
+    client_limits,
+    content_encoding,
+    dataplane,
+    errors,
+    feedback,
+    metrics,
+    openapi,
+)
 
 log = logging.getLogger("kubeserve.server")
 
@@ -80,6 +88,9 @@ class Request(NamedTuple):
 
 # A route's call: the data plane's answer to the request, now or later.
 Thunk = Callable[[Request], InferReply | Awaitable[InferReply]]
+# What a request is counted as and answered by: (protocol, operation, model, version, call),
+# the labels of its metrics (model and version "" for names this server does not have).
+Route = tuple[str, str, str, str, Thunk]
 
 
 class Refusal(NamedTuple):
@@ -129,17 +140,18 @@ class App:
         self._openapi = dataplane.dumps(openapi.document(self.name))
         self.tick()
         # Routes without parameters, resolved with one dict lookup.
-        fixed: dict[str, tuple[str, Callable[[], Reply]]] = {
-            "/v2/health/ready": ("v2", plane.ready),
-            "/v2/health/live": ("v2", plane.live),
-            "/v2": ("v2", plane.server_metadata),
-            "/v1/models": ("v1", plane.v1_models),
-            "/": ("v1", self._root),
-            "/metrics": ("metrics", self._metrics),
-            "/openapi.json": ("other", self._openapi_doc),
+        fixed: dict[str, tuple[str, str, Callable[[], Reply]]] = {
+            "/v2/health/ready": ("v2", metrics.HEALTH, plane.ready),
+            "/v2/health/live": ("v2", metrics.HEALTH, plane.live),
+            "/v2": ("v2", metrics.METADATA, plane.server_metadata),
+            "/v1/models": ("v1", metrics.METADATA, plane.v1_models),
+            "/": ("v1", metrics.HEALTH, self._root),
+            "/metrics": ("metrics", metrics.METRICS, self._metrics),
+            "/openapi.json": ("other", metrics.OTHER, self._openapi_doc),
         }
-        self._fixed: dict[str, tuple[str, str, str, Thunk]] = {
-            path: (protocol, "", "", _ignore_body(fn)) for path, (protocol, fn) in fixed.items()
+        self._fixed: dict[str, Route] = {
+            path: (protocol, operation, "", "", _ignore_body(fn))
+            for path, (protocol, operation, fn) in fixed.items()
         }
 
     def tick(self) -> None:
@@ -186,8 +198,8 @@ class App:
                 self._version_headers[version] = cached
         return cached
 
-    def route(self, method: bytes, path: str) -> tuple[str, str, str, Thunk]:
-        """Map a request to ``(protocol, model, version, call)`` or raise NotFound/405."""
+    def route(self, method: bytes, path: str) -> Route:
+        """Map a request to ``(protocol, operation, model, version, call)``; raise NotFound/405."""
         if path.startswith("/v2/models/"):
             return self._route_v2_model(method, path[11:])
         if path.startswith("/v1/models/"):
@@ -216,7 +228,17 @@ class App:
     def _labels(self, name: str, version: str | None) -> tuple[str, str]:
         return self.plane.labels(name, version)
 
-    def _route_v1_model(self, method: bytes, rest: str) -> tuple[str, str, str, Thunk]:
+    def _feedback(self, name: str, version: str | None, body: bytes) -> Reply:
+        """Check a feedback and count it for the version it names (only feedback pays this)."""
+        report, served = self.plane.feedback(name, version, body)
+        if report.kind is feedback.Kind.OUTCOME:
+            self.metrics.outcome(name, served, report.value == 1.0)
+        else:
+            self.metrics.value(name, served, report.value)
+        reply = {"model": name, "version": served, "recorded": report.kind.value}
+        return dataplane.dumps(reply), served
+
+    def _route_v1_model(self, method: bytes, rest: str) -> Route:
         plane = self.plane
         predict = rest.endswith(":predict")
         if predict:
@@ -232,11 +254,17 @@ class App:
         model, ver = self._labels(name, version)
         if predict:
             _post(method, rest)
-            return "v1", model, ver, lambda req: plane.v1_predict(name, version, req.body)
+            return (
+                "v1",
+                metrics.INFER,
+                model,
+                ver,
+                lambda req: plane.v1_predict(name, version, req.body),
+            )
         _get(method, rest)
-        return "v1", model, ver, lambda req: plane.v1_model(name, version)
+        return "v1", metrics.METADATA, model, ver, lambda req: plane.v1_model(name, version)
 
-    def _route_v2_model(self, method: bytes, rest: str) -> tuple[str, str, str, Thunk]:
+    def _route_v2_model(self, method: bytes, rest: str) -> Route:
         plane = self.plane
         parts = rest.rstrip("/").split("/")
         name = _unquote(parts[0])
@@ -248,18 +276,34 @@ class App:
         model, ver = self._labels(name, version)
         if not tail:
             _get(method, rest)
-            return "v2", model, ver, lambda req: plane.model_metadata(name, version)
+            return (
+                "v2",
+                metrics.METADATA,
+                model,
+                ver,
+                lambda req: plane.model_metadata(name, version),
+            )
         if tail == ["infer"]:
             _post(method, rest)
             return (
                 "v2",
+                metrics.INFER,
                 model,
                 ver,
                 lambda req: plane.v2_infer(name, version, req.body, req.header_length),
             )
         if tail == ["ready"]:
             _get(method, rest)
-            return "v2", model, ver, lambda req: plane.model_ready(name, version)
+            return "v2", metrics.METADATA, model, ver, lambda req: plane.model_ready(name, version)
+        if tail == ["feedback"]:  # after infer: an inference request never tests for it
+            _post(method, rest)
+            return (
+                "v2",
+                metrics.FEEDBACK,
+                model,
+                ver,
+                lambda req: self._feedback(name, version, req.body),
+            )
         raise errors.NotFound(f"no route for /v2/models/{rest}")
 
 
@@ -525,7 +569,7 @@ class HttpProtocol(asyncio.Protocol):
                 b"" if refusal.head else content,
             )
         )
-        self.app.metrics.request("", "", "other", status, 0.0)
+        self.app.metrics.request("", "", "other", metrics.OTHER, status, 0.0)
         # Closing with unread body bytes in the socket makes the kernel send RST, and the
         # client may then never see the answer. Send FIN, keep discarding what arrives,
         # and close after a grace period.
@@ -566,37 +610,36 @@ class HttpProtocol(asyncio.Protocol):
     def _handle(self, request: Request) -> None:
         app = self.app
         started = time.perf_counter()
-        protocol, model, version = "other", "", ""
+        protocol, operation, model, version = "other", metrics.OTHER, "", ""
         extra = b""
         app.metrics.inflight += 1
         try:
             path = request.url.partition(b"?")[0].decode("utf-8", "replace")
-            protocol, model, version, call = app.route(request.method, path)
+            protocol, operation, model, version, call = app.route(request.method, path)
             reply = call(request)
             if not isinstance(reply, tuple):
-                self._await(reply, request, protocol, model, version, started)
+                self._await(reply, request, (protocol, operation, model, version), started)
                 return
             status, content, served = 200, reply[0], reply[1]
             ctype, extra = _content_head(reply)
         except Exception as exc:  # never let one request take the connection or process down
             status, content, extra = _error_reply(exc)
             served, ctype = version, JSON
-        self._finish(request, status, content, served, protocol, model, started, extra, ctype)
+        self._finish(
+            request, status, content, served, protocol, operation, model, started, extra, ctype
+        )
 
     def _await(
         self,
         pending: Awaitable[InferReply],
         request: Request,
-        protocol: str,
-        model: str,
-        version: str,
+        labels: tuple[str, str, str, str],
         started: float,
     ) -> None:
+        """Answer when ``pending`` is done; ``labels`` are (protocol, operation, model, version)."""
         self.busy = True
         self._pause_reading()  # later requests wait in the queue, in order
-        task = asyncio.ensure_future(
-            self._later(pending, request, protocol, model, version, started)
-        )
+        task = asyncio.ensure_future(self._later(pending, request, labels, started))
         # The loop keeps only weak references to tasks; hold it until it finishes.
         self.app.tasks.add(task)
         task.add_done_callback(self.app.tasks.discard)
@@ -605,11 +648,10 @@ class HttpProtocol(asyncio.Protocol):
         self,
         pending: Awaitable[InferReply],
         request: Request,
-        protocol: str,
-        model: str,
-        version: str,
+        labels: tuple[str, str, str, str],
         started: float,
     ) -> None:
+        protocol, operation, model, version = labels
         try:
             reply = await pending
             status, content, served = 200, reply[0], reply[1]
@@ -619,7 +661,9 @@ class HttpProtocol(asyncio.Protocol):
             served, ctype = version, JSON
         self.busy = False
         self.last_active = time.monotonic()
-        self._finish(request, status, content, served, protocol, model, started, extra, ctype)
+        self._finish(
+            request, status, content, served, protocol, operation, model, started, extra, ctype
+        )
         self._pump()
 
     def _pump(self) -> None:
@@ -645,6 +689,7 @@ class HttpProtocol(asyncio.Protocol):
         content: bytes,
         served: str,
         protocol: str,
+        operation: str,
         model: str,
         started: float,
         extra: bytes,
@@ -660,7 +705,12 @@ class HttpProtocol(asyncio.Protocol):
         finally:
             app.metrics.inflight -= 1
             app.metrics.request(
-                model, served if model else "", protocol, status, time.perf_counter() - started
+                model,
+                served if model else "",
+                protocol,
+                operation,
+                status,
+                time.perf_counter() - started,
             )
 
     def _write(

@@ -4,12 +4,20 @@ The official client costs several microseconds per labelled observation and need
 multiprocess mode with mmap files across workers. Here an observation is a dict lookup and
 a bisect; with several workers each one writes a snapshot file once a second and the worker
 that answers a scrape adds its siblings' snapshots to its own live numbers.
+
+Requests carry an ``operation`` label (``OPERATIONS``) beside their protocol, so that a
+reader can take inference alone: the operator's experiments count only
+``operation="infer"``, and probes or metadata calls never dilute an error or latency rate.
+Feedback (a client's outcome or value for a request served earlier) is counted per model
+version: how many, how many outcomes were 1, and the sum and sum of squares of the values,
+which is all a comparison of means needs.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import math
 import os
 import pathlib
 from collections.abc import Iterable
@@ -37,6 +45,18 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Labels = tuple[str, ...]
+
+# The ``operation`` label's values: what kind of call a request was, whatever its protocol.
+INFER = "infer"  # V1 predict, V2 infer, gRPC ModelInfer
+METADATA = "metadata"  # server and model metadata, model readiness, the model list
+HEALTH = "health"  # liveness and readiness of the server
+FEEDBACK = "feedback"
+METRICS = "metrics"
+OTHER = "other"  # unknown routes, the OpenAPI document, requests refused before routing
+OPERATIONS = (INFER, METADATA, HEALTH, FEEDBACK, METRICS, OTHER)
+
+# A feedback row: outcomes, values, outcomes equal to 1, sum of values, sum of squares.
+_OUTCOMES, _VALUES, _POSITIVE, _SUM, _SQUARES = range(5)
 
 
 class Histogram:
@@ -66,15 +86,38 @@ class Metrics:
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.load_seconds: dict[Labels, float] = {}
         self.model_ready: dict[Labels, float] = {}
+        self.feedback: dict[Labels, list[float]] = {}  # (model, version) -> a feedback row
         self.inflight = 0
         self.connections = 0  # open client connections, refreshed by the transport's sweep
         self.dropped: dict[str, float] = {}  # connections the server closed, by reason
 
-    def request(self, model: str, version: str, protocol: str, code: int, seconds: float) -> None:
-        """Count one finished inference or metadata request and its latency."""
-        key = (model, version, protocol, str(code))
+    def request(
+        self, model: str, version: str, protocol: str, operation: str, code: int, seconds: float
+    ) -> None:
+        """Count one finished request (or gRPC call) and its latency."""
+        key = (model, version, protocol, operation, str(code))
         self.requests[key] = self.requests.get(key, 0) + 1
-        self.latency.observe((model, version, protocol), seconds)
+        self.latency.observe((model, version, protocol, operation), seconds)
+
+    def outcome(self, model: str, version: str, positive: bool) -> None:
+        """Count one outcome feedback (a conversion, 0 or 1) for a model version."""
+        row = self._feedback_row(model, version)
+        row[_OUTCOMES] += 1
+        if positive:
+            row[_POSITIVE] += 1
+
+    def value(self, model: str, version: str, value: float) -> None:
+        """Count one value feedback (a reward) for a model version, with its sum and square."""
+        row = self._feedback_row(model, version)
+        row[_VALUES] += 1
+        row[_SUM] += value
+        row[_SQUARES] += value * value
+
+    def _feedback_row(self, model: str, version: str) -> list[float]:
+        row = self.feedback.get((model, version))
+        if row is None:
+            row = self.feedback[(model, version)] = [0.0] * 5
+        return row
 
     def drop(self, reason: str) -> None:
         """Count one connection the server closed on the client's account."""
@@ -92,6 +135,7 @@ class Metrics:
             "requests": [[list(k), v] for k, v in self.requests.items()],
             "latency": [[list(k), v] for k, v in self.latency.series.items()],
             "batch": [[list(k), v] for k, v in self.batch_size.series.items()],
+            "feedback": [[list(k), v] for k, v in self.feedback.items()],
             "inflight": self.inflight,
             "connections": self.connections,
             "dropped": self.dropped,
@@ -105,6 +149,7 @@ class Metrics:
         total.batch_size.series = {k: list(v) for k, v in self.batch_size.series.items()}
         total.load_seconds = dict(self.load_seconds)
         total.model_ready = dict(self.model_ready)
+        total.feedback = {k: list(v) for k, v in self.feedback.items()}
         total.inflight = self.inflight
         total.connections = self.connections
         total.dropped = dict(self.dropped)
@@ -116,6 +161,10 @@ class Metrics:
                     mine = hist.series.setdefault(tuple(k), [0.0] * len(row))
                     for i, v in enumerate(row):
                         mine[i] += v
+            for k, row in snap.get("feedback", []):
+                mine = total.feedback.setdefault(tuple(k), [0.0] * len(row))
+                for i, v in enumerate(row):
+                    mine[i] += v
             total.inflight += snap.get("inflight", 0)
             total.connections += snap.get("connections", 0)
             for reason, n in snap.get("dropped", {}).items():
@@ -131,17 +180,18 @@ class Metrics:
             out,
             "kubeserve_requests_total",
             "counter",
-            "Requests answered, by model, version, protocol (v1 and v2 over REST, grpc, ...) "
-            "and HTTP status code (a gRPC call counts the HTTP status of its outcome).",
+            "Requests answered, by model, version, protocol (v1 and v2 over REST, grpc, ...), "
+            "operation (infer, metadata, health, feedback, metrics, other) and HTTP status "
+            "code (a gRPC call counts the HTTP status of its outcome).",
         )
         for k, v in sorted(self.requests.items()):
-            labels = _labels(("model", "version", "protocol", "code"), k)
-            out.append(f"kubeserve_requests_total{labels} {v:g}")
+            labels = _labels(("model", "version", "protocol", "operation", "code"), k)
+            out.append(f"kubeserve_requests_total{labels} {_number(v)}")
         _histogram(
             out,
             "kubeserve_request_duration_seconds",
             "Time from a complete request (or gRPC call) to its response being written.",
-            ("model", "version", "protocol"),
+            ("model", "version", "protocol", "operation"),
             self.latency,
         )
         _histogram(
@@ -151,6 +201,7 @@ class Metrics:
             ("model", "version"),
             self.batch_size,
         )
+        self._render_feedback(out)
         _family(out, "kubeserve_model_load_seconds", "gauge", "Seconds the model took to load.")
         for k, v in sorted(self.load_seconds.items()):
             out.append(f"kubeserve_model_load_seconds{_labels(('model', 'version'), k)} {v:.6f}")
@@ -170,9 +221,69 @@ class Metrics:
         )
         for reason, n in sorted(self.dropped.items()):
             out.append(
-                f"kubeserve_connections_dropped_total{_labels(('reason',), (reason,))} {n:g}"
+                f"kubeserve_connections_dropped_total{_labels(('reason',), (reason,))} {_number(n)}"
             )
         return ("\n".join(out) + "\n").encode()
+
+    def _render_feedback(self, out: list[str]) -> None:
+        """Render the feedback families; a version's series appear with its first feedback.
+
+        The two sums are gauges: a sum of values goes down when a value is negative, so a
+        reader must not take its decrease for a reset (``kubeserve_feedback_total`` going
+        down is the reset). The sum of squares never decreases, but stays a gauge beside its
+        pair: a counter named without ``_total`` is renamed by some parsers
+        (prometheus_client's reads it as ``..._squares_sum_total``).
+        """
+        rows = sorted(self.feedback.items())
+        _family(
+            out,
+            "kubeserve_feedback_total",
+            "counter",
+            "Feedback received for a model version, by kind: outcome (0 or 1) or value.",
+        )
+        for k, row in rows:
+            for kind, n in (("outcome", row[_OUTCOMES]), ("value", row[_VALUES])):
+                labels = _labels(("model", "version", "kind"), (*k, kind))
+                out.append(f"kubeserve_feedback_total{labels} {_number(n)}")
+        names = ("model", "version")
+        for name, kind, column, help_text in (
+            (
+                "kubeserve_feedback_positive_total",
+                "counter",
+                _POSITIVE,
+                "Outcome feedback equal to 1.",
+            ),
+            (
+                "kubeserve_feedback_value_sum",
+                "gauge",
+                _SUM,
+                "Sum of the values of value feedback (goes down with negative values).",
+            ),
+            (
+                "kubeserve_feedback_value_squares_sum",
+                "gauge",
+                _SQUARES,
+                "Sum of the squares of the values of value feedback (never goes down).",
+            ),
+        ):
+            _family(out, name, kind, help_text)
+            for k, row in rows:
+                out.append(f"{name}{_labels(names, k)} {_number(row[column])}")
+
+
+def _number(value: float) -> str:
+    """Write a sample value exactly: counts as integers, other numbers as their shortest repr.
+
+    ``{:g}`` keeps six digits: 1234567 requests would read as 1.23457e+06, and a reader
+    taking differences between scrapes would see none.
+    """
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
 
 
 def _escape(value: str) -> str:
@@ -198,9 +309,9 @@ def _histogram(
             running += count
             le = "+Inf" if bound == float("inf") else f"{bound:g}"
             labels = _labels((*names, "le"), (*key, le))
-            out.append(f"{name}_bucket{labels} {running:g}")
+            out.append(f"{name}_bucket{labels} {_number(running)}")
         out.append(f"{name}_sum{_labels(names, key)} {row[-2]:.6f}")
-        out.append(f"{name}_count{_labels(names, key)} {row[-1]:g}")
+        out.append(f"{name}_count{_labels(names, key)} {_number(row[-1])}")
 
 
 class SnapshotFiles:

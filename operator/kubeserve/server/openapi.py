@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubeserve.server import feedback
+
 _ERROR = {
     "description": "Error; the message names the problem",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -266,6 +268,38 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Feedback": {
+        "type": "object",
+        "description": "What happened after an answer, reported to the variant that served it "
+        "(through the router: the override header naming the x-kubeserve-variant it "
+        "answered with). Exactly one of 'outcome' (a conversion: the integer 0 or 1, or "
+        "false/true; 1.0 is refused) and 'value' (a reward: a finite number). The body is at "
+        f"most {feedback.MAX_BYTES} bytes; the server counts it, and keeps no request ids",
+        "oneOf": [{"required": ["outcome"]}, {"required": ["value"]}],
+        "additionalProperties": False,
+        "properties": {
+            "outcome": {"oneOf": [{"type": "integer", "enum": [0, 1]}, {"type": "boolean"}]},
+            "value": {
+                "type": "number",
+                "minimum": -feedback.MAX_VALUE,
+                "maximum": feedback.MAX_VALUE,
+            },
+            "requestId": {
+                "type": "string",
+                "maxLength": feedback.MAX_REQUEST_ID,
+                "description": "The request's x-request-id, for the client's records",
+            },
+        },
+    },
+    "FeedbackRecorded": {
+        "type": "object",
+        "required": ["model", "version", "recorded"],
+        "properties": {
+            "model": {"type": "string"},
+            "version": {"type": "string"},
+            "recorded": {"type": "string", "enum": ["outcome", "value"]},
+        },
+    },
     "ResponseOutput": _RESPONSE_TENSOR,
     "InferenceResponse": {
         "type": "object",
@@ -311,6 +345,23 @@ def document(model_name: str) -> dict[str, Any]:
             body="V1PredictRequest",
         ),
         "v1ready": _op("Model readiness (V1)", _ok("ModelReady", "Ready"), 404, 503),
+        # Counted whether or not the version is ready: no 503.
+        "feedback": {
+            **_op(
+                "Report an outcome or value for a request this version served",
+                _ok("FeedbackRecorded", "Counted"),
+                400,
+                404,
+                413,
+                415,
+                body="Feedback",
+            ),
+            "description": "Counted in kubeserve_feedback_total{kind}, "
+            "kubeserve_feedback_positive_total, kubeserve_feedback_value_sum and "
+            "kubeserve_feedback_value_squares_sum of the version, ready or not. 400 names the "
+            f"field at fault; 413 for a body over {feedback.MAX_BYTES} bytes; other methods than POST get 405 "
+            "with Allow: POST",
+        },
     }
     one, versioned = [_MODEL], [_MODEL, _VERSION]
     paths: dict[str, Any] = {
@@ -343,6 +394,11 @@ def document(model_name: str) -> dict[str, Any]:
         "/v2/models/{model_name}/versions/{model_version}/infer": {
             "parameters": versioned,
             "post": model_ops["infer"],
+        },
+        "/v2/models/{model_name}/feedback": {"parameters": one, "post": model_ops["feedback"]},
+        "/v2/models/{model_name}/versions/{model_version}/feedback": {
+            "parameters": versioned,
+            "post": model_ops["feedback"],
         },
         "/metrics": {
             "get": {
