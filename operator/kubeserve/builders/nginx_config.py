@@ -47,6 +47,11 @@ UPSTREAM_KEEPALIVE = 128
 # Every response carries the variant that served it (the model server sets the same header;
 # the router replaces it with its own choice, so errors of an unreachable variant carry it too).
 SERVED_BY_HEADER = "x-kubeserve-variant"
+# ... and the request's id: the one the client sent, when it is plain, else the router's own.
+# The variant receives the same id (and the access log shows it); a feedback names it.
+REQUEST_ID_HEADER = "x-request-id"
+# The longest client id the router passes on: the longest `requestId` a feedback takes.
+REQUEST_ID_MAX = 256
 # Where the router answers a request for a version that no variant has; internal, so a client
 # cannot ask for it directly.
 UNKNOWN_VERSION_LOCATION = "/_kubeserve/unknown-version"
@@ -316,4 +321,6 @@ def render_config(
         ),
         mirror=mirror,
         served_by_header=SERVED_BY_HEADER,
+        request_id_header=REQUEST_ID_HEADER,
+        request_id_max=REQUEST_ID_MAX,
     )
