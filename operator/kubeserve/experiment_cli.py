@@ -86,6 +86,8 @@ def _difference(metric: str, x: float | None) -> str:
 def _seconds(x: float | None) -> str:
     if x is None:
         return "-"
+    if x < 0.01:
+        return f"{x * 1000:.1f}ms"
     return f"{x * 1000:.0f}ms" if x < 1 else f"{x:.2f}s"
 
 

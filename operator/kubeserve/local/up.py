@@ -3,8 +3,9 @@
 Each variant's model is fetched by `kubeserve fetch` (the init container's command) and
 served by a `kubeserve serve` process (the pod's command, with the pod's environment); the
 router is Debian's or any nginx, started with the very config the operator puts in the
-router's ConfigMap, its upstreams pointed at the local servers. Ctrl-C (or SIGTERM) stops
-everything, servers draining their requests first.
+router's ConfigMap, its upstreams pointed at the local servers. With spec.experiment it
+collects the variants' counts and keeps the status as the operator would (`local.experiment`).
+Ctrl-C (or SIGTERM) stops everything, servers draining their requests first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import errno
 import os
 import shutil
@@ -30,7 +32,7 @@ from kubeserve import manifests, redaction
 from kubeserve.api import spec, validation
 from kubeserve.api.errors import SpecError
 from kubeserve.builders import endpoint, pod
-from kubeserve.local import router_config
+from kubeserve.local import experiment, router_config
 
 # Examples name paths inside the server image; locally the training script writes them here.
 IMAGE_MODELS = "/models/"
@@ -48,6 +50,9 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    started: datetime.datetime = dataclasses.field(
+        default_factory=lambda: datetime.datetime.now(datetime.UTC)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +82,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--duration", type=float, default=None, help="stop by itself after this many seconds"
     )
+    parser.add_argument(
+        "--status-file",
+        type=Path,
+        help="keep the status, as the operator would write it, in this YAML file (rewritten "
+        "at every experiment collection); `kubeserve experiment -f` reads it",
+    )
+    parser.add_argument(
+        "--experiment-interval",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="collect the experiment this often instead of spec.experiment.interval (local "
+        "runs only: the API's minimum is 5s, too slow for a demo or a test)",
+    )
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
 
 
 def local_uri(uri: str, models_root: Path) -> str:
@@ -295,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
             )
             processes.append(router_proc)
             _wait_ready(f"http://127.0.0.1:{health}/healthz", router_proc, 30)
+            local = _local_status(args, isvc, processes, ports, f"http://127.0.0.1:{listen}")
             _announce(isvc, listen, grpc.listen, ports, work)
             deadline = time.monotonic() + args.duration if args.duration else None
             while stop["signal"] is None and (deadline is None or time.monotonic() < deadline):
@@ -303,6 +332,9 @@ def run(args: argparse.Namespace) -> int:
                         raise UpError(
                             f"{p.name} stopped (exit code {p.popen.returncode}); its log:\n{_tail(p.log)}"
                         )
+                now = datetime.datetime.now(datetime.UTC)
+                if local.due(now):
+                    local.collect(now)
                 time.sleep(0.2)
             print("stopping ...", flush=True)
             _stop(processes)
@@ -311,6 +343,29 @@ def run(args: argparse.Namespace) -> int:
         _stop(processes)
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _local_status(
+    args: argparse.Namespace,
+    isvc: spec.InferenceService,
+    processes: Sequence[Process],
+    ports: dict[str, int],
+    url: str,
+) -> experiment.LocalStatus:
+    """Keep the status; the experiment's first look makes each server's counters its baseline."""
+    servers = [
+        experiment.Server(v.name, ports[v.name], p.popen.pid, p.started)
+        for v, p in zip(isvc.spec.variants, processes[: len(isvc.spec.variants)], strict=True)
+    ]
+    local = experiment.LocalStatus(
+        isvc, servers, url=url, interval=args.experiment_interval, status_file=args.status_file
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    if local.due(now):
+        local.collect(now)
+    else:
+        local.save()
+    return local
 
 
 def _announce(
