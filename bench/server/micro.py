@@ -10,11 +10,16 @@ the before/after ratios see the same machine state; each figure is the best roun
 
     python bench/server/micro.py --baseline HEAD~3
     python bench/server/micro.py --breakdown      # where a batch-32 request's time goes
+
+A tree that serves feedback (``/v2/models/{m}/feedback``) is sent one outcome and one value
+before the inference cases, so that its feedback counters exist while inference is timed,
+and its feedback request is timed too (``-`` for a tree without it).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -108,17 +113,29 @@ def child(number: int, repeat: int) -> dict[str, float]:
     transport = _Transport()
     conn = http.HttpProtocol(app)
     conn.connection_made(transport)  # type: ignore[arg-type]
+    feedback = _post(b"/v2/models/digits/feedback", b'{"outcome": 1, "requestId": "bench-1"}')
+    conn.data_received(feedback)
+    has_feedback = transport.last.startswith(b"HTTP/1.1 200")
+    if has_feedback:
+        conn.data_received(_post(b"/v2/models/digits/feedback", b'{"value": 2.5}'))
     out = {}
     for name, (path, body) in _bodies().items():
-        request = (
-            b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body)
-        )
+        request = _post(path, body)
         conn.data_received(request)
         if not transport.last.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"{name}: {transport.last[:300]!r}")
-        out[name] = _best_us(lambda r=request: conn.data_received(r), number, repeat)
+        out[name] = _best_us(functools.partial(conn.data_received, request), number, repeat)
+    if has_feedback:
+        send = functools.partial(conn.data_received, feedback)
+        out["feedback (outcome)"] = _best_us(send, number, repeat)
     return out
+
+
+def _post(path: bytes, body: bytes) -> bytes:
+    return (
+        b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body)
+    )
 
 
 def breakdown(number: int, repeat: int) -> list[tuple[str, float]]:
@@ -155,7 +172,10 @@ def breakdown(number: int, repeat: int) -> list[tuple[str, float]]:
         ("fast_floats (ints)", lambda: tensors.fast_floats(data, f32)),
         ("fast_floats (floats)", lambda: tensors.fast_floats(fdata, f32)),
         ("ONNX Runtime predict, both outputs", lambda: m.predict({"input": array})),
-        ("V2 reply: encode + orjson.dumps", lambda: plane._v2_reply(m, outputs, names, None)),
+        (
+            "V2 reply: encode + orjson.dumps",
+            lambda: plane._v2_reply(m, outputs, dataplane.Request({"input": array}, names)),
+        ),
         ("data plane v2_infer, whole", lambda: plane.v2_infer("digits", None, body)),
     ]
     return [(label, _best_us(fn, number, repeat)) for label, fn in steps]
@@ -220,8 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.baseline:
         print(f"| case | before ({args.baseline}) us | after us | speed-up |")
         print("|---|---:|---:|---:|")
-        for case, after in best["after"].items():
-            before = best["before"][case]
+        for case in {**best["before"], **best["after"]}:
+            before, after = best["before"].get(case), best["after"].get(case)
+            if before is None or after is None:  # a case one tree does not serve
+                shown = [f"{us:.1f}" if us is not None else "-" for us in (before, after)]
+                print(f"| {case} | {shown[0]} | {shown[1]} | - |")
+                continue
             print(f"| {case} | {before:.1f} | {after:.1f} | {before / after:.2f}x |")
     else:
         print("| case | us |\n|---|---:|")
