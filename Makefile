@@ -8,7 +8,7 @@ EXAMPLE ?= examples/ab-sticky.yaml
 .PHONY: help install nginx models test lint crd images demo up render kind-up kind-down bench clean
 
 help:
-	@echo "make demo       set up, then run an A/B test locally and show which variant serves whom"
+	@echo "make demo       set up, then run an A/B test locally: which variant serves whom, then a verdict on simulated outcomes"
 	@echo "make test       set up, then run the linters and the whole test suite"
 	@echo "make up         run EXAMPLE (default $(EXAMPLE)) locally until Ctrl-C"
 	@echo "make render     print what the operator would create for EXAMPLE"
