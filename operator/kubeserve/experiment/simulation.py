@@ -73,6 +73,8 @@ class Result:
     # Samples per arm at the last look (the same in every run).
     control_samples: int
     variant_samples: int
+    # The variant's samples at the look that decided, for each run that decided.
+    decided_at: tuple[int, ...] = ()
 
     @property
     def decided_rate(self) -> float:
@@ -231,6 +233,7 @@ def simulate(scenario: Scenario, *, runs: int, seed: int) -> Result:
         if scenario.margin is None:
             margins = [[sequential.default_value_margin(c, v) for c, v in run] for run in moments]
     decided = correct = missed = 0
+    decided_at: list[int] = []
     for r, run in enumerate(differences):
         state = sequential.State()
         first = 0
@@ -243,7 +246,10 @@ def simulate(scenario: Scenario, *, runs: int, seed: int) -> Result:
             state = sequential.step(state, difference, tau2=tau2, alpha=scenario.alpha).state
             if state.low is not None and state.high is not None:
                 miss = miss or not state.low <= truth <= state.high
-            first = first or sequential.side(state, scenario.alpha)
+            if not first:
+                first = sequential.side(state, scenario.alpha)
+                if first:
+                    decided_at.append(int(variant_n[k]))
         decided += first != 0
         correct += first != 0 and first == (1 if truth > 0 else -1 if truth < 0 else 0)
         missed += miss
@@ -256,6 +262,7 @@ def simulate(scenario: Scenario, *, runs: int, seed: int) -> Result:
         naive_decided=naive_decided,
         control_samples=int(control_n[-1]),
         variant_samples=int(variant_n[-1]),
+        decided_at=tuple(decided_at),
     )
 
 
