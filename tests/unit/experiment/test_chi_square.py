@@ -13,7 +13,7 @@ from kubeserve.experiment import chi_square
 @pytest.mark.parametrize(
     ("statistic", "degrees", "p"),
     [
-        # Critical values from the standard χ² table (Abramowitz & Stegun, table 26.8).
+        # The χ² table's critical values (to more digits than printed tables give).
         (3.841458820694124, 1, 0.05),
         (6.634896601021214, 1, 0.01),
         (5.991464547107979, 2, 0.05),
