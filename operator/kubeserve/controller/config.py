@@ -27,6 +27,13 @@ class OperatorConfig:
     gateway_api: bool = False  # watch HTTPRoutes (needs the Gateway API CRDs in the cluster)
     workers: int = 16  # reconcile threads: InferenceServices reconciled at once
     log_format: str = "plain"
+    # Experiments: read the variant pods' /metrics (the default), or ask Prometheus.
+    scrape_pods: bool = True
+    prometheus_url: str | None = None
+    prometheus_namespace_label: str = "namespace"
+    # For tests only: collect every experiment this often instead of its spec's interval
+    # (the API refuses intervals under 5 s).
+    experiment_interval_override: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -50,6 +57,9 @@ class OperatorConfig:
             ("health_port", "HEALTH_PORT", int),
             ("workers", "WORKERS", int),
             ("log_format", "LOG_FORMAT", str),
+            ("prometheus_url", "PROMETHEUS_URL", str),
+            ("prometheus_namespace_label", "PROMETHEUS_NAMESPACE_LABEL", str),
+            ("experiment_interval_override", "TESTING_EXPERIMENT_INTERVAL", float),
         ):
             if (raw := get(name)) is not None:
                 try:
@@ -60,6 +70,8 @@ class OperatorConfig:
                     ) from None
         if (gw := get("GATEWAY_API")) is not None:
             values["gateway_api"] = gw.lower() in {"1", "true", "yes"}
+        if (scrape := get("EXPERIMENT_SCRAPE")) is not None:
+            values["scrape_pods"] = scrape.lower() in {"1", "true", "yes"}
         return cls(**values)  # type: ignore[arg-type]
 
     def build_config(self) -> BuildConfig:

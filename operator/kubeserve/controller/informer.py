@@ -48,13 +48,37 @@ def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+# What the status and the experiments' collection read of a pod's status.
+_POD_STATUS = (
+    "phase",
+    "conditions",
+    "containerStatuses",
+    "initContainerStatuses",
+    "podIP",
+    "startTime",
+)
+
+
 def pod_summary(obj: dict[str, Any]) -> dict[str, Any]:
-    """What the status reads of a pod: pods are many, and the cache lives in memory."""
+    """What the status and the experiments read of a pod: pods are many, the cache is memory.
+
+    `port`: the server's port (the container port named http), where experiments read
+    /metrics; absent when no container names one.
+    """
     metadata = obj.get("metadata") or {}
-    return {
-        "metadata": {k: metadata[k] for k in ("name", "namespace", "labels") if k in metadata},
-        "status": obj.get("status") or {},
+    status = obj.get("status") or {}
+    summary: dict[str, Any] = {
+        "metadata": {
+            k: metadata[k] for k in ("name", "namespace", "uid", "labels") if k in metadata
+        },
+        "status": {k: status[k] for k in _POD_STATUS if k in status},
     }
+    for container in (obj.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == "http" and port.get("containerPort"):
+                summary["port"] = port["containerPort"]
+                return summary
+    return summary
 
 
 class Informer:

@@ -47,6 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-format", choices=["plain", "json"], help="log format (default plain)"
     )
+    parser.add_argument(
+        "--prometheus-url",
+        help="collect experiments from this Prometheus (its HTTP API) instead of reading the "
+        "variant pods' /metrics (or KUBESERVE_PROMETHEUS_URL)",
+    )
+    parser.add_argument(
+        "--prometheus-namespace-label",
+        help="the label Prometheus puts a pod's namespace in (default namespace)",
+    )
+    parser.add_argument(
+        "--experiment-scrape",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="collect experiments at all (default on; KUBESERVE_EXPERIMENT_SCRAPE)",
+    )
+    parser.add_argument(
+        "--testing-experiment-interval",
+        type=float,
+        help="for tests only: collect every experiment this often, whatever its interval",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     return parser
 
@@ -63,6 +83,10 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         "health_port": args.health_port,
         "gateway_api": args.gateway_api,
         "log_format": args.log_format,
+        "prometheus_url": args.prometheus_url,
+        "prometheus_namespace_label": args.prometheus_namespace_label,
+        "scrape_pods": args.experiment_scrape,
+        "experiment_interval_override": args.testing_experiment_interval,
     }
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -26,6 +26,7 @@ from kubeserve.builders import children, meta
 from kubeserve.builders.config import BuildConfig
 from kubeserve.controller import diff, merge_patch, overlay, packed, settle, status, work
 from kubeserve.controller.work import ChildKey
+from kubeserve.experiment import look, readings
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,39 @@ class Outcome:
     status_written: bool = False
     status_deferred: bool = False
     ready: bool = False
+    # The experiment: how often to collect it (None: no experiment to collect), the variants
+    # whose pods are read, and the Events its status change asks for (reason, message).
+    collect_every: float | None = None
+    collect_variants: tuple[str, ...] = ()
+    events: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def experiment_status(
+    isvc: spec.InferenceService,
+    previous: Mapping[str, Any],
+    new_status: dict[str, Any],
+    collected: Sequence[readings.PodReading] | None,
+    outcome: Outcome,
+) -> dict[str, Any]:
+    """Give the status with the experiment's part: a look at what was collected, or none.
+
+    An experiment that starts (or starts again: its spec or the variants changed) gets its
+    first look at once, with no readings, so that its startTime is the change's time.
+    """
+    experiment = isvc.spec.experiment
+    if experiment is None:
+        return look.without_experiment(new_status) if "experiment" in new_status else new_status
+    if collected is None and look.starts_again(isvc, previous):
+        collected = []
+    if collected is None:
+        return new_status
+    result = look.look(isvc, previous, collected, datetime.datetime.now(tz=datetime.UTC))
+    outcome.events = result.events
+    return result.apply(new_status)
 
 
 def controlled_by(obj: Mapping[str, Any], uid: str | None) -> bool | None:
@@ -195,6 +225,9 @@ class Reconciler:
             # one it has just removed would only make it do that again.
             return outcome
         previous = dict(body.get("status") or {})
+        collected = None
+        if isinstance(todo, work.Collect):
+            collected, todo = todo.readings, todo.other_work()
         try:
             isvc, desired = self.desired(body)
         except SpecError as exc:
@@ -208,6 +241,11 @@ class Reconciler:
             )
             outcome.status_written = self._write_status(body, previous, new_status)
             return outcome
+        if isvc.spec.experiment is not None:
+            outcome.collect_every = isvc.spec.experiment.interval_seconds()
+            outcome.collect_variants = tuple(
+                name for name, weight in isvc.spec.live_weights().items() if weight > 0
+            )
 
         match todo:
             case work.FullReconcile():
@@ -265,6 +303,7 @@ class Reconciler:
                 cluster_domain=self._config.cluster_domain,
                 unmanaged_kinds=observed.unmanaged_kinds,
             )
+            new_status = experiment_status(isvc, previous, new_status, collected, outcome)
         outcome.ready = any(
             c["type"] == status.READY and c["status"] == "True"
             for c in new_status.get("conditions", [])
@@ -414,6 +453,8 @@ def _may_put_off(todo: work.Work) -> bool:
             return refresh is None or not refresh.settled
         case work.RefreshStatus(settled=settled):
             return not settled
+        case work.Collect():
+            return False
     return False
 
 

@@ -20,6 +20,9 @@ here, on threads of our own:
   every `config.resync_seconds`, a safety net for missed events. (kopf's timers would put a
   finalizer on every InferenceService, and a finalizer outlives an uninstalled operator.)
 - The memory trimmer (`kubeserve-malloc-trim`) gives freed heap back (see `memory`).
+- The experiments' schedule (`kubeserve-collect`) and pod readers (`kubeserve-scrape-<n>`)
+  read the variant pods' counters at each experiment's interval (see `collect`); a
+  collection only notes a `work.Collect`, so the status is written by the workers.
 
 Where threads meet asyncio:
 - Handlers only note work (a dict entry under a lock); nothing they call blocks the loop.
@@ -36,17 +39,28 @@ import functools
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from typing import Any, cast
 
 import kopf
 
 from kubeserve import cluster
 from kubeserve.builders import meta
-from kubeserve.controller import informer, memory, packed, pending, reconcile, settle, work
+from kubeserve.controller import (
+    collect,
+    informer,
+    memory,
+    packed,
+    pending,
+    reconcile,
+    scrape,
+    settle,
+    work,
+)
 from kubeserve.controller.config import OperatorConfig
 from kubeserve.controller.metrics import OperatorMetrics
 from kubeserve.controller.work import ChildKey
+from kubeserve.experiment import look, readings
 
 MANAGED = {"app.kubernetes.io/managed-by": meta.MANAGED_BY}
 MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
@@ -69,7 +83,7 @@ POD_KIND = cluster.KINDS[("v1", "Pod")]
 RETRY_DELAY = 5.0
 TRIM_SECONDS = 5.0
 # Triggers: what asked for a piece of work, a label of the reconcile metrics (public: keep).
-RESYNC, POD_EVENT, SETTLED_STATUS = "resync", "pod-event", "settled-status"
+RESYNC, POD_EVENT, SETTLED_STATUS, COLLECT = "resync", "pod-event", "settled-status", "collect"
 logger = logging.getLogger("kubeserve.reconcile")
 changes_logger = logging.getLogger("kubeserve.changes")
 
@@ -124,6 +138,11 @@ class OperatorRuntime:
             self._work_off, threads=config.workers, retry_delay=RETRY_DELAY
         )
         reconciler.settle_status(config.status_settle_seconds, self._settle_later)
+        self.collector = collect.Collector(
+            self._targets,
+            self._collected,
+            interval_override=config.experiment_interval_override,
+        )
 
     # Called by the handlers, on kopf's event loop: quick, and they only note work.
 
@@ -159,6 +178,7 @@ class OperatorRuntime:
         )
         if gone:
             self.reconciler.forget(namespace, name, uid)
+            self.collector.track((namespace, name), None, ())
 
     # Starting and stopping the threads (from kopf's startup and cleanup handlers).
 
@@ -183,10 +203,13 @@ class OperatorRuntime:
         threading.Thread(target=self._start_work, name="kubeserve-start-work", daemon=True).start()
         threading.Thread(target=self._resync_forever, name="kubeserve-resync", daemon=True).start()
         memory.start_trimming(TRIM_SECONDS, self._stop)
+        if self.config.scrape_pods:
+            self.collector.start()
 
     def stop(self) -> None:
         """Stop every thread (the workers finish the work they hold)."""
         self._stop.set()
+        self.collector.stop()
         self.work.stop()
         for watch in self.informers:
             watch.stop()
@@ -225,6 +248,21 @@ class OperatorRuntime:
         if owner is not None and not ours:  # our own write coming back needs nothing
             self.note(owner, work.compare((kind, child)), child_event(kind))
 
+    # The experiments' collections (on the collector's threads).
+
+    def _targets(self, owner: collect.Owner, variants: Collection[str]) -> list[scrape.Target]:
+        pods = reconcile.pods_by_variant(
+            [
+                packed.unpack(data)
+                for watch in self._by_kind.get(POD_KIND, [])
+                for _, data in watch.children(cast(informer.Owner, owner))
+            ]
+        )
+        return scrape.targets(pods, variants)
+
+    def _collected(self, owner: collect.Owner, looked: list[readings.PodReading]) -> None:
+        self.note(owner, work.Collect(looked), COLLECT)
+
     def observed(self, namespace: str | None, name: str) -> reconcile.Observed:
         """Give what the informers hold for one InferenceService."""
         seen: dict[ChildKey, bytes | dict[str, Any]] = {}
@@ -252,7 +290,9 @@ class OperatorRuntime:
             return  # gone (or not seen yet): garbage collection deals with its children
         body = packed.unpack(values[0])
         try:
-            self._reconcile(body, functools.partial(self.observed, namespace, name), todo, trigger)
+            outcome = self._reconcile(
+                body, functools.partial(self.observed, namespace, name), todo, trigger
+            )
         except cluster.ApiError as exc:
             if exc.retriable:
                 logger.warning(
@@ -260,6 +300,8 @@ class OperatorRuntime:
                 )
                 raise pending.Retry from exc
             logger.error(f"{namespace}/{name}: the API refused a call: {exc}")
+            return
+        self.collector.track(owner, outcome.collect_every, outcome.collect_variants)
 
     def _reconcile(
         self,
@@ -274,6 +316,9 @@ class OperatorRuntime:
         if outcome.status_written and (outcome.invalid or outcome.conflicts):
             reason = "InvalidSpec" if outcome.invalid else "NameConflict"
             self.warn(body, reason, "; ".join(outcome.invalid or outcome.conflicts)[:1024])
+        if outcome.status_written:
+            for reason, message in outcome.events:
+                self.event(body, reason, message, warning=reason in look.WARNING_REASONS)
         if outcome.created or outcome.patched or outcome.deleted:
             metadata = body.get("metadata", {})
             changes_logger.info(
@@ -284,11 +329,16 @@ class OperatorRuntime:
 
     def warn(self, body: Mapping[str, Any], reason: str, message: str) -> None:
         """Post a Warning Event on an InferenceService, from any thread."""
+        self.event(body, reason, message, warning=True)
+
+    def event(self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool) -> None:
+        """Post an Event (Warning or Normal) on an InferenceService, from any thread."""
         post = functools.partial(
-            kopf.warn,
+            kopf.event,
             kopf.Body(dict(body)),  # type: ignore[arg-type]
+            type="Warning" if warning else "Normal",
             reason=reason,
-            message=message,
+            message=message[:1024],
         )
         try:
             self._context.copy().run(post) if self._context is not None else post()

@@ -5,11 +5,19 @@ a comparison of the children an event named (a child edited or deleted), or a fr
 (a pod changed, a settled status is due). Work noted for one InferenceService while it waits
 becomes one piece of work (`merge`): a full reconcile covers everything, child comparisons
 join, and a status refresh rides along with anything.
+
+A fourth kind carries data: an experiment's collection (`Collect`), pod readings to add to
+status.experiment. It wraps whatever other work waits with it, and a newer collection
+replaces an older one: the counters read are cumulative, so the latest readings hold all
+that the older ones did.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+
+from kubeserve.experiment import readings
 
 ChildKey = tuple[str, str]  # kind, name (the namespace is the InferenceService's)
 
@@ -42,7 +50,27 @@ class CompareChildren:
     status: RefreshStatus | None = None
 
 
-Work = FullReconcile | CompareChildren | RefreshStatus
+@dataclasses.dataclass(frozen=True)
+class Collect:
+    """Add these readings of the variants' pods to status.experiment, and do `then` too.
+
+    The status is computed and written at once (a collection is never put off to settle).
+    """
+
+    readings: Sequence[readings.PodReading]
+    then: FullReconcile | CompareChildren | RefreshStatus | None = None
+
+    def other_work(self) -> FullReconcile | CompareChildren | RefreshStatus:
+        """Give the work done beside the collection, with the status always written now."""
+        now = RefreshStatus(settled=True)
+        if self.then is None:
+            return now
+        joined = merge(self.then, now)
+        assert not isinstance(joined, Collect)
+        return joined
+
+
+Work = FullReconcile | CompareChildren | RefreshStatus | Collect
 
 
 def compare(*children: ChildKey) -> CompareChildren:
@@ -58,6 +86,10 @@ def _join(a: RefreshStatus | None, b: RefreshStatus | None) -> RefreshStatus | N
 
 def merge(old: Work, new: Work) -> Work:
     """Give one piece of work that does what both do."""
+    if isinstance(old, Collect) or isinstance(new, Collect):
+        latest = new if isinstance(new, Collect) else old
+        assert isinstance(latest, Collect)
+        return Collect(latest.readings, _then(_beside(old), _beside(new)))
     match old, new:
         case (FullReconcile(), _) | (_, FullReconcile()):
             return FullReconcile()
@@ -70,3 +102,18 @@ def merge(old: Work, new: Work) -> Work:
         case RefreshStatus(), RefreshStatus():
             return RefreshStatus(settled=old.settled or new.settled)
     raise TypeError(f"not work: {old!r}, {new!r}")
+
+
+def _then(
+    a: FullReconcile | CompareChildren | RefreshStatus | None,
+    b: FullReconcile | CompareChildren | RefreshStatus | None,
+) -> FullReconcile | CompareChildren | RefreshStatus | None:
+    if a is None or b is None:
+        return a or b
+    joined = merge(a, b)
+    assert not isinstance(joined, Collect)
+    return joined
+
+
+def _beside(todo: Work) -> FullReconcile | CompareChildren | RefreshStatus | None:
+    return todo.then if isinstance(todo, Collect) else todo

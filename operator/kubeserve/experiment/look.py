@@ -79,6 +79,14 @@ def fingerprint(isvc: spec.InferenceService) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def starts_again(isvc: spec.InferenceService, previous: Mapping[str, Any] | None) -> bool:
+    """Tell whether the next look starts the experiment (again): none yet, or a new config."""
+    before = _previous(previous)
+    return isvc.spec.experiment is not None and (
+        before is None or before.start_time is None or before.config != fingerprint(isvc)
+    )
+
+
 def slow_bucket(threshold_seconds: float) -> int:
     """Give the index of the smallest latency bound at or above the threshold."""
     for i, bound in enumerate(readings.BOUNDS[:-1]):

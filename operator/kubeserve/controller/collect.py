@@ -1,0 +1,184 @@
+"""When each experiment is collected, and the threads that read its pods.
+
+Every InferenceService with spec.experiment is collected once per `experiment.interval`; one
+without costs nothing (it is not in the schedule). The reconciles say which InferenceServices
+have an experiment (`track`), so the schedule follows the specs without a watch of its own.
+
+Threads (see `runtime` for how they meet the rest):
+- `kubeserve-collect` keeps the schedule: it sleeps until the next collection is due and
+  hands its pods to the readers. It only reads the pod cache and submits work.
+- `kubeserve-scrape-<n>` (`threads` of them) read one pod each at a time (see `scrape`);
+  the last read of a collection delivers the readings, which notes a `work.Collect` for
+  the InferenceService: the status is written by the reconciles, like any other status.
+
+No thundering herd: each InferenceService has a fixed phase inside its interval (a hash of
+its name), so 1,000 of them created at once, or an operator restart, spread their
+collections over the interval instead of reading every pod in the same second; and the next
+collection is due one interval after the last was due, not after it finished, so the phases
+never drift together. A collection still reading when the next is due skips that one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import heapq
+import itertools
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable, Collection, Hashable
+
+from kubeserve.controller import scrape
+from kubeserve.experiment import readings
+
+logger = logging.getLogger(__name__)
+
+Owner = Hashable  # (namespace, name) of an InferenceService
+# The pods to read for an owner, given the variants being compared.
+Targets = Callable[[Owner, Collection[str]], list[scrape.Target]]
+Read = Callable[[scrape.Target], readings.PodReading]
+Deliver = Callable[[Owner, list[readings.PodReading]], None]
+THREADS = 8
+
+
+@dataclasses.dataclass
+class _Plan:
+    every: float
+    variants: frozenset[str]
+    token: int  # which schedule entry is current: a changed interval makes a new one
+    busy: bool = False
+
+
+def phase(owner: Owner, every: float) -> float:
+    """Give an owner's fixed offset inside its interval, in seconds: spread, and stable."""
+    return zlib.crc32(repr(owner).encode()) / 2**32 * every
+
+
+class Collector:
+    """The schedule of every tracked experiment, and the pool that reads pods."""
+
+    def __init__(
+        self,
+        targets: Targets,
+        deliver: Deliver,
+        *,
+        read: Read = scrape.read_pod,
+        threads: int = THREADS,
+        interval_override: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._targets = targets
+        self._deliver = deliver
+        self._read = read
+        self._threads = threads
+        self._override = interval_override
+        self._clock = clock
+        self._plans: dict[Owner, _Plan] = {}
+        self._heap: list[tuple[float, int, Owner]] = []
+        self._tokens = itertools.count()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def track(self, owner: Owner, every: float | None, variants: Collection[str]) -> None:
+        """Collect `owner` every `every` seconds from the pods of `variants`; None: never."""
+        with self._cond:
+            if every is None:
+                self._plans.pop(owner, None)  # its schedule entry is skipped when due
+                return
+            every = self._override or every
+            plan = self._plans.get(owner)
+            if plan is not None and plan.every == every:
+                plan.variants = frozenset(variants)
+                return
+            token = next(self._tokens)
+            self._plans[owner] = _Plan(
+                every, frozenset(variants), token, plan.busy if plan else False
+            )
+            now = self._clock()
+            due = now + (phase(owner, every) - now) % every
+            heapq.heappush(self._heap, (due, token, owner))
+            self._cond.notify()
+
+    def tracked(self) -> int:
+        """Give how many InferenceServices have an experiment collected."""
+        with self._cond:
+            return len(self._plans)
+
+    def start(self) -> None:
+        """Start the schedule's thread and the readers."""
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self._threads, thread_name_prefix="kubeserve-scrape"
+        )
+        threading.Thread(target=self._loop, name="kubeserve-collect", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop scheduling; reads under way finish and deliver nothing more."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > self._clock()):
+                    wait = self._heap[0][0] - self._clock() if self._heap else None
+                    self._cond.wait(wait)
+                if self._stopped:
+                    return
+                due, token, owner = heapq.heappop(self._heap)
+                plan = self._plans.get(owner)
+                if plan is None or plan.token != token:
+                    continue  # untracked, or rescheduled under another token
+                later = due + plan.every
+                now = self._clock()
+                if later <= now:  # fell behind (a paused process): the next slot of its phase
+                    later = now + (due - now) % plan.every or plan.every
+                heapq.heappush(self._heap, (later, token, owner))
+                if plan.busy:
+                    logger.debug(f"{owner}: the last collection is still reading; skipped one")
+                    continue
+                plan.busy = True
+                variants = plan.variants
+            try:
+                self._collect(owner, variants)
+            except Exception:  # one InferenceService's failure must not end the schedule
+                logger.exception(f"{owner}: collecting the experiment failed")
+                self._done(owner)
+
+    def _collect(self, owner: Owner, variants: Collection[str]) -> None:
+        found = self._targets(owner, variants)
+        if not found:
+            self._done(owner)
+            self._deliver(owner, [])
+            return
+        gathered: list[readings.PodReading] = []
+        lock = threading.Lock()
+
+        def read_one(target: scrape.Target) -> None:
+            try:
+                got = self._read(target)
+            except Exception as exc:  # a bug in a read: the pod is unreadable, not the rest
+                logger.exception(f"{owner}: reading {target.name} failed")
+                got = target.reading(None, f"reading failed: {exc!r}"[:200])
+            with lock:
+                gathered.append(got)
+                last = len(gathered) == len(found)
+            if last:
+                self._done(owner)
+                if not self._stopped:
+                    self._deliver(owner, list(gathered))
+
+        assert self._pool is not None
+        for target in found:
+            self._pool.submit(read_one, target)
+
+    def _done(self, owner: Owner) -> None:
+        with self._cond:
+            plan = self._plans.get(owner)
+            if plan is not None:
+                plan.busy = False
