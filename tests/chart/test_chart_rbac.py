@@ -90,8 +90,8 @@ def expected_calls(*, gateway_api: bool, clusterwide: bool) -> set[Grant]:
     # reconcile reads an InferenceService by name before it repairs a deleted child.
     if "self._api.get(ISVC_KIND" in inspect.getsource(reconcile):
         calls.add((API_GROUP, isvc.plural, "get"))
-    # kopf posts Warning events (kopf.warn) as core v1 Events.
-    assert "kopf.warn," in inspect.getsource(runtime)
+    # kopf posts the operator's Events (kopf.event: Warning and Normal) as core v1 Events.
+    assert "kopf.event," in inspect.getsource(runtime)
     event = cluster.KINDS[("v1", "Event")]
     calls.add((group_of(event.api_version), event.plural, "create"))
     if clusterwide:

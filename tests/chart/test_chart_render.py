@@ -30,6 +30,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "routerImage": {"repository": "registry.example.com/nginx-unprivileged", "tag": "1.27"},
         "imagePullSecrets": [{"name": "regcred"}],
     },
+    "experiments": {
+        "experiments": {
+            "scrape": False,
+            "prometheusUrl": "http://prometheus-operated.monitoring.svc:9090",
+            "prometheusNamespaceLabel": "kubernetes_namespace",
+            "networkPolicy": {"namespaces": ["team-a", "team-b"]},
+        }
+    },
     "everything": {
         "fullnameOverride": "ks",
         "crds": {"install": False},
@@ -244,6 +252,9 @@ def test_names_are_truncated_to_63(tmp_path: Path) -> None:
         {"serverImage": {"repository": "x", "digest": "latest"}},
         {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}},
         {"serviceAccount": {"create": False, "name": ""}},
+        {"experiments": {"prometheusUrl": "prometheus:9090"}},
+        {"experiments": {"networkPolicy": {"namespaces": ["Team_A"]}}},
+        {"experiments": {"scrape": "yes"}},
     ],
     ids=repr,
 )
@@ -315,6 +326,48 @@ def test_the_operator_accepts_the_rendered_command_and_environment(
     assert config.gateway_api is values.get("gatewayAPI", False)
     assert config.log_format == values.get("logFormat", "json")
     assert args.verbose is values.get("verbose", False)
+    experiments = VALUE_SETS[name].get("experiments", {})
+    assert config.scrape_pods is experiments.get("scrape", True)
+    assert config.prometheus_url == (experiments.get("prometheusUrl") or None)
+    assert config.prometheus_namespace_label == experiments.get(
+        "prometheusNamespaceLabel", "namespace"
+    )
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert config.health_port == ports["health"]
     assert config.metrics_port == ports.get("metrics", 0)
+
+
+def test_experiments_read_pods_by_default_with_no_network_policy(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    env = env_of(rendered["default"])
+    assert env["KUBESERVE_EXPERIMENT_SCRAPE"] == "true"
+    assert env["KUBESERVE_PROMETHEUS_URL"] == ""
+    assert not by_kind(rendered["default"], "NetworkPolicy")
+
+
+def test_a_network_policy_lets_only_the_operator_reach_the_variant_pods_port_http(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    from kubeserve.builders import meta
+
+    objects = rendered["experiments"]
+    policies = by_kind(objects, "NetworkPolicy")
+    assert [p["metadata"]["namespace"] for p in policies] == ["team-a", "team-b"]
+    operator_pod = one(objects, "Deployment")["spec"]["template"]
+    for policy in policies:
+        spec = policy["spec"]
+        # The variant pods, by the labels the builders give them.
+        assert spec["podSelector"]["matchLabels"] == {
+            "app.kubernetes.io/managed-by": meta.MANAGED_BY,
+            meta.COMPONENT_LABEL: "predictor",
+        }
+        assert spec["policyTypes"] == ["Ingress"]
+        [rule] = spec["ingress"]
+        [peer] = rule["from"]
+        assert peer["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": "kubeserve-system"
+        }
+        selected = peer["podSelector"]["matchLabels"]
+        assert selected.items() <= operator_pod["metadata"]["labels"].items()
+        assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
