@@ -451,5 +451,8 @@ def test_a_hold_with_the_same_reason_keeps_its_time() -> None:
     first = step(service(), decided, 30, served=counts((10, 0), (10, 0)))
     second = step(service(), first, 45, served=counts((10, 0), (10, 0)))
     assert rollout_of(first).last_decision != rollout_of(second).last_decision  # 30s, 45s
-    same = step(service(), second, 45.5, served=counts((10, 0), (10, 0)))
-    assert same.rollout == second.rollout
+    # Past the step's duration, still short of requests: the same reason, the same status.
+    waiting = step(service(), second, 70, served=counts((10, 0), (10, 0)))
+    later = step(service(), waiting, 100, served=counts((10, 0), (10, 0)))
+    assert later.rollout == waiting.rollout
+    assert rollout_of(later).last_decision.time == "2024-05-01T12:01:10Z"  # type: ignore[union-attr]
