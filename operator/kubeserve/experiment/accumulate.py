@@ -174,7 +174,7 @@ def accumulate(
             continue
         counts = counts or status.VariantCounts()
         more = increase.get(name)
-        if more is not None:
+        if more is not None and any(more):  # nothing new must change nothing, to the byte
             counts = _add(counts, more, slow_after)
         out[name] = counts.model_copy(
             update={

@@ -283,6 +283,8 @@ def look(
     if not restart and old_wire is not None and _same(wire, old_wire):
         wire = dict(old_wire)  # nothing new: not even lastCollected changes
     else:
+        if history and history[-1].time == stamp:
+            history.pop()  # two looks in one second: the later one stands for both
         points = thin([*history, _history_point(stamp, evaluation.comparisons)])
         wire["history"] = [p.to_wire() for p in points]
     return Look(

@@ -262,3 +262,16 @@ def test_no_count_is_lost_or_counted_twice_but_the_documented_losses(
     assert {v: counts[v].requests for v in variants_} == truth
     added = sum(c.requests for c in counts.values())
     assert abs(sum(c.expected for c in counts.values()) - added) < 1e-6 * max(1, added)
+
+
+def test_a_look_that_adds_nothing_leaves_the_counts_as_they_were() -> None:
+    first = run([[reading("1", "a", 100)]])
+    again = accumulate.accumulate(
+        first.variants,
+        first.pods,
+        [reading("1", "a", 100)],
+        WEIGHTS,
+        start_time=START,
+        slow_after=SLOW_AFTER,
+    )
+    assert again.variants == first.variants

@@ -292,3 +292,11 @@ def test_apply_replaces_the_experiment_conditions_in_place() -> None:
         {"type": look.CONCLUSIVE, "status": "True"},
         {"type": look.SAMPLE_RATIO, "status": "False"},
     ]
+
+
+def test_two_looks_in_one_second_leave_one_history_point() -> None:
+    pods = Pods()
+    _, current = step(isvc(), {}, pods, 0)
+    pods.servers["v1"].serve(3)
+    _, current = step(isvc(), current, pods, 0.001)
+    assert [p["time"] for p in current["experiment"]["history"]] == ["2025-03-01T09:00:00Z"]
