@@ -272,10 +272,19 @@ def test_without_an_experiment_nothing_is_collected_and_the_status_has_no_experi
     }
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "soon"])
+@pytest.mark.parametrize("bad", ["0", "-1", "soon", "nan", "inf"])
 def test_the_experiment_interval_must_be_a_positive_number_of_seconds(
     bad: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
         up.build_parser().parse_args(["-f", "x.yaml", "--experiment-interval", bad])
     assert "is not a positive number of seconds" in capsys.readouterr().err
+
+
+def test_a_status_file_in_a_missing_directory_is_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere" / "status.yaml"
+    with pytest.raises(SystemExit):
+        up.build_parser().parse_args(["-f", "x.yaml", "--status-file", str(missing)])
+    assert f"{tmp_path / 'nowhere'} is not a directory" in capsys.readouterr().err

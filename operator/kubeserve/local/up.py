@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime
 import errno
+import math
 import os
 import shutil
 import signal
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--status-file",
-        type=Path,
+        type=_status_path,
         help="keep the status, as the operator would write it, in this YAML file (rewritten "
         "at every experiment collection); `kubeserve experiment -f` reads it",
     )
@@ -103,9 +104,17 @@ def _positive_seconds(text: str) -> float:
         seconds = float(text)
     except ValueError:
         seconds = 0.0
-    if not seconds > 0:
+    if not (seconds > 0 and math.isfinite(seconds)):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return seconds
+
+
+def _status_path(text: str) -> Path:
+    # Said now, not after the models loaded: the file is written beside itself, then renamed.
+    path = Path(text)
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path.parent} is not a directory")
+    return path
 
 
 def local_uri(uri: str, models_root: Path) -> str:
