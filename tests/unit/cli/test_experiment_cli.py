@@ -126,7 +126,18 @@ def test_the_table_shows_the_verdict_variants_and_comparisons() -> None:
     )
     assert "WARNING" not in text
     v1 = next(line for line in lines if line.startswith("v1 (control)")).split()
-    assert v1[2:] == ["50", "2010", "0.10%", "1.00%", "1000", "10.00%", "-", "4.0ms", "20ms", "1.50s"]
+    assert v1[2:] == [
+        "50",
+        "2010",
+        "0.10%",
+        "1.00%",
+        "1000",
+        "10.00%",
+        "-",
+        "4.0ms",
+        "20ms",
+        "1.50s",
+    ]
     outcome = next(line for line in lines if " outcome " in line).split()
     assert outcome == [
         "v2",
