@@ -10,6 +10,7 @@ Threads (see `runtime` for how they meet the rest):
 - `kubeserve-scrape-<n>` (`threads` of them) read one pod each at a time (see `scrape`);
   the last read of a collection delivers the readings, which notes a `work.Collect` for
   the InferenceService: the status is written by the reconciles, like any other status.
+  With `query` (Prometheus, see `prometheus`) a collection is one question instead.
 
 No thundering herd: each InferenceService has a fixed phase inside its interval (a hash of
 its name), so 1,000 of them created at once, or an operator restart, spread their
@@ -39,7 +40,10 @@ Owner = Hashable  # (namespace, name) of an InferenceService
 # The pods to read for an owner, given the variants being compared.
 Targets = Callable[[Owner, Collection[str]], list[scrape.Target]]
 Read = Callable[[scrape.Target], readings.PodReading]
-Deliver = Callable[[Owner, list[readings.PodReading]], None]
+# Prometheus mode: the counts of an owner's variants (None: nothing to ask for yet).
+Query = Callable[[Owner, Collection[str]], readings.VariantTotals | None]
+# Hand over one collection: the pod readings, or Prometheus' totals.
+Deliver = Callable[[Owner, list[readings.PodReading], readings.VariantTotals | None], None]
 THREADS = 8
 
 
@@ -65,6 +69,7 @@ class Collector:
         deliver: Deliver,
         *,
         read: Read = scrape.read_pod,
+        query: Query | None = None,
         threads: int = THREADS,
         interval_override: float | None = None,
         clock: Callable[[], float] = time.time,
@@ -72,6 +77,7 @@ class Collector:
         self._targets = targets
         self._deliver = deliver
         self._read = read
+        self._query = query
         self._threads = threads
         self._override = interval_override
         self._clock = clock
@@ -151,10 +157,14 @@ class Collector:
                 self._done(owner)
 
     def _collect(self, owner: Owner, variants: Collection[str]) -> None:
+        assert self._pool is not None
+        if self._query is not None:
+            self._pool.submit(self._ask, owner, variants)
+            return
         found = self._targets(owner, variants)
         if not found:
             self._done(owner)
-            self._deliver(owner, [])
+            self._deliver(owner, [], None)
             return
         gathered: list[readings.PodReading] = []
         lock = threading.Lock()
@@ -171,11 +181,21 @@ class Collector:
             if last:
                 self._done(owner)
                 if not self._stopped:
-                    self._deliver(owner, list(gathered))
+                    self._deliver(owner, list(gathered), None)
 
-        assert self._pool is not None
         for target in found:
             self._pool.submit(read_one, target)
+
+    def _ask(self, owner: Owner, variants: Collection[str]) -> None:
+        assert self._query is not None
+        try:
+            totals = self._query(owner, variants)
+        except Exception:
+            logger.exception(f"{owner}: asking Prometheus failed")
+            totals = None
+        self._done(owner)
+        if totals is not None and not self._stopped:
+            self._deliver(owner, [], totals)
 
     def _done(self, owner: Owner) -> None:
         with self._cond:

@@ -26,7 +26,7 @@ from kubeserve.builders import children, meta
 from kubeserve.builders.config import BuildConfig
 from kubeserve.controller import diff, merge_patch, overlay, packed, settle, status, work
 from kubeserve.controller.work import ChildKey
-from kubeserve.experiment import look, readings
+from kubeserve.experiment import look
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def experiment_status(
     isvc: spec.InferenceService,
     previous: Mapping[str, Any],
     new_status: dict[str, Any],
-    collected: Sequence[readings.PodReading] | None,
+    collected: work.Collect | None,
     outcome: Outcome,
 ) -> dict[str, Any]:
     """Give the status with the experiment's part: a look at what was collected, or none.
@@ -88,10 +88,16 @@ def experiment_status(
     if experiment is None:
         return look.without_experiment(new_status) if "experiment" in new_status else new_status
     if collected is None and look.starts_again(isvc, previous):
-        collected = []
+        collected = work.Collect([])
     if collected is None:
         return new_status
-    result = look.look(isvc, previous, collected, datetime.datetime.now(tz=datetime.UTC))
+    result = look.look(
+        isvc,
+        previous,
+        collected.readings,
+        datetime.datetime.now(tz=datetime.UTC),
+        totals=collected.totals,
+    )
     outcome.events = result.events
     return result.apply(new_status)
 
@@ -227,7 +233,7 @@ class Reconciler:
         previous = dict(body.get("status") or {})
         collected = None
         if isinstance(todo, work.Collect):
-            collected, todo = todo.readings, todo.other_work()
+            collected, todo = todo, todo.other_work()
         try:
             isvc, desired = self.desired(body)
         except SpecError as exc:

@@ -35,6 +35,7 @@ Where threads meet asyncio:
 from __future__ import annotations
 
 import contextvars
+import datetime
 import functools
 import itertools
 import logging
@@ -52,6 +53,7 @@ from kubeserve.controller import (
     memory,
     packed,
     pending,
+    prometheus,
     reconcile,
     scrape,
     settle,
@@ -141,6 +143,7 @@ class OperatorRuntime:
         self.collector = collect.Collector(
             self._targets,
             self._collected,
+            query=self._ask_prometheus if config.prometheus_url else None,
             interval_override=config.experiment_interval_override,
         )
 
@@ -203,7 +206,7 @@ class OperatorRuntime:
         threading.Thread(target=self._start_work, name="kubeserve-start-work", daemon=True).start()
         threading.Thread(target=self._resync_forever, name="kubeserve-resync", daemon=True).start()
         memory.start_trimming(TRIM_SECONDS, self._stop)
-        if self.config.scrape_pods:
+        if self.config.scrape_pods or self.config.prometheus_url:
             self.collector.start()
 
     def stop(self) -> None:
@@ -260,8 +263,34 @@ class OperatorRuntime:
         )
         return scrape.targets(pods, variants)
 
-    def _collected(self, owner: collect.Owner, looked: list[readings.PodReading]) -> None:
-        self.note(owner, work.Collect(looked), COLLECT)
+    def _collected(
+        self,
+        owner: collect.Owner,
+        looked: list[readings.PodReading],
+        totals: readings.VariantTotals | None,
+    ) -> None:
+        self.note(owner, work.Collect(looked, totals=totals), COLLECT)
+
+    def _ask_prometheus(
+        self, owner: collect.Owner, variants: Collection[str]
+    ) -> readings.VariantTotals | None:
+        namespace, name = cast(informer.Owner, owner)
+        values = _values(self._index, owner)
+        if not values or self.config.prometheus_url is None:
+            return None
+        experiment = (packed.unpack(values[0]).get("status") or {}).get("experiment") or {}
+        since = experiment.get("startTime")
+        if not since:
+            return None  # not started yet: its first look is the reconcile's
+        return prometheus.totals(
+            self.config.prometheus_url,
+            namespace=namespace or "",
+            name=name,
+            variants=variants,
+            since=since,
+            now=datetime.datetime.now(tz=datetime.UTC),
+            namespace_label=self.config.prometheus_namespace_label,
+        )
 
     def observed(self, namespace: str | None, name: str) -> reconcile.Observed:
         """Give what the informers hold for one InferenceService."""

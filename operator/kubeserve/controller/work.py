@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from kubeserve.experiment import readings
+from kubeserve.experiment import readings as pod_readings
 
 ChildKey = tuple[str, str]  # kind, name (the namespace is the InferenceService's)
 
@@ -57,8 +57,9 @@ class Collect:
     The status is computed and written at once (a collection is never put off to settle).
     """
 
-    readings: Sequence[readings.PodReading]
+    readings: Sequence[pod_readings.PodReading]
     then: FullReconcile | CompareChildren | RefreshStatus | None = None
+    totals: pod_readings.VariantTotals | None = None  # from Prometheus, instead of readings
 
     def other_work(self) -> FullReconcile | CompareChildren | RefreshStatus:
         """Give the work done beside the collection, with the status always written now."""
@@ -89,7 +90,7 @@ def merge(old: Work, new: Work) -> Work:
     if isinstance(old, Collect) or isinstance(new, Collect):
         latest = new if isinstance(new, Collect) else old
         assert isinstance(latest, Collect)
-        return Collect(latest.readings, _then(_beside(old), _beside(new)))
+        return Collect(latest.readings, _then(_beside(old), _beside(new)), latest.totals)
     match old, new:
         case (FullReconcile(), _) | (_, FullReconcile()):
             return FullReconcile()

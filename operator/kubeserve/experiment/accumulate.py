@@ -186,3 +186,61 @@ def accumulate(
     return Accumulated(
         variants=out, pods=new_pods, unreadable=unreadable[:MAX_UNREADABLE], added=added
     )
+
+
+def from_totals(
+    variants: Mapping[str, status.VariantCounts],
+    totals: Mapping[str, status.PodCounters],
+    weights: Mapping[str, int],
+    *,
+    slow_after: int,
+) -> Accumulated:
+    """Take cumulative counts per variant (from Prometheus) in place of the running ones.
+
+    Prometheus' increase() extrapolates to the window's edges, so its counts are rounded,
+    and a count that came out lower than last look's is kept at last look's (a count never
+    goes down); `expected` grows by the new requests, shared by the live weights as above.
+    """
+    live = {name: w for name, w in weights.items() if w > 0}
+    out: dict[str, status.VariantCounts] = {}
+    grown: dict[str, status.VariantCounts] = {}
+    for name in live:
+        before = variants.get(name) or status.VariantCounts()
+        total = totals.get(name)
+        if total is None:
+            grown[name] = before
+            continue
+        buckets = [float(round(b)) for b in _vector(total)[len(_FIELDS) :]]
+        counts = before.model_copy(
+            update={
+                "requests": max(before.requests, round(total.requests)),
+                "errors": max(before.errors, round(total.errors)),
+                "feedback": max(before.feedback, round(total.feedback)),
+                "positives": max(before.positives, round(total.positives)),
+                "values": max(before.values, round(total.values)),
+                "value_sum": total.value_sum,
+                "value_squares": max(before.value_squares, total.value_squares),
+                "latency_buckets": buckets if any(buckets) else before.latency_buckets,
+                "slow": max(before.slow, round(sum(buckets[slow_after + 1 :]))),
+            }
+        )
+        grown[name] = before if counts == before else counts
+    added = sum(
+        grown[n].requests - (variants.get(n) or status.VariantCounts()).requests for n in live
+    )
+    share = sum(live.values())
+    for name in weights:
+        if name not in live:
+            kept = variants.get(name)
+            if kept is not None:
+                out[name] = kept.model_copy(update={"weight": 0, "pods": 0})
+            continue
+        counts = grown[name]
+        out[name] = counts.model_copy(
+            update={
+                "weight": live[name],
+                "pods": 0,
+                "expected": counts.expected + added * live[name] / share,
+            }
+        )
+    return Accumulated(variants=out, pods={}, unreadable=[], added=added)

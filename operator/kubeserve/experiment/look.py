@@ -229,11 +229,15 @@ def look(
     previous: Mapping[str, Any] | None,
     looked: Sequence[readings.PodReading],
     now: datetime.datetime,
+    *,
+    totals: readings.VariantTotals | None = None,
 ) -> Look:
     """Add one look's readings to the experiment of `isvc`.
 
     `previous` is the whole previous status of the InferenceService (None or {} at first);
     `looked` has a reading per pod of the variants (the unreadable ones with their problem).
+    `totals`, instead of `looked`: the counts per variant since the start, from Prometheus;
+    ignored when they are not since this experiment's startTime (it started again since).
     """
     experiment = isvc.spec.experiment
     if experiment is None:
@@ -253,14 +257,24 @@ def look(
         history = list(before.history or [])
     weights = isvc.spec.live_weights()
     threshold = slow_bucket(experiment.slow_threshold_seconds())
-    added = accumulate.accumulate(
-        counts,
-        pods,
-        looked,
-        weights,
-        start_time=accumulate.parse_time(start),
-        slow_after=threshold,
-    )
+    if totals is None:
+        added = accumulate.accumulate(
+            counts,
+            pods,
+            looked,
+            weights,
+            start_time=accumulate.parse_time(start),
+            slow_after=threshold,
+        )
+    elif totals.since != start or restart or totals.problem:
+        added = accumulate.from_totals(counts, {}, weights, slow_after=threshold)
+        if totals.problem and not restart:
+            reason = totals.problem[: accumulate.MAX_REASON]
+            added = dataclasses.replace(
+                added, unreadable=[status.UnreadablePod(pod="prometheus", reason=reason)]
+            )
+    else:
+        added = accumulate.from_totals(counts, totals.counters, weights, slow_after=threshold)
     variants = {name: _with_rates(c) for name, c in added.variants.items()}
     evaluation = verdicts.evaluate(experiment, variants, weights, compared)
     result = status.ExperimentStatus(

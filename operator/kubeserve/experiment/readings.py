@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 from prometheus_client import parser
 
@@ -46,6 +47,20 @@ class PodReading:
     restarts: int
     started: str | None
     counters: status.PodCounters | None
+    problem: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantTotals:
+    """What each variant served since `since` (the experiment's startTime), summed over its pods.
+
+    From Prometheus (`increase()` over the experiment's window) instead of the pods' own
+    counters: cumulative already, so they replace the counts rather than add to them.
+    `problem` says why there are none.
+    """
+
+    since: str
+    counters: Mapping[str, status.PodCounters]
     problem: str | None = None
 
 

@@ -86,7 +86,7 @@ class PodMetrics:
             "# HELP kubeserve_request_duration_seconds Time to the response.",
             "# TYPE kubeserve_request_duration_seconds histogram",
         ]
-        if self.requests:
+        if self.codes:
             series = {**mv, "protocol": "v2", "operation": "infer"}
             total = 0
             for bound, n in zip([*(f"{b:g}" for b in BOUNDS), "+Inf"], self.buckets, strict=True):

@@ -36,7 +36,12 @@ class Recorder:
         time.sleep(self.slow)
         return target.reading(None, "fake")
 
-    def deliver(self, owner: object, looked: list[readings.PodReading]) -> None:
+    def deliver(
+        self,
+        owner: object,
+        looked: list[readings.PodReading],
+        totals: readings.VariantTotals | None = None,
+    ) -> None:
         with self.lock:
             self.delivered.append((owner, looked, time.monotonic()))
 
