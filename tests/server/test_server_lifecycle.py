@@ -75,7 +75,7 @@ def test_two_workers_share_the_port_and_the_metrics(example_models: pathlib.Path
             text = request(server.port, "GET", "/metrics")[2]
             found = re.search(
                 r'kubeserve_requests_total\{model="digits",version="v2",'
-                r'protocol="v1",code="200"\} (\S+)',
+                r'protocol="v1",operation="infer",code="200"\} (\S+)',
                 text,
             )
             total = float(found.group(1)) if found else 0.0

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from kubeserve.api import spec
+
 TOTAL = 100
 
 
@@ -125,3 +127,21 @@ def split_order(variants: Sequence[str], candidate: str) -> list[str]:
     if variants[-1] == candidate:
         return [*others, candidate]
     return [candidate, *others]
+
+
+def live_spec(isvc: spec.InferenceService, live: Mapping[str, int]) -> spec.InferenceService:
+    """Give the InferenceService as the router must carry it: the live split, in split order.
+
+    The builders render weights from the spec's variants in their order; a rollout hands
+    them this copy instead, so the spec itself (the destination) is never rewritten. Without
+    spec.rollout, or without a live split, the InferenceService is given back unchanged.
+    """
+    rollout = isvc.spec.rollout
+    if rollout is None or not live:
+        return isvc
+    by_name = {v.name: v for v in isvc.spec.variants}
+    if set(live) != set(by_name) or rollout.candidate not in by_name:
+        return isvc  # a split of another set of variants: the spec changed since; wait for it
+    order = split_order(list(by_name), rollout.candidate)
+    variants = [by_name[n].model_copy(update={"weight": live[n]}) for n in order]
+    return isvc.model_copy(update={"spec": isvc.spec.model_copy(update={"variants": variants})})

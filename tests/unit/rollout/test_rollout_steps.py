@@ -195,3 +195,26 @@ def test_real_keys_through_murmur_hash_stay_on_the_candidate() -> None:
         assert on <= now
         on = now
     assert on == set(keys)
+
+
+def test_the_live_spec_carries_the_live_split_in_split_order_and_leaves_the_spec_alone() -> None:
+    from kubeserve.api import validation
+
+    obj = {
+        "apiVersion": "serving.kubeserve.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "digits"},
+        "spec": {
+            "variants": [
+                {"name": n, "weight": w, "model": {"format": "onnx", "storageUri": f"file:///{n}"}}
+                for n, w in (("v2", 100), ("v1", 0))
+            ],
+            "rollout": {"candidate": "v2"},
+        },
+    }
+    isvc = validation.parse(obj)
+    live = steps.live_spec(isvc, {"v1": 95, "v2": 5})
+    assert [(v.name, v.weight) for v in live.spec.variants] == [("v2", 5), ("v1", 95)]
+    assert [(v.name, v.weight) for v in isvc.spec.variants] == [("v2", 100), ("v1", 0)]
+    assert steps.live_spec(isvc, {"v1": 95, "v3": 5}) is isvc
+    assert steps.live_spec(isvc, {}) is isvc
