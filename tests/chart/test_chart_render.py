@@ -35,6 +35,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "scrape": False,
             "prometheusUrl": "http://prometheus-operated.monitoring.svc:9090",
             "prometheusNamespaceLabel": "kubernetes_namespace",
+            "prometheusVariantLabel": "serving_kubeserve_dev_variant",
             "networkPolicy": {"namespaces": ["team-a", "team-b"]},
         }
     },
@@ -332,6 +333,7 @@ def test_the_operator_accepts_the_rendered_command_and_environment(
     assert config.prometheus_namespace_label == experiments.get(
         "prometheusNamespaceLabel", "namespace"
     )
+    assert config.prometheus_variant_label == experiments.get("prometheusVariantLabel", "version")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert config.health_port == ports["health"]
     assert config.metrics_port == ports.get("metrics", 0)

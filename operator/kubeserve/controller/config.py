@@ -31,6 +31,9 @@ class OperatorConfig:
     scrape_pods: bool = True
     prometheus_url: str | None = None
     prometheus_namespace_label: str = "namespace"
+    # The label that names a series' variant in Prometheus: the server's `version` when
+    # versions are named after variants, else a pod label kept by relabelling.
+    prometheus_variant_label: str = "version"
     # For tests only: collect every experiment this often instead of its spec's interval
     # (the API refuses intervals under 5 s).
     experiment_interval_override: float | None = None
@@ -59,6 +62,7 @@ class OperatorConfig:
             ("log_format", "LOG_FORMAT", str),
             ("prometheus_url", "PROMETHEUS_URL", str),
             ("prometheus_namespace_label", "PROMETHEUS_NAMESPACE_LABEL", str),
+            ("prometheus_variant_label", "PROMETHEUS_VARIANT_LABEL", str),
             ("experiment_interval_override", "TESTING_EXPERIMENT_INTERVAL", float),
         ):
             if (raw := get(name)) is not None:

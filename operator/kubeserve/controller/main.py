@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the label Prometheus puts a pod's namespace in (default namespace)",
     )
     parser.add_argument(
+        "--prometheus-variant-label",
+        help="the label that names a series' variant in Prometheus (default version)",
+    )
+    parser.add_argument(
         "--experiment-scrape",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -85,6 +89,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         "log_format": args.log_format,
         "prometheus_url": args.prometheus_url,
         "prometheus_namespace_label": args.prometheus_namespace_label,
+        "prometheus_variant_label": args.prometheus_variant_label,
         "scrape_pods": args.experiment_scrape,
         "experiment_interval_override": args.testing_experiment_interval,
     }

@@ -4,7 +4,10 @@ The same counters the pods expose, as Prometheus scraped them, summed per varian
 experiment's window, `[<seconds since startTime>s]`, with increase() (which handles counter
 resets per series as the pod reads do). Each series is chosen by the InferenceService's
 namespace (the label Prometheus keeps it in, `namespace` by default), its `model` label (the
-InferenceService's name) and `operation="infer"`; the variant is the series' `version` label.
+InferenceService's name) and `operation="infer"`; the variant is the series' `version` label
+(the server's model version: right when versions are named after the variants), or the
+label `--prometheus-variant-label` names (a pod label kept by Prometheus' relabelling, e.g.
+the PodMonitor's podTargetLabels of serving.kubeserve.dev/variant).
 
 Where the two ways differ: Prometheus extrapolates increase() to the window's edges, so
 counts are rounded and may be a little off at a look; a pod's requests before its first
@@ -30,28 +33,34 @@ TIMEOUT = 5.0
 
 
 def queries(
-    namespace: str, name: str, window: int, *, namespace_label: str = "namespace"
+    namespace: str,
+    name: str,
+    window: int,
+    *,
+    namespace_label: str = "namespace",
+    variant_label: str = "version",
 ) -> dict[str, str]:
     """Give the PromQL of each count, by what it counts."""
     where = f'{namespace_label}="{namespace}",model="{name}"'
     infer = f'{where},operation="infer"'
     w = f"[{window}s]"
     return {
-        "requests": f"sum by (version) (increase(kubeserve_requests_total{{{infer}}}{w}))",
+        "requests": f"sum by ({variant_label}) (increase(kubeserve_requests_total{{{infer}}}{w}))",
         "errors": (
-            f'sum by (version) (increase(kubeserve_requests_total{{{infer},code=~"5.."}}{w}))'
+            f"sum by ({variant_label}) "
+            f'(increase(kubeserve_requests_total{{{infer},code=~"5.."}}{w}))'
         ),
         "buckets": (
-            "sum by (version, le) "
+            f"sum by ({variant_label}, le) "
             f"(increase(kubeserve_request_duration_seconds_bucket{{{infer}}}{w}))"
         ),
-        "feedback": f"sum by (version, kind) (increase(kubeserve_feedback_total{{{where}}}{w}))",
+        "feedback": f"sum by ({variant_label}, kind) (increase(kubeserve_feedback_total{{{where}}}{w}))",
         "positives": (
-            f"sum by (version) (increase(kubeserve_feedback_positive_total{{{where}}}{w}))"
+            f"sum by ({variant_label}) (increase(kubeserve_feedback_positive_total{{{where}}}{w}))"
         ),
-        "value_sum": f"sum by (version) (delta(kubeserve_feedback_value_sum{{{where}}}{w}))",
+        "value_sum": f"sum by ({variant_label}) (delta(kubeserve_feedback_value_sum{{{where}}}{w}))",
         "value_squares": (
-            f"sum by (version) (increase(kubeserve_feedback_value_squares_sum{{{where}}}{w}))"
+            f"sum by ({variant_label}) (increase(kubeserve_feedback_value_squares_sum{{{where}}}{w}))"
         ),
     }
 
@@ -87,6 +96,7 @@ def totals(
     since: str,
     now: datetime.datetime,
     namespace_label: str = "namespace",
+    variant_label: str = "version",
     timeout: float = TIMEOUT,
 ) -> readings.VariantTotals:
     """Give each variant's counts since `since`, or the problem that kept Prometheus from it."""
@@ -99,11 +109,11 @@ def totals(
     }  # fmt: skip
     try:
         for what, promql in queries(
-            namespace, name, window, namespace_label=namespace_label
+            namespace, name, window, namespace_label=namespace_label, variant_label=variant_label
         ).items():
             for sample in _query(url, promql, at, timeout):
                 labels = sample.get("metric") or {}
-                counts = found.get(labels.get("version", ""))
+                counts = found.get(labels.get(variant_label, ""))
                 if counts is None:
                     continue
                 value = _value(sample)

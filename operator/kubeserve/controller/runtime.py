@@ -290,6 +290,7 @@ class OperatorRuntime:
             since=since,
             now=datetime.datetime.now(tz=datetime.UTC),
             namespace_label=self.config.prometheus_namespace_label,
+            variant_label=self.config.prometheus_variant_label,
         )
 
     def observed(self, namespace: str | None, name: str) -> reconcile.Observed:

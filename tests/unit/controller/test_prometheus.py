@@ -165,3 +165,22 @@ def _served(n: int) -> str:
     pod = PodMetrics()
     pod.serve(n)
     return pod.render()
+
+
+def test_the_variant_label_can_be_a_pod_label_kept_by_prometheus(fake: FakePrometheus) -> None:
+    since = T0.strftime("%Y-%m-%dT%H:%M:%SZ")
+    for minute, served in ((0, 0), (1, 9)):
+        pod = PodMetrics(version="1")  # the model version: not the variant's name
+        pod.serve(served)
+        target = {"namespace": "ns", "pod": "p", "serving_kubeserve_dev_variant": "v2"}
+        fake.scrape(pod.render(), target, (T0 + datetime.timedelta(minutes=minute)).timestamp())
+    totals = prometheus.totals(
+        fake.url,
+        namespace="ns",
+        name="digits",
+        variants=["v1", "v2"],
+        since=since,
+        now=T0 + datetime.timedelta(minutes=1),
+        variant_label="serving_kubeserve_dev_variant",
+    )
+    assert totals.counters["v2"].requests == 9 and totals.counters["v1"].requests == 0
