@@ -222,13 +222,21 @@ def _variants_as_map(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _without_defaults(node: Any) -> Any:
-    # The API server applies schema defaults to the status too; a default the operator does
-    # not write itself would make every status it writes differ from the one it reads back.
+    # The API server applies schema defaults to the status too; in these large subtrees a
+    # default the writer leaves out would make every status it writes differ from the one it
+    # reads back.
     if isinstance(node, dict):
         return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
     if isinstance(node, list):
         return [_without_defaults(v) for v in node]
     return node
+
+
+def _status_schema() -> dict[str, Any]:
+    schema = structural(status.InferenceServiceStatus)
+    for key in ("experiment", "rollout"):
+        schema["properties"][key] = _without_defaults(schema["properties"][key])
+    return schema
 
 
 def openapi_schema() -> dict[str, Any]:
@@ -243,7 +251,7 @@ def openapi_schema() -> dict[str, Any]:
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": _variants_as_map(structural(spec.InferenceServiceSpec)),
-            "status": _without_defaults(structural(status.InferenceServiceStatus)),
+            "status": _status_schema(),
         },
         "x-kubernetes-validations": ROOT_RULES,
     }
