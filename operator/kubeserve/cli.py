@@ -1,4 +1,4 @@
-"""The `kubeserve` command line: crd, validate, render, traffic, experiment, serve, fetch, up."""
+"""The `kubeserve` command line: crd, validate, render, traffic, experiment, rollout, serve, fetch, up."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from kubeserve import experiment_cli, manifests, traffic_cli
+from kubeserve import experiment_cli, manifests, rollout_cli, traffic_cli
 from kubeserve.api import validation
 from kubeserve.api.errors import SpecError
 from kubeserve.builders import children
@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_render)
     traffic_cli.add_commands(sub)
     experiment_cli.add_command(sub)
+    rollout_cli.add_parser(sub)
     for name in SERVER_COMMANDS:
         sub.add_parser(
             name, help=f"model server: {name} (see `kubeserve {name} --help`)", add_help=False

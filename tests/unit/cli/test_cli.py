@@ -8,11 +8,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from kubeserve import cli
+from kubeserve import cli, rollout_cli
+from kubeserve.rollout import decide
 from support import gateway_schema, k8s_schema
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -275,7 +277,9 @@ def test_an_empty_file_is_named_among_others(
     assert captured.err == f"{empty}: no InferenceService found\n"
 
 
-@pytest.mark.parametrize("command", ["crd", "validate", "render", "traffic", "promote", "rollback"])
+@pytest.mark.parametrize(
+    "command", ["crd", "validate", "render", "traffic", "promote", "rollback", "rollout"]
+)
 def test_every_command_describes_itself_in_its_help(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -349,3 +353,32 @@ spec:
         "spec.variants[2].model.storageUri: s3 URIs need a bucket, e.g. s3://bucket/models/v1",
         "spec.variants[2].resources.requests.cpu: request 2 is more than the limit 1",
     ]
+
+
+class _OneRollout:
+    """An API server with one InferenceService that has spec.rollout; it keeps the patches."""
+
+    default_namespace = "default"
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, str]] = []
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "spec": {"rollout": {"candidate": "v2"}}}
+
+    def annotate(self, namespace: str, name: str, annotations: dict[str, str]) -> dict[str, Any]:
+        self.patches.append(annotations)
+        return {}
+
+
+def test_kubeserve_rollout_is_a_command_of_the_main_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = _OneRollout()
+    monkeypatch.setattr(
+        rollout_cli.ClusterApi, "connect", classmethod(lambda cls, context=None: api)
+    )
+    assert cli.main(["rollout", "digits", "pause"]) == 0
+    (patch,) = api.patches
+    assert patch[decide.MANUAL_ANNOTATION].startswith("pause/")
+    assert capsys.readouterr().out.startswith("inferenceservice/digits: pause requested")
