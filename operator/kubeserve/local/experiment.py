@@ -1,12 +1,14 @@
-"""The local run's status: the InferenceService as the operator would write it, experiment included.
+"""The local run's status: the InferenceService as the operator would write it, experiment and rollout included.
 
 `kubeserve up` has no operator and no pods; each variant is one local server process. At
 every interval `LocalStatus.collect` reads each server's /metrics, makes of it the reading the
 operator makes of a pod (uid `local-<variant>-<pid>`, no restarts, started when the process
-started), and hands the readings to `experiment.look`, the operator's own pure step, so the
-local verdict is the operator's verdict. The status lives in memory and, with
-`--status-file`, in a YAML file rewritten at every collection (through a rename, so a reader
-never sees half of one).
+started), and hands the readings to `experiment.look` and `rollout.look`, the operator's own
+pure steps, so the local verdict and the local rollout are the operator's. The live split
+(`LocalStatus.live`) is the rollout's; the run re-renders its router from `live_isvc` when it
+moves. A new generation of the file (`change`) is checked at once. The status lives in memory
+and, with `--status-file`, in a YAML file rewritten at every collection (through a rename, so
+a reader never sees half of one).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,9 @@ import yaml
 from kubeserve.api import spec
 from kubeserve.builders import endpoint
 from kubeserve.experiment import look, readings
+from kubeserve.local import rollout as local_rollout
+from kubeserve.rollout import look as rollout_look
+from kubeserve.rollout import steps
 
 # A local server answers at once; one that does not is counted as unreadable this time.
 READ_TIMEOUT = 2.0
@@ -86,13 +91,22 @@ def _condition(type_: str, reason: str, message: str, now: str) -> dict[str, Any
     }
 
 
-def serving_status(isvc: spec.InferenceService, url: str, now: str) -> dict[str, Any]:
-    """Give the status of a local run whose servers and router are up (no experiment yet)."""
-    weights = isvc.spec.live_weights()
+def serving_status(
+    isvc: spec.InferenceService, url: str, now: str, live: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """Give the status of a local run whose servers and router are up (no experiment yet).
+
+    `live`: the split the router carries, when it is not the spec's (a rollout's).
+    """
+    weights = dict(live) if live is not None else isvc.spec.live_weights()
     n = len(isvc.spec.variants)
+    generation = (
+        {"observedGeneration": isvc.metadata.generation} if isvc.metadata.generation else {}
+    )
     return {
+        **generation,
         "url": url,
-        "traffic": endpoint.traffic_summary(isvc),
+        "traffic": endpoint.traffic_summary(steps.live_spec(isvc, weights)),
         "conditions": [
             _condition("Ready", "Ready", "all variants and the endpoint are ready", now),
             _condition(
@@ -138,36 +152,122 @@ class LocalStatus:
         status_file: Path | None = None,
         say: Callable[[str], None] | None = None,
         now: datetime.datetime | None = None,
+        live: Mapping[str, int] | None = None,
+        ready: Callable[[Server], bool] | None = None,
     ) -> None:
+        """Keep `isvc` served by `servers`, its router carrying `live` (default the spec's split).
+
+        `interval` overrides spec.experiment.interval and spec.rollout.interval (the API's
+        minimum, 5s, is slow for a demo or a test). `ready` tells whether a server is ready
+        (default: it answers /v2/health/ready).
+        """
         self.isvc = isvc
         self.servers = list(servers)
-        experiment = isvc.spec.experiment
-        self.interval = interval or (experiment.interval_seconds() if experiment else None)
+        self.interval = interval
         self.status_file = status_file
         self._say = say or _print
-        self.status = serving_status(isvc, url, rfc3339(now or _utcnow()))
-        self._next: datetime.datetime | None = None
+        self._ready = ready or (lambda server: local_rollout.server_ready(server.port))
+        self.live: dict[str, int] = dict(live) if live is not None else isvc.spec.live_weights()
+        self.status = serving_status(isvc, url, rfc3339(now or _utcnow()), self.live)
+        self._next_experiment: datetime.datetime | None = None
+        self._next_rollout: datetime.datetime | None = None
 
     @property
     def object(self) -> dict[str, Any]:
         """Give the whole InferenceService, as `kubectl get -o yaml` would show it."""
         return self.isvc.to_wire() | {"status": self.status}
 
-    def due(self, now: datetime.datetime) -> bool:
-        """Tell whether the experiment's next collection is due (never without an experiment)."""
-        return self.isvc.spec.experiment is not None and (self._next is None or now >= self._next)
+    @property
+    def live_isvc(self) -> spec.InferenceService:
+        """Give the InferenceService as the router must carry it: the live split, in split order."""
+        return steps.live_spec(self.isvc, self.live)
 
-    def collect(self, now: datetime.datetime) -> None:
-        """Read every server, take one look, keep the new status and write the file."""
-        assert self.interval is not None, "collect() needs an experiment"
-        self._next = now + datetime.timedelta(seconds=self.interval)
+    def experiment_interval(self) -> float | None:
+        """Give the experiment's collection interval; None without spec.experiment."""
+        experiment = self.isvc.spec.experiment
+        return None if experiment is None else self.interval or experiment.interval_seconds()
+
+    def rollout_interval(self) -> float | None:
+        """Give the rollout's check interval; None without spec.rollout."""
+        rollout = self.isvc.spec.rollout
+        return None if rollout is None else self.interval or rollout.interval_seconds()
+
+    def _experiment_due(self, now: datetime.datetime) -> bool:
+        return self.isvc.spec.experiment is not None and (
+            self._next_experiment is None or now >= self._next_experiment
+        )
+
+    def _rollout_due(self, now: datetime.datetime) -> bool:
+        return self.isvc.spec.rollout is not None and (
+            self._next_rollout is None or now >= self._next_rollout
+        )
+
+    def due(self, now: datetime.datetime) -> bool:
+        """Tell whether a collection is due: the experiment's or the rollout's (never without)."""
+        return self._experiment_due(now) or self._rollout_due(now)
+
+    def collect(self, now: datetime.datetime) -> bool:
+        """Read every server once, take the looks due, keep the new status and write the file.
+
+        Gives whether the live split moved (the router must carry the new one).
+        """
+        experiment_due, rollout_due = self._experiment_due(now), self._rollout_due(now)
+        if not (experiment_due or rollout_due):
+            return False
         found = [read_server(s) for s in self.servers]
-        result = look.look(self.isvc, self.status, found, now)
+        if experiment_due:
+            self._look_experiment(found, now)
+        moved = self._look_rollout(found, now) if rollout_due else False
+        self.save()
+        return moved
+
+    def change(self, isvc: spec.InferenceService, now: datetime.datetime) -> bool:
+        """Serve a new generation (or new metadata) of the InferenceService from now on.
+
+        The rollout is looked at at once, as the operator does on a spec change: a new
+        destination that raises the candidate's weight starts a walk from the live split,
+        any other is applied at once; a new manual command is honoured. Gives whether the
+        live split moved.
+        """
+        self.isvc = isvc
+        if isvc.metadata.generation:
+            self.status = {**self.status, "observedGeneration": isvc.metadata.generation}
+        found = [read_server(s) for s in self.servers]
+        moved = self._look_rollout(found, now)
+        self.save()
+        return moved
+
+    def _look_experiment(
+        self, found: Sequence[readings.PodReading], now: datetime.datetime
+    ) -> None:
+        interval = self.experiment_interval()
+        assert interval is not None, "the experiment's look needs spec.experiment"
+        self._next_experiment = now + datetime.timedelta(seconds=interval)
+        # The live split: the sample ratio follows the weights that carried the requests.
+        result = look.look(self.live_isvc, self.status, found, now)
         # The operator posts these as Events; here they are the run's output.
         for reason, message in result.events:
             self._say(f"experiment: {reason}: {message}")
         self.status = result.apply(self.status)
-        self.save()
+
+    def _candidate_ready(self) -> bool:
+        config = self.isvc.spec.rollout
+        if config is None:
+            return False
+        server = next((s for s in self.servers if s.variant == config.candidate), None)
+        return server is not None and self._ready(server)
+
+    def _look_rollout(self, found: Sequence[readings.PodReading], now: datetime.datetime) -> bool:
+        interval = self.rollout_interval()
+        if interval is not None:
+            self._next_rollout = now + datetime.timedelta(seconds=interval)
+        result = rollout_look.look(self.isvc, self.status, found, self._candidate_ready(), now)
+        for reason, message in result.events:
+            self._say(local_rollout.event_line(reason, message))
+        moved = result.live_weights != self.live
+        self.live = dict(result.live_weights)
+        self.status = local_rollout.with_live_split(result.apply(self.status), self.isvc, self.live)
+        return moved
 
     def save(self) -> None:
         """Write the object to the status file, when there is one."""

@@ -5,7 +5,11 @@ served by a `kubeserve serve` process (the pod's command, with the pod's environ
 router is Debian's or any nginx, started with the very config the operator puts in the
 router's ConfigMap, its upstreams pointed at the local servers. With spec.experiment it
 collects the variants' counts and keeps the status as the operator would (`local.experiment`).
-Ctrl-C (or SIGTERM) stops everything, servers draining their requests first.
+FILE is watched: an edit is what `kubectl apply` (or a GitOps commit) would be, a new
+generation applied live (`local.spec_file`); with spec.rollout the live split walks to the new
+weights in steps and the router's config is swapped at each one without dropping a request
+(`local.router_reload`). Ctrl-C (or SIGTERM) stops everything, servers draining their
+requests first.
 """
 
 from __future__ import annotations
@@ -26,14 +30,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from kubeserve import manifests, redaction
 from kubeserve.api import spec, validation
 from kubeserve.api.errors import SpecError
 from kubeserve.builders import endpoint, pod
-from kubeserve.local import experiment, router_config
+from kubeserve.local import experiment, router_config, router_reload, spec_file
+from kubeserve.local import rollout as local_rollout
+from kubeserve.rollout import decide, steps
 
 # Examples name paths inside the server image; locally the training script writes them here.
 IMAGE_MODELS = "/models/"
@@ -87,14 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--status-file",
         type=_status_path,
         help="keep the status, as the operator would write it, in this YAML file (rewritten "
-        "at every experiment collection); `kubeserve experiment -f` reads it",
+        "at every experiment collection and rollout check); `kubeserve experiment -f` reads it",
     )
     parser.add_argument(
+        "--interval",
         "--experiment-interval",
+        dest="interval",
         type=_positive_seconds,
         metavar="SECONDS",
-        help="collect the experiment this often instead of spec.experiment.interval (local "
-        "runs only: the API's minimum is 5s, too slow for a demo or a test)",
+        help="collect the experiment and check the rollout this often instead of "
+        "spec.experiment.interval and spec.rollout.interval (local runs only: the API's "
+        "minimum is 5s, too slow for a demo or a test)",
+    )
+    parser.add_argument(
+        "--start-weights",
+        type=local_rollout.parse_weights,
+        metavar="SPLIT",
+        help="with spec.rollout: the live split to start from, e.g. v1=100,v2=0 (variants left "
+        "out get 0); the first check walks it to the file's weights in the rollout's steps, as "
+        "if the file had just been edited from it. Default: the file's weights (nothing to walk "
+        "until the file is edited)",
     )
     return parser
 
@@ -280,9 +298,35 @@ def load(path: str) -> spec.InferenceService:
         ) from None
 
 
+def _start_split(args: argparse.Namespace, isvc: spec.InferenceService) -> dict[str, int] | None:
+    if args.start_weights is None:
+        return None
+    try:
+        return local_rollout.start_split(isvc, args.start_weights)
+    except ValueError as exc:
+        raise UpError(str(exc)) from None
+
+
+def _may_fail(isvc: spec.InferenceService, live: dict[str, int]) -> str | None:
+    """Give the variant whose server may fail to start: a rollout's candidate with no traffic.
+
+    In a cluster such a candidate's pods crash-loop while the rollout holds; here the run goes
+    on without its server, and the rollout holds (the candidate is not ready).
+    """
+    rollout = isvc.spec.rollout
+    if rollout is None or live.get(rollout.candidate, 0) != 0:
+        return None
+    return rollout.candidate
+
+
 def run(args: argparse.Namespace) -> int:
-    """Start everything, print the URL, wait for Ctrl-C or --duration, stop everything."""
-    isvc = load(args.filename)
+    """Start everything, print the URL, serve FILE's edits until Ctrl-C or --duration, stop."""
+    # Watched from before the first read: an edit made while the models load is not missed.
+    watched = spec_file.Watched(Path(args.filename))
+    loaded = load(args.filename)
+    isvc = spec_file.with_generation(loaded, loaded.metadata.generation or 1)
+    start_split = _start_split(args, isvc)
+    live = start_split or isvc.spec.live_weights()
     check_port(args.port)
     nginx = find_nginx(args.nginx)
     models_root = Path(args.models_root)
@@ -312,19 +356,35 @@ def run(args: argparse.Namespace) -> int:
                         _server_env(isvc, v, model_dir, ports[v.name], grpc_ports[v.name]),
                     )
                 )
+            gone: set[str] = set()  # servers that may be, and are, down
             for v, p in zip(isvc.spec.variants, processes, strict=True):
-                _wait_ready(f"http://127.0.0.1:{ports[v.name]}/v2/health/ready", p, READY_TIMEOUT)
+                try:
+                    _wait_ready(
+                        f"http://127.0.0.1:{ports[v.name]}/v2/health/ready", p, READY_TIMEOUT
+                    )
+                except UpError as exc:
+                    if v.name != _may_fail(isvc, live):
+                        raise
+                    gone.add(p.name)
+                    print(
+                        f"warning: variant {v.name}, the rollout's candidate, is not serving: "
+                        f"{exc}\n  it gets no traffic and its rollout holds until it is ready "
+                        "(restart kubeserve up to try again)",
+                        flush=True,
+                    )
             listen = args.port or router_config.free_port()
             health = router_config.free_port()
             grpc = router_config.GrpcPorts(router_config.free_port(), grpc_ports)
             nginx_dir = work / "router"
             nginx_dir.mkdir(exist_ok=True)
             conf = nginx_dir / "nginx.conf"
-            conf.write_text(
-                router_config.loopback_config(
-                    isvc, ports, listen=listen, health=health, workdir=nginx_dir, grpc=grpc
+
+            def render(served: spec.InferenceService) -> str:
+                return router_config.loopback_config(
+                    served, ports, listen=listen, health=health, workdir=nginx_dir, grpc=grpc
                 )
-            )
+
+            conf.write_text(render(steps.live_spec(isvc, live)))
             router_proc = _start(
                 "router",
                 [nginx, "-c", str(conf), "-p", str(nginx_dir), "-e", "stderr"],
@@ -332,18 +392,31 @@ def run(args: argparse.Namespace) -> int:
             )
             processes.append(router_proc)
             _wait_ready(f"http://127.0.0.1:{health}/healthz", router_proc, 30)
-            local = _local_status(args, isvc, processes, ports, f"http://127.0.0.1:{listen}")
-            _announce(isvc, listen, grpc.listen, ports, work)
+            router = router_reload.LiveRouter(
+                nginx=nginx,
+                conf=conf,
+                prefix=nginx_dir,
+                master=router_proc.popen.pid,
+                text=conf.read_text(),
+            )
+            local = _local_status(
+                args, isvc, processes, ports, f"http://127.0.0.1:{listen}", start_split
+            )
+            _reroute(router, local, render)
+            _announce(local.live_isvc, listen, grpc.listen, ports, work)
             deadline = time.monotonic() + args.duration if args.duration else None
             while stop["signal"] is None and (deadline is None or time.monotonic() < deadline):
                 for p in processes:
-                    if p.popen.poll() is not None:
+                    if p.name not in gone and p.popen.poll() is not None:
                         raise UpError(
                             f"{p.name} stopped (exit code {p.popen.returncode}); its log:\n{_tail(p.log)}"
                         )
+                edit = watched.poll(local.isvc)
                 now = datetime.datetime.now(datetime.UTC)
-                if local.due(now):
-                    local.collect(now)
+                if edit is not None and _take_edit(edit, local, args.filename, now):
+                    _reroute(router, local, render)
+                if local.due(now) and local.collect(now):
+                    _reroute(router, local, render)
                 time.sleep(0.2)
             print("stopping ...", flush=True)
             _stop(processes)
@@ -354,20 +427,85 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
 
 
+def _take_edit(
+    edit: spec_file.Edit, local: experiment.LocalStatus, path: str, now: datetime.datetime
+) -> bool:
+    """Say what an edit of the file does and do it; give whether the router may need a new config."""
+    generation = local.isvc.metadata.generation
+    if isinstance(edit, spec_file.Invalid):
+        print(f"{path}: invalid, still serving generation {generation}:", flush=True)
+        for problem in edit.problems:
+            print(f"  {problem}", flush=True)
+        return False
+    if isinstance(edit, spec_file.NeedsRestart):
+        print(
+            f"{path}: {'; '.join(edit.reasons)}: restart kubeserve up to apply it; still "
+            f"serving generation {generation}",
+            flush=True,
+        )
+        return False
+    if isinstance(edit, spec_file.Unchanged):
+        return False
+    if isinstance(edit, spec_file.Relabelled):
+        command = decide.manual_value(edit.isvc)
+        said = (
+            f"; rollout command {command!r} taken now"
+            if command and command != decide.manual_value(local.isvc)
+            else ""
+        )
+        print(f"{path}: metadata changed, generation {generation} kept{said}", flush=True)
+        return local.change(edit.isvc, now)
+    new = edit.isvc
+    weights = local_rollout.split_text(new.spec.live_weights())
+    how = (
+        f"the rollout of {new.spec.rollout.candidate} walks there in steps"
+        if new.spec.rollout is not None
+        else "applied at once"
+    )
+    print(f"{path}: generation {new.metadata.generation}: weights {weights} ({how})", flush=True)
+    local.change(new, now)
+    return True
+
+
+def _reroute(
+    router: router_reload.LiveRouter,
+    local: experiment.LocalStatus,
+    render: Callable[[spec.InferenceService], str],
+) -> None:
+    """Have the router carry the live split (and the spec's routing); say so when it changes."""
+    try:
+        if router.apply(render(local.live_isvc)):
+            print(
+                f"router: {local_rollout.split_text(local.live)} live (config reloaded)",
+                flush=True,
+            )
+    except router_reload.ReloadError as exc:
+        print(f"router: warning: {exc}", flush=True)
+
+
 def _local_status(
     args: argparse.Namespace,
     isvc: spec.InferenceService,
     processes: Sequence[Process],
     ports: dict[str, int],
     url: str,
+    start_split: dict[str, int] | None,
 ) -> experiment.LocalStatus:
-    """Keep the status; the experiment's first look makes each server's counters its baseline."""
+    """Keep the status; the first look makes each server's counters its baseline.
+
+    With `start_split`, the first rollout check walks from it to the file's weights.
+    """
     servers = [
         experiment.Server(v.name, ports[v.name], p.popen.pid, p.started)
         for v, p in zip(isvc.spec.variants, processes[: len(isvc.spec.variants)], strict=True)
     ]
     local = experiment.LocalStatus(
-        isvc, servers, url=url, interval=args.experiment_interval, status_file=args.status_file
+        isvc,
+        servers,
+        url=url,
+        interval=args.interval,
+        status_file=args.status_file,
+        live=start_split,
     )
     now = datetime.datetime.now(datetime.UTC)
     if local.due(now):
