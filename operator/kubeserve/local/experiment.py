@@ -171,6 +171,9 @@ class LocalStatus:
         self.status = serving_status(isvc, url, rfc3339(now or _utcnow()), self.live)
         self._next_experiment: datetime.datetime | None = None
         self._next_rollout: datetime.datetime | None = None
+        # The operator posts Events; here they are the run's output, said once the status
+        # file shows what they say (a reader who sees the line finds it there).
+        self._unsaid: list[str] = []
 
     @property
     def object(self) -> dict[str, Any]:
@@ -218,7 +221,7 @@ class LocalStatus:
         if experiment_due:
             self._look_experiment(found, now)
         moved = self._look_rollout(found, now) if rollout_due else False
-        self.save()
+        self._save_and_say()
         return moved
 
     def change(self, isvc: spec.InferenceService, now: datetime.datetime) -> bool:
@@ -234,7 +237,7 @@ class LocalStatus:
             self.status = {**self.status, "observedGeneration": isvc.metadata.generation}
         found = [read_server(s) for s in self.servers]
         moved = self._look_rollout(found, now)
-        self.save()
+        self._save_and_say()
         return moved
 
     def _look_experiment(
@@ -245,9 +248,7 @@ class LocalStatus:
         self._next_experiment = now + datetime.timedelta(seconds=interval)
         # The live split: the sample ratio follows the weights that carried the requests.
         result = look.look(self.live_isvc, self.status, found, now)
-        # The operator posts these as Events; here they are the run's output.
-        for reason, message in result.events:
-            self._say(f"experiment: {reason}: {message}")
+        self._unsaid += [f"experiment: {reason}: {message}" for reason, message in result.events]
         self.status = result.apply(self.status)
 
     def _candidate_ready(self) -> bool:
@@ -262,12 +263,17 @@ class LocalStatus:
         if interval is not None:
             self._next_rollout = now + datetime.timedelta(seconds=interval)
         result = rollout_look.look(self.isvc, self.status, found, self._candidate_ready(), now)
-        for reason, message in result.events:
-            self._say(local_rollout.event_line(reason, message))
+        self._unsaid += [local_rollout.event_line(r, m) for r, m in result.events]
         moved = result.live_weights != self.live
         self.live = dict(result.live_weights)
         self.status = local_rollout.with_live_split(result.apply(self.status), self.isvc, self.live)
         return moved
+
+    def _save_and_say(self) -> None:
+        self.save()
+        for line in self._unsaid:
+            self._say(line)
+        self._unsaid.clear()
 
     def save(self) -> None:
         """Write the object to the status file, when there is one."""

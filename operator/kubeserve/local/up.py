@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import datetime
 import errno
+import json
 import math
 import os
 import shutil
@@ -44,6 +45,9 @@ from kubeserve.rollout import decide, steps
 # Examples name paths inside the server image; locally the training script writes them here.
 IMAGE_MODELS = "/models/"
 READY_TIMEOUT = 120.0
+# What a server's /v2/health/ready says while its model loads (server.dataplane); any other
+# reason (a model that failed to load) is final.
+LOADING = "model is loading"
 
 
 class UpError(Exception):
@@ -308,15 +312,64 @@ def _start_split(args: argparse.Namespace, isvc: spec.InferenceService) -> dict[
 
 
 def _may_fail(isvc: spec.InferenceService, live: dict[str, int]) -> str | None:
-    """Give the variant whose server may fail to start: a rollout's candidate with no traffic.
+    """Give the variant whose server need not be ready to start: a rollout's candidate with no traffic.
 
-    In a cluster such a candidate's pods crash-loop while the rollout holds; here the run goes
-    on without its server, and the rollout holds (the candidate is not ready).
+    In a cluster such a candidate's pods may never pass their readiness probe (a model that
+    does not load) while the rollout holds; here the run goes on the same way.
     """
     rollout = isvc.spec.rollout
     if rollout is None or live.get(rollout.candidate, 0) != 0:
         return None
     return rollout.candidate
+
+
+def _health(port: int, what: str) -> str:
+    return f"http://127.0.0.1:{port}/v2/health/{what}"
+
+
+def _not_ready(port: int) -> str | None:
+    """Give why a live server is not ready (its own words), None when it is ready."""
+    try:
+        with urllib.request.urlopen(_health(port, "ready"), timeout=2) as response:
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        body = exc.read(4096).decode("utf-8", "replace")
+        try:
+            said = json.loads(body).get("error")
+        except (ValueError, AttributeError):
+            said = None
+        return str(said or f"HTTP {exc.code}")
+    except (urllib.error.URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+
+
+def _candidate_up(name: str, port: int, proc: Process) -> bool:
+    """Wait for the candidate's server to be up, ready or not; False when it is gone.
+
+    With no live traffic it need not be ready for the run to start: its rollout holds until
+    it is (a model that fails to load stays not ready, as a pod that never passes its probe).
+    """
+    try:
+        _wait_ready(_health(port, "live"), proc, READY_TIMEOUT)
+    except UpError as exc:
+        print(
+            f"warning: variant {name}, the rollout's candidate, is not serving: {exc}\n"
+            "  it gets no traffic and its rollout holds (restart kubeserve up to try again)",
+            flush=True,
+        )
+        return False
+    deadline = time.monotonic() + READY_TIMEOUT
+    why = _not_ready(port)
+    while why == LOADING and time.monotonic() < deadline and proc.popen.poll() is None:
+        time.sleep(0.1)
+        why = _not_ready(port)
+    if why is not None:
+        print(
+            f"warning: variant {name}, the rollout's candidate, is not ready: {why}\n"
+            "  it gets no traffic and its rollout holds until it is ready",
+            flush=True,
+        )
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -356,22 +409,14 @@ def run(args: argparse.Namespace) -> int:
                         _server_env(isvc, v, model_dir, ports[v.name], grpc_ports[v.name]),
                     )
                 )
+            may_fail = _may_fail(isvc, live)
+            for v, p in zip(isvc.spec.variants, processes, strict=True):
+                if v.name != may_fail:
+                    _wait_ready(_health(ports[v.name], "ready"), p, READY_TIMEOUT)
             gone: set[str] = set()  # servers that may be, and are, down
             for v, p in zip(isvc.spec.variants, processes, strict=True):
-                try:
-                    _wait_ready(
-                        f"http://127.0.0.1:{ports[v.name]}/v2/health/ready", p, READY_TIMEOUT
-                    )
-                except UpError as exc:
-                    if v.name != _may_fail(isvc, live):
-                        raise
+                if v.name == may_fail and not _candidate_up(v.name, ports[v.name], p):
                     gone.add(p.name)
-                    print(
-                        f"warning: variant {v.name}, the rollout's candidate, is not serving: "
-                        f"{exc}\n  it gets no traffic and its rollout holds until it is ready "
-                        "(restart kubeserve up to try again)",
-                        flush=True,
-                    )
             listen = args.port or router_config.free_port()
             health = router_config.free_port()
             grpc = router_config.GrpcPorts(router_config.free_port(), grpc_ports)
