@@ -37,6 +37,8 @@ class OperatorConfig:
     # For tests only: collect every experiment this often instead of its spec's interval
     # (the API refuses intervals under 5 s).
     experiment_interval_override: float | None = None
+    # For tests only: look at every running rollout this often instead of its spec's interval.
+    rollout_interval_override: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -64,6 +66,7 @@ class OperatorConfig:
             ("prometheus_namespace_label", "PROMETHEUS_NAMESPACE_LABEL", str),
             ("prometheus_variant_label", "PROMETHEUS_VARIANT_LABEL", str),
             ("experiment_interval_override", "TESTING_EXPERIMENT_INTERVAL", float),
+            ("rollout_interval_override", "TESTING_ROLLOUT_INTERVAL", float),
         ):
             if (raw := get(name)) is not None:
                 try:

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="for tests only: collect every experiment this often, whatever its interval",
     )
+    parser.add_argument(
+        "--testing-rollout-interval",
+        type=float,
+        help="for tests only: look at every running rollout this often, whatever its interval",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     return parser
 
@@ -92,6 +97,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         "prometheus_variant_label": args.prometheus_variant_label,
         "scrape_pods": args.experiment_scrape,
         "experiment_interval_override": args.testing_experiment_interval,
+        "rollout_interval_override": args.testing_rollout_interval,
     }
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 

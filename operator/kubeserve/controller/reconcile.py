@@ -5,6 +5,11 @@ caches (see `informer`) overlaid with the answers to our own writes (see `overla
 steady state costs no API calls at all and an unchanged InferenceService is never written to.
 What to do comes as a `work.Work`; status changes close together are written once (see
 `settle`). Every write goes through `kubeserve.cluster`.
+
+With spec.rollout the children and the status are built from the live split, not the spec's
+weights (see `rollouts`); a look that moves the rollout writes status.rollout before the
+children follow it, so an operator killed between the two carries the router on to the split
+status says instead of undoing it.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from kubeserve.api import spec, validation
 from kubeserve.api.errors import SpecError
 from kubeserve.builders import children, meta
 from kubeserve.builders.config import BuildConfig
-from kubeserve.controller import diff, merge_patch, overlay, packed, settle, status, work
+from kubeserve.controller import diff, merge_patch, overlay, packed, rollouts, settle, status, work
 from kubeserve.controller.work import ChildKey
 from kubeserve.experiment import look
+from kubeserve.rollout import decide, steps
+from kubeserve.rollout import look as rollout_look
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +41,8 @@ ISVC_KIND = cluster.INFERENCE_SERVICE
 # How many deleted InferenceServices are remembered, to create no child for them (see
 # `Reconciler._deleted_uid`); one forgotten costs a read per resync if kopf's index kept it.
 DELETED_KEPT = 4096
+# The Events posted as Warnings (the rest are Normal): the experiment's and the rollout's.
+WARNING_REASONS = look.WARNING_REASONS | decide.WARNING_REASONS
 
 
 @dataclasses.dataclass
@@ -62,9 +71,12 @@ class Outcome:
     status_deferred: bool = False
     ready: bool = False
     # The experiment: how often to collect it (None: no experiment to collect), the variants
-    # whose pods are read, and the Events its status change asks for (reason, message).
+    # whose pods are read; the same for the rollout (None: no rollout counting now); and the
+    # Events the status change asks for (reason, message).
     collect_every: float | None = None
     collect_variants: tuple[str, ...] = ()
+    rollout_every: float | None = None
+    rollout_variants: tuple[str, ...] = ()
     events: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
@@ -76,7 +88,7 @@ def experiment_status(
     isvc: spec.InferenceService,
     previous: Mapping[str, Any],
     new_status: dict[str, Any],
-    collected: work.Collect | None,
+    collected: work.Readings | None,
     outcome: Outcome,
 ) -> dict[str, Any]:
     """Give the status with the experiment's part: a look at what was collected, or none.
@@ -88,17 +100,17 @@ def experiment_status(
     if experiment is None:
         return look.without_experiment(new_status) if "experiment" in new_status else new_status
     if collected is None and look.starts_again(isvc, previous):
-        collected = work.Collect([])
+        collected = work.Readings([])
     if collected is None:
         return new_status
     result = look.look(
         isvc,
         previous,
-        collected.readings,
+        collected.pods,
         datetime.datetime.now(tz=datetime.UTC),
         totals=collected.totals,
     )
-    outcome.events = result.events
+    outcome.events += result.events
     return result.apply(new_status)
 
 
@@ -125,8 +137,12 @@ class Reconciler:
         self._settling = settle.StatusSettling()
         self._locks: dict[tuple[str | None, str], threading.Lock] = {}
         self._guard = threading.Lock()
-        # uid -> (generation, parsed spec, packed desired children): one generation each.
-        self._desired: dict[str, tuple[int, spec.InferenceService, dict[ChildKey, bytes]]] = {}
+        # uid -> the parsed spec and its packed desired children: one generation (and one
+        # live split) each.
+        self._desired: dict[str, _Built] = {}
+        # (namespace, name) -> the `seq` of the last collection whose rollout look was taken:
+        # work tried again after a failure must not look again (a failed check counts per look).
+        self._looked: dict[tuple[str | None, str], int] = {}
         # The uids of the latest InferenceServices known deleted, oldest first.
         self._deleted: collections.OrderedDict[str, None] = collections.OrderedDict()
 
@@ -146,6 +162,7 @@ class Reconciler:
         """Drop what is kept for a deleted InferenceService, and create no more children for it."""
         with self._guard:
             self._locks.pop((namespace, name), None)
+            self._looked.pop((namespace, name), None)
         self._settling.forget((namespace, name))
         self._deleted_uid(uid)
 
@@ -169,22 +186,50 @@ class Reconciler:
         with self._guard:
             return bool(uid) and uid in self._deleted
 
-    # Desired state, built once per generation.
+    # Desired state, built once per generation (and live split).
 
-    def desired(
-        self, body: Mapping[str, Any]
-    ) -> tuple[spec.InferenceService, packed.JsonObjects[ChildKey]]:
-        """Parse and build the desired children, by (kind, name) in apply order.
-
-        Built once per generation and kept packed; raises SpecError when the spec is refused.
-        """
+    def parse(self, body: Mapping[str, Any]) -> spec.InferenceService:
+        """Parse the InferenceService, once per generation; raises SpecError when it is refused."""
         meta = body.get("metadata", {})
         uid, generation = meta.get("uid", ""), meta.get("generation") or 0
         cached = self._desired.get(uid) if uid and generation else None
-        if cached is not None and cached[0] == generation:
-            return cached[1], packed.JsonObjects(cached[2])
+        if cached is not None and cached.generation == generation:
+            annotations = meta.get("annotations") or None
+            if cached.isvc.metadata.annotations == annotations:
+                return cached.isvc
+            # Annotations change with no new generation, and the rollout's command is one.
+            changed = cached.isvc.metadata.model_copy(update={"annotations": annotations})
+            return cached.isvc.model_copy(update={"metadata": changed})
         isvc = validation.parse(dict(body))
-        objects = children.build_children(isvc, self._config)
+        with self._guard:
+            if uid and generation:
+                # One generation per InferenceService: older ones are never asked again.
+                self._desired[uid] = _Built(generation, isvc)
+        return isvc
+
+    def desired(
+        self, body: Mapping[str, Any], live: Mapping[str, int] | None = None
+    ) -> tuple[spec.InferenceService, packed.JsonObjects[ChildKey]]:
+        """Parse and build the desired children, by (kind, name) in apply order.
+
+        `live`: the split the router carries with spec.rollout (`rollouts.live_split`); None:
+        the spec's. Built once per generation and split, and kept packed; raises SpecError
+        when the spec is refused.
+        """
+        isvc = self.parse(body)
+        meta = body.get("metadata", {})
+        uid, generation = meta.get("uid", ""), meta.get("generation") or 0
+        split = tuple(live.items()) if live else None
+        cached = self._desired.get(uid) if uid and generation else None
+        if (
+            cached is not None
+            and cached.generation == generation
+            and cached.texts is not None
+            and cached.live == split
+        ):
+            return isvc, packed.JsonObjects(cached.texts)
+        shown = steps.live_spec(isvc, live) if live else isvc
+        objects = children.build_children(shown, self._config)
         owner = {
             "apiVersion": body.get("apiVersion"),
             "kind": body.get("kind"),
@@ -194,8 +239,7 @@ class Reconciler:
         texts = {(o["kind"], o["metadata"]["name"]): packed.pack(o) for o in objects}
         with self._guard:
             if uid and generation:
-                # One generation per InferenceService: older ones are never asked again.
-                self._desired[uid] = (generation, isvc, texts)
+                self._desired[uid] = _Built(generation, isvc, split, texts)
         return isvc, packed.JsonObjects({(o["kind"], o["metadata"]["name"]): o for o in objects})
 
     # The reconcile.
@@ -235,7 +279,7 @@ class Reconciler:
         if isinstance(todo, work.Collect):
             collected, todo = todo, todo.other_work()
         try:
-            isvc, desired = self.desired(body)
+            isvc = self.parse(body)
         except SpecError as exc:
             outcome.invalid = [str(e) for e in exc.errors]
             new_status = status.invalid(
@@ -247,10 +291,31 @@ class Reconciler:
             )
             outcome.status_written = self._write_status(body, previous, new_status)
             return outcome
+        owner = (namespace, meta.get("name", ""))
+        live = rollouts.live_split(isvc, previous)
+        _, desired = self.desired(body, live)
+        outcome.rollout_every = rollouts.interval(isvc, previous)
+        outcome.rollout_variants = tuple(v.name for v in isvc.spec.variants)
+        looked = self._look(owner, isvc, previous, collected, desired, observed)
+        if looked is not None:
+            if looked.live_weights != live:
+                live = looked.live_weights
+                _, desired = self.desired(body, live)
+            outcome.events += looked.events
+            if looked.rollout != previous.get("rollout"):
+                # status.rollout first: the router follows it (see the module docstring).
+                moved = looked.apply(previous)
+                outcome.status_written = self._write_status(body, previous, moved)
+                previous = moved
+                outcome.rollout_every = rollouts.interval(isvc, previous)
+            if collected is not None and collected.rollout is not None:
+                with self._guard:
+                    self._looked[owner] = collected.rollout.seq
+        shown = steps.live_spec(isvc, live) if live else isvc
         if isvc.spec.experiment is not None:
             outcome.collect_every = isvc.spec.experiment.interval_seconds()
             outcome.collect_variants = tuple(
-                name for name, weight in isvc.spec.live_weights().items() if weight > 0
+                name for name, weight in shown.spec.live_weights().items() if weight > 0
             )
 
         match todo:
@@ -267,6 +332,11 @@ class Reconciler:
                     return outcome
             case work.RefreshStatus():
                 compared = frozenset()
+        if looked is not None and compared != frozenset(desired):
+            # A look may move the split: the router's children follow it in this reconcile.
+            compared = frozenset(desired)
+            if self._owner_gone(body, desired, observed, compared):
+                return outcome
         current: dict[ChildKey, Mapping[str, Any]] = {}
         for key in desired:
             if key[0] in observed.unmanaged_kinds:
@@ -287,6 +357,7 @@ class Reconciler:
         if (
             isinstance(todo, work.CompareChildren)
             and todo.status is None
+            and looked is None
             and not outcome.conflicts
             and all(kind not in status.STATUS_KINDS for kind, _ in todo.children)
         ):
@@ -301,7 +372,7 @@ class Reconciler:
             )
         else:
             new_status = status.compute(
-                isvc,
+                shown,
                 current,
                 observed.pods,
                 previous,
@@ -309,20 +380,60 @@ class Reconciler:
                 cluster_domain=self._config.cluster_domain,
                 unmanaged_kinds=observed.unmanaged_kinds,
             )
-            new_status = experiment_status(isvc, previous, new_status, collected, outcome)
+            new_status = experiment_status(
+                shown,
+                previous,
+                new_status,
+                collected.experiment if collected is not None else None,
+                outcome,
+            )
+            new_status = rollouts.finish(isvc, looked, new_status)
         outcome.ready = any(
             c["type"] == status.READY and c["status"] == "True"
             for c in new_status.get("conditions", [])
         )
         if (
-            _may_put_off(todo)
+            looked is None
+            and _may_put_off(todo)
             and not status.same_status(previous, new_status)
             and self._settling.put_off((namespace, meta.get("name", "")))
         ):
             outcome.status_deferred = True
             return outcome
-        outcome.status_written = self._write_status(body, previous, new_status)
+        written = self._write_status(body, previous, new_status)
+        outcome.status_written = outcome.status_written or written
         return outcome
+
+    def _look(
+        self,
+        owner: tuple[str | None, str],
+        isvc: spec.InferenceService,
+        previous: Mapping[str, Any],
+        collected: work.Collect | None,
+        desired: Mapping[ChildKey, dict[str, Any]],
+        observed: Observed,
+    ) -> rollout_look.RolloutLook | None:
+        """Take the rollout's look when one is due (see `rollouts`); None when none is."""
+        readings = collected.rollout if collected is not None else None
+        with self._guard:
+            seen = self._looked.get(owner, 0)
+        if readings is not None and readings.seq and readings.seq <= seen:
+            readings = None  # this collection was looked at: the work is tried again
+        why = rollouts.due(isvc, previous, collected=readings is not None)
+        if why is None:
+            return None
+        key = rollouts.candidate_key(isvc)
+        actual = self.overlay.current(key[0], owner[0], key[1], observed.children.get(key))
+        problem = rollouts.candidate_problem(desired.get(key), actual)
+        if problem is not None:
+            logger.info(f"{owner[0]}/{owner[1]}: the rollout's candidate is not ready: {problem}")
+        return rollout_look.look(
+            isvc,
+            previous,
+            readings.pods if readings is not None else (),
+            problem is None,
+            datetime.datetime.now(tz=datetime.UTC),
+        )
 
     def _owner_gone(
         self,
@@ -436,6 +547,16 @@ class Reconciler:
             self._deleted_uid(meta.get("uid"))  # gone, though our index may never say so
         self._settling.written((meta.get("namespace"), meta["name"]))
         return True
+
+
+@dataclasses.dataclass(frozen=True)
+class _Built:
+    """One generation of an InferenceService: its parsed spec, and its children for one split."""
+
+    generation: int
+    isvc: spec.InferenceService
+    live: tuple[tuple[str, int], ...] | None = None
+    texts: dict[ChildKey, bytes] | None = None
 
 
 class _OwnerDeleted(Exception):

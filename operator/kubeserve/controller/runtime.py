@@ -20,9 +20,10 @@ here, on threads of our own:
   every `config.resync_seconds`, a safety net for missed events. (kopf's timers would put a
   finalizer on every InferenceService, and a finalizer outlives an uninstalled operator.)
 - The memory trimmer (`kubeserve-malloc-trim`) gives freed heap back (see `memory`).
-- The experiments' schedule (`kubeserve-collect`) and pod readers (`kubeserve-scrape-<n>`)
-  read the variant pods' counters at each experiment's interval (see `collect`); a
-  collection only notes a `work.Collect`, so the status is written by the workers.
+- The schedule of experiments and rollouts (`kubeserve-collect`) and the pod readers
+  (`kubeserve-scrape-<n>`) read the variant pods' counters at each experiment's and each
+  running rollout's interval (see `collect`); a collection only notes a `work.Collect`, so
+  the status (and the live split a rollout moves) is written by the workers.
 
 Where threads meet asyncio:
 - Handlers only note work (a dict entry under a lock); nothing they call blocks the loop.
@@ -62,7 +63,7 @@ from kubeserve.controller import (
 from kubeserve.controller.config import OperatorConfig
 from kubeserve.controller.metrics import OperatorMetrics
 from kubeserve.controller.work import ChildKey
-from kubeserve.experiment import look, readings
+from kubeserve.experiment import readings
 
 MANAGED = {"app.kubernetes.io/managed-by": meta.MANAGED_BY}
 MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
@@ -144,8 +145,9 @@ class OperatorRuntime:
             self._targets,
             self._collected,
             query=self._ask_prometheus if config.prometheus_url else None,
-            interval_override=config.experiment_interval_override,
         )
+        # Numbers the collections, so that a rollout looks once at each (see `work.Readings`).
+        self._collections = itertools.count(1)
 
     # Called by the handlers, on kopf's event loop: quick, and they only note work.
 
@@ -181,7 +183,7 @@ class OperatorRuntime:
         )
         if gone:
             self.reconciler.forget(namespace, name, uid)
-            self.collector.track((namespace, name), None, ())
+            self.collector.untrack((namespace, name))
 
     # Starting and stopping the threads (from kopf's startup and cleanup handlers).
 
@@ -206,8 +208,8 @@ class OperatorRuntime:
         threading.Thread(target=self._start_work, name="kubeserve-start-work", daemon=True).start()
         threading.Thread(target=self._resync_forever, name="kubeserve-resync", daemon=True).start()
         memory.start_trimming(TRIM_SECONDS, self._stop)
-        if self.config.scrape_pods or self.config.prometheus_url:
-            self.collector.start()
+        # Rollouts read their pods whatever the experiments' setting says.
+        self.collector.start()
 
     def stop(self) -> None:
         """Stop every thread (the workers finish the work they hold)."""
@@ -266,10 +268,15 @@ class OperatorRuntime:
     def _collected(
         self,
         owner: collect.Owner,
+        purpose: collect.Purpose,
         looked: list[readings.PodReading],
         totals: readings.VariantTotals | None,
     ) -> None:
-        self.note(owner, work.Collect(looked, totals=totals), COLLECT)
+        taken = work.Readings(looked, totals, next(self._collections))
+        if purpose == "rollout":
+            self.note(owner, work.Collect(rollout=taken), COLLECT)
+        else:
+            self.note(owner, work.Collect(experiment=taken), COLLECT)
 
     def _ask_prometheus(
         self, owner: collect.Owner, variants: Collection[str]
@@ -331,7 +338,20 @@ class OperatorRuntime:
                 raise pending.Retry from exc
             logger.error(f"{namespace}/{name}: the API refused a call: {exc}")
             return
-        self.collector.track(owner, outcome.collect_every, outcome.collect_variants)
+        self._track(owner, outcome)
+
+    def _track(self, owner: Hashable, outcome: reconcile.Outcome) -> None:
+        """Collect what the reconcile said needs collecting, at the intervals it said."""
+        experiment = outcome.collect_every
+        if not (self.config.scrape_pods or self.config.prometheus_url):
+            experiment = None  # experiments are not collected at all
+        elif experiment is not None:
+            experiment = self.config.experiment_interval_override or experiment
+        self.collector.track(owner, experiment, outcome.collect_variants)
+        rollout = outcome.rollout_every
+        if rollout is not None:
+            rollout = self.config.rollout_interval_override or rollout
+        self.collector.track(owner, rollout, outcome.rollout_variants, purpose="rollout")
 
     def _reconcile(
         self,
@@ -348,7 +368,7 @@ class OperatorRuntime:
             self.warn(body, reason, "; ".join(outcome.invalid or outcome.conflicts)[:1024])
         if outcome.status_written:
             for reason, message in outcome.events:
-                self.event(body, reason, message, warning=reason in look.WARNING_REASONS)
+                self.event(body, reason, message, warning=reason in reconcile.WARNING_REASONS)
         if outcome.created or outcome.patched or outcome.deleted:
             metadata = body.get("metadata", {})
             changes_logger.info(

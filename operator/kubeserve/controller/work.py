@@ -6,10 +6,12 @@ a comparison of the children an event named (a child edited or deleted), or a fr
 becomes one piece of work (`merge`): a full reconcile covers everything, child comparisons
 join, and a status refresh rides along with anything.
 
-A fourth kind carries data: an experiment's collection (`Collect`), pod readings to add to
-status.experiment. It wraps whatever other work waits with it, and a newer collection
+A fourth kind carries data: a collection (`Collect`) of the variant pods' counters, for the
+experiment (added to status.experiment), for the rollout (its look at this interval), or
+both. It wraps whatever other work waits with it, and for each of the two a newer reading
 replaces an older one: the counters read are cumulative, so the latest readings hold all
-that the older ones did.
+that the older ones did (and a rollout looks at most once per collection, never twice for
+one interval).
 """
 
 from __future__ import annotations
@@ -51,15 +53,30 @@ class CompareChildren:
 
 
 @dataclasses.dataclass(frozen=True)
-class Collect:
-    """Add these readings of the variants' pods to status.experiment, and do `then` too.
+class Readings:
+    """One collection's counters: a reading per pod, or Prometheus' totals (experiments only).
 
-    The status is computed and written at once (a collection is never put off to settle).
+    `seq` numbers the collections of one operator process in the order they were read: a
+    collection's rollout look is taken once, even when its work is tried again.
     """
 
-    readings: Sequence[pod_readings.PodReading]
+    pods: Sequence[pod_readings.PodReading]
+    totals: pod_readings.VariantTotals | None = None
+    seq: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Collect:
+    """Take these readings into status.experiment and status.rollout, and do `then` too.
+
+    `experiment`: readings to add to the experiment's counts; `rollout`: the rollout's
+    interval is due, with readings of its pods. The status is computed and written at once
+    (a collection is never put off to settle).
+    """
+
+    experiment: Readings | None = None
+    rollout: Readings | None = None
     then: FullReconcile | CompareChildren | RefreshStatus | None = None
-    totals: pod_readings.VariantTotals | None = None  # from Prometheus, instead of readings
 
     def other_work(self) -> FullReconcile | CompareChildren | RefreshStatus:
         """Give the work done beside the collection, with the status always written now."""
@@ -88,9 +105,13 @@ def _join(a: RefreshStatus | None, b: RefreshStatus | None) -> RefreshStatus | N
 def merge(old: Work, new: Work) -> Work:
     """Give one piece of work that does what both do."""
     if isinstance(old, Collect) or isinstance(new, Collect):
-        latest = new if isinstance(new, Collect) else old
-        assert isinstance(latest, Collect)
-        return Collect(latest.readings, _then(_beside(old), _beside(new)), latest.totals)
+        older = old if isinstance(old, Collect) else Collect()
+        newer = new if isinstance(new, Collect) else Collect()
+        return Collect(
+            experiment=newer.experiment or older.experiment,
+            rollout=newer.rollout or older.rollout,
+            then=_then(_beside(old), _beside(new)),
+        )
     match old, new:
         case (FullReconcile(), _) | (_, FullReconcile()):
             return FullReconcile()
