@@ -425,15 +425,17 @@ class Reconciler:
         key = rollouts.candidate_key(isvc)
         actual = self.overlay.current(key[0], owner[0], key[1], observed.children.get(key))
         problem = rollouts.candidate_problem(desired.get(key), actual)
-        if problem is not None:
-            logger.info(f"{owner[0]}/{owner[1]}: the rollout's candidate is not ready: {problem}")
-        return rollout_look.look(
+        looked = rollout_look.look(
             isvc,
             previous,
             readings.pods if readings is not None else (),
             problem is None,
             datetime.datetime.now(tz=datetime.UTC),
         )
+        if problem is not None and (looked.rollout or {}).get("phase") == "Holding":
+            # The decision says the pods are not ready; the log says what is not.
+            logger.info(f"{owner[0]}/{owner[1]}: the rollout holds: {problem}")
+        return looked
 
     def _owner_gone(
         self,

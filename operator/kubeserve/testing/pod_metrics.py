@@ -1,21 +1,26 @@
-"""Stand-in variant pods for experiment tests: the server's experiment metrics, served on HTTP.
+"""Stand-in variant pods for experiment and rollout tests: the server's metrics, served on HTTP.
 
 `PodMetrics` keeps the counters a kubeserve server keeps for experiments and writes them as
 the server's /metrics does (the same names and labels, probes and metadata calls beside the
 inference requests); `MetricsServer` serves one on an address of its own (127.0.0.x, one per
 stand-in pod) and can fail the ways a pod can: a 500, garbage, a hang, a redirect.
+`StandInPods` makes the Pod objects of an InferenceService's variants in an API server, as
+kubelets would report them, each answered by a `MetricsServer`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import http.server
+import itertools
 import socketserver
 import threading
 import time
-from typing import Literal
+from typing import Any, Literal
 
+from kubeserve.builders import meta
 from kubeserve.server import metrics
+from kubeserve.testing import kube_client
 
 BOUNDS = metrics.LATENCY_BUCKETS
 Mode = Literal["ok", "error", "garbage", "hang", "redirect"]
@@ -172,3 +177,69 @@ class MetricsServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+# Loopback addresses of stand-in pods, one each (127.0.0.1 is left to everything else).
+_addresses = itertools.count(100)
+LONG_AGO = "2020-01-01T00:00:00Z"
+
+
+class StandInPods:
+    """Ready pods of one InferenceService's variants, each a real HTTP server on its own address."""
+
+    def __init__(self, kube: kube_client.Kube, namespace: str, name: str = "digits") -> None:
+        self.kube, self.namespace, self.name = kube, namespace, name
+        self.servers: dict[str, MetricsServer] = {}
+
+    def add(self, pod: str, variant: str, *, started: str = LONG_AGO) -> MetricsServer:
+        """Create a ready pod of `variant` whose /metrics a fresh stand-in server answers.
+
+        `started`: its status.startTime; long ago by default, so that a collection takes its
+        first counters as a baseline.
+        """
+        server = MetricsServer(f"127.0.0.{next(_addresses) % 250 + 2}").start()
+        server.pod.version = variant
+        self.servers[pod] = server
+        labels = {
+            "app.kubernetes.io/managed-by": meta.MANAGED_BY,
+            meta.ISVC_LABEL: self.name,
+            meta.VARIANT_LABEL: variant,
+        }
+        container = {
+            "name": "server",
+            "image": "kubeserve/server:test",
+            "ports": [{"name": "http", "containerPort": server.port}],
+        }
+        self.kube.create(
+            kube_client.PODS,
+            self.namespace,
+            {"metadata": {"name": pod, "labels": labels}, "spec": {"containers": [container]}},
+        )
+        status: dict[str, Any] = {
+            "phase": "Running",
+            "startTime": started,
+            "podIP": server.host,
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [
+                {
+                    "name": "server",
+                    "ready": True,
+                    "restartCount": 0,
+                    "image": "kubeserve/server:test",
+                    "imageID": "",
+                    "state": {"running": {}},
+                }
+            ],
+        }
+        self.kube.patch(kube_client.PODS, self.namespace, pod, {"status": status}, sub="status")
+        return server
+
+    def serve(self, pod: str, n: int, **kwargs: Any) -> None:
+        """Count `n` inference requests at the pod (see `PodMetrics.serve`)."""
+        with self.servers[pod].lock:
+            self.servers[pod].pod.serve(n, **kwargs)
+
+    def stop(self) -> None:
+        """Stop every stand-in server."""
+        for server in self.servers.values():
+            server.stop()
