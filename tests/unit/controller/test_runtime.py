@@ -200,3 +200,66 @@ def test_only_the_first_handler_call_is_captured() -> None:
     operator.capture({OWNER: [packed.pack(specs.isvc(name="digits", namespace="default"))]})
     operator._work_off(OWNER, work.FullReconcile(), "create")
     assert stub.asked == [], "kopf's index is one object for every call: the first is kept"
+
+
+class StubCollector:
+    """Stands in for the collector: records what the runtime asks it to collect."""
+
+    def __init__(self) -> None:
+        self.tracked: list[tuple[str, float | None, tuple[str, ...]]] = []
+
+    def track(
+        self, owner: object, every: float | None, variants: Any, *, purpose: str = "experiment"
+    ) -> None:
+        self.tracked.append((purpose, every, tuple(variants)))
+
+
+def test_a_running_rollout_is_collected_at_its_interval_whatever_the_experiments_setting() -> None:
+    for config, experiment, rollout in [
+        ({}, 30.0, 10.0),
+        ({"rollout_interval_override": 0.5, "experiment_interval_override": 0.2}, 0.2, 0.5),
+        ({"scrape_pods": False}, None, 10.0),
+    ]:
+        operator, stub, _ = make(**config)
+        collector = StubCollector()
+        operator.collector = collector  # type: ignore[assignment]
+        operator.capture({OWNER: [packed.pack(specs.isvc(name="digits", namespace="default"))]})
+        stub.answer = reconcile.Outcome(
+            collect_every=30.0,
+            collect_variants=("v1",),
+            rollout_every=10.0,
+            rollout_variants=("v1", "v2"),
+        )
+        operator._work_off(OWNER, work.FullReconcile(), "resync")
+        assert collector.tracked == [
+            ("experiment", experiment, ("v1",)),
+            ("rollout", rollout, ("v1", "v2")),
+        ], config
+
+
+def test_a_rollouts_collection_is_noted_as_the_rollouts_and_numbered() -> None:
+    operator, _, noted = make()
+    operator._collected(OWNER, "rollout", [], None)
+    operator._collected(OWNER, "experiment", [], None)
+    [(_, first, trigger), (_, second, _)] = noted
+    assert isinstance(first, work.Collect) and isinstance(second, work.Collect)
+    assert first.experiment is None and first.rollout is not None and trigger == "collect"
+    assert second.rollout is None and second.experiment is not None
+    assert second.experiment.seq > first.rollout.seq > 0
+
+
+def test_the_rollouts_warnings_are_posted_as_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    operator, stub, _ = make()
+    operator.capture({OWNER: [packed.pack(specs.isvc(name="digits", namespace="default"))]})
+    posted: list[tuple[str, bool]] = []
+    monkeypatch.setattr(
+        operator,
+        "event",
+        lambda body, reason, message, *, warning: posted.append((reason, warning)),
+    )
+    stub.answer = reconcile.Outcome(
+        status_written=True,
+        events=[("RolloutAdvanced", "Advance 1→5"), ("RolloutRolledBack", "Roll back 5→0")],
+    )
+    operator._work_off(OWNER, work.FullReconcile(), "collect")
+    assert posted == [("RolloutAdvanced", False), ("RolloutRolledBack", True)]
