@@ -249,11 +249,14 @@ class Reconciler:
         body: Mapping[str, Any],
         observe: Callable[[], Observed],
         todo: work.Work,
+        outcome: Outcome | None = None,
     ) -> Outcome:
         """Do `todo` for one InferenceService: bring children to their desired state, then status.
 
         `observe` reads the watch caches; it is called once the InferenceService's lock is
         held, so the reconcile sees every write of the reconcile that held it before.
+        `outcome` is filled in as the reconcile goes, so that a caller still has what was
+        done (a status written, its Events) when a later call raises.
         """
         meta = body.get("metadata", {})
         with self._lock(meta.get("namespace"), meta.get("name", "")):
@@ -262,12 +265,13 @@ class Reconciler:
                 ISVC_KIND.kind, meta.get("namespace"), meta.get("name", ""), body
             )
             try:
-                return self._reconcile(latest or body, observe(), todo)
+                return self._reconcile(latest or body, observe(), todo, outcome or Outcome())
             except _OwnerDeleted as gone:
                 return gone.outcome  # deleted mid-way: the rest is garbage collection's
 
-    def _reconcile(self, body: Mapping[str, Any], observed: Observed, todo: work.Work) -> Outcome:
-        outcome = Outcome()
+    def _reconcile(
+        self, body: Mapping[str, Any], observed: Observed, todo: work.Work, outcome: Outcome
+    ) -> Outcome:
         meta = body.get("metadata", {})
         namespace, uid = meta.get("namespace"), meta.get("uid")
         if meta.get("deletionTimestamp") or self._seen_deleted(uid):

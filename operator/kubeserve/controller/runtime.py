@@ -360,15 +360,20 @@ class OperatorRuntime:
         todo: work.Work,
         trigger: str,
     ) -> reconcile.Outcome:
-        with self.metrics.timed(trigger):
-            outcome = self.reconciler.reconcile(body, observe, todo)
+        outcome = reconcile.Outcome()
+        try:
+            with self.metrics.timed(trigger):
+                outcome = self.reconciler.reconcile(body, observe, todo, outcome)
+        except Exception:
+            # A rollout's decision is written before its children: written, it has its Events
+            # even when a later call fails (the work tried again does not decide it again).
+            self._post_events(body, outcome)
+            raise
         self.metrics.record(outcome)
         if outcome.status_written and (outcome.invalid or outcome.conflicts):
             reason = "InvalidSpec" if outcome.invalid else "NameConflict"
             self.warn(body, reason, "; ".join(outcome.invalid or outcome.conflicts)[:1024])
-        if outcome.status_written:
-            for reason, message in outcome.events:
-                self.event(body, reason, message, warning=reason in reconcile.WARNING_REASONS)
+        self._post_events(body, outcome)
         if outcome.created or outcome.patched or outcome.deleted:
             metadata = body.get("metadata", {})
             changes_logger.info(
@@ -376,6 +381,11 @@ class OperatorRuntime:
                 f"{reconcile.summarise(outcome)}"
             )
         return outcome
+
+    def _post_events(self, body: Mapping[str, Any], outcome: reconcile.Outcome) -> None:
+        if outcome.status_written:
+            for reason, message in outcome.events:
+                self.event(body, reason, message, warning=reason in reconcile.WARNING_REASONS)
 
     def warn(self, body: Mapping[str, Any], reason: str, message: str) -> None:
         """Post a Warning Event on an InferenceService, from any thread."""

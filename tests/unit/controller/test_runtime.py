@@ -28,16 +28,25 @@ class StubReconciler:
         self.asked: list[tuple[dict[str, Any], work.Work, reconcile.Observed]] = []
         self.forgotten: list[tuple[str | None, str, str | None]] = []
         self.answer: reconcile.Outcome | Exception = reconcile.Outcome()
+        # What a failing reconcile did before it failed (a status written, its Events).
+        self.done_before_failing: reconcile.Outcome | None = None
         self.defer: Callable[..., None] | None = None
 
     def settle_status(self, seconds: float, defer: Callable[..., None]) -> None:
         self.defer = defer
 
     def reconcile(
-        self, body: dict[str, Any], observe: Callable[[], reconcile.Observed], todo: work.Work
+        self,
+        body: dict[str, Any],
+        observe: Callable[[], reconcile.Observed],
+        todo: work.Work,
+        outcome: reconcile.Outcome | None = None,
     ) -> reconcile.Outcome:
         self.asked.append((body, todo, observe()))
         if isinstance(self.answer, Exception):
+            if outcome is not None and self.done_before_failing is not None:
+                outcome.status_written = self.done_before_failing.status_written
+                outcome.events = self.done_before_failing.events
             raise self.answer
         return self.answer
 
@@ -263,3 +272,21 @@ def test_the_rollouts_warnings_are_posted_as_warnings(monkeypatch: pytest.Monkey
     )
     operator._work_off(OWNER, work.FullReconcile(), "collect")
     assert posted == [("RolloutAdvanced", False), ("RolloutRolledBack", True)]
+
+
+def test_the_events_of_a_status_written_before_a_failure_are_posted_all_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    operator, stub, _ = make()
+    operator.capture({OWNER: [packed.pack(specs.isvc(name="digits", namespace="default"))]})
+    posted: list[str] = []
+    monkeypatch.setattr(
+        operator, "event", lambda body, reason, message, *, warning: posted.append(reason)
+    )
+    stub.answer = cluster.ApiError(503, "Unavailable", "the router's ConfigMap patch failed")
+    stub.done_before_failing = reconcile.Outcome(
+        status_written=True, events=[("RolloutAdvanced", "Advance 1→5")]
+    )
+    with pytest.raises(pending.Retry):
+        operator._work_off(OWNER, work.Collect(), "collect")
+    assert posted == ["RolloutAdvanced"]
