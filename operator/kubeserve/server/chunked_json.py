@@ -15,6 +15,11 @@ the same value while no single call parses more than about ``chunk`` bytes:
 Every byte of the body is still read by orjson (or is one of the commas and brackets it
 was cut at, each checked), so a malformed body is refused as orjson would refuse it, with
 ``ValueError``. Duplicate keys keep the last value, as orjson does.
+
+Where ``defer`` says that a large array is a tensor's values (its path: the keys and
+indexes that lead to it), one that holds no object is not made into lists: it is checked
+and stands in the document as a ``numeric_json.Span``, whose values go straight into
+numpy later, a window at a time.
 """
 
 from __future__ import annotations
@@ -23,11 +28,18 @@ import contextlib
 import gc
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import orjson
+
+from kubeserve.server import numeric_json
+from kubeserve.server.numeric_json import Malformed
+
+# The keys (str) and indexes (int) from the document to a value.
+Path = tuple[str | int, ...]
+Defer = Callable[[Path], bool]
 
 CHUNK = 128 * 1024
 # Large containers nested deeper than this are refused: no protocol body has more than a
@@ -35,26 +47,36 @@ CHUNK = 128 * 1024
 MAX_DEPTH = 32
 
 _WHITESPACE = b" \t\n\r"
-_QUOTE, _BACKSLASH, _COMMA = ord('"'), ord("\\"), ord(",")
+_QUOTE, _BACKSLASH, _COMMA, _BRACKET = ord('"'), ord("\\"), ord(","), ord("[")
 _OPEN, _CLOSE = {ord("["): ord("]"), ord("{"): ord("}")}, (ord("]"), ord("}"))
 # Byte -> change of nesting depth, as a ``bytes.translate`` table (0xff is int8 -1).
 _STEPS = bytes(1 if b in b"[{" else 0xFF if b in b"]}" else 0 for b in range(256))
 
 
-class Malformed(ValueError):
-    """The body is not valid JSON; the message says where."""
+__all__ = [
+    "CHUNK",
+    "MAX_DEPTH",
+    "Defer",
+    "Malformed",
+    "Path",
+    "document",
+    "loads",
+    "materialize",
+    "release",
+]
 
 
-def loads(body: bytes, *, chunk: int = CHUNK) -> Any:
+def loads(body: bytes, *, chunk: int = CHUNK, defer: Defer | None = None) -> Any:
     """Return what ``orjson.loads(body)`` returns, parsing at most ~``chunk`` bytes a call.
 
+    A large array of numbers at a path ``defer`` accepts is a ``numeric_json.Span``.
     Raises Malformed where orjson would raise its JSONDecodeError.
     """
     start, end = _strip(body, 0, len(body))
     try:
         if end - start <= chunk:
             return orjson.loads(body)
-        return _value(body, start, end, chunk, 0)
+        return _value(body, start, end, chunk, 0, (), defer)
     except Malformed:
         raise
     except ValueError as exc:  # orjson.JSONDecodeError
@@ -62,7 +84,7 @@ def loads(body: bytes, *, chunk: int = CHUNK) -> Any:
 
 
 @contextlib.contextmanager
-def document(body: bytes, *, chunk: int = CHUNK) -> Iterator[Any]:
+def document(body: bytes, *, chunk: int = CHUNK, defer: Defer | None = None) -> Iterator[Any]:
     """Parse ``body`` with ``loads``, and ``release`` the document when the block ends.
 
     The cyclic garbage collector stays off from the parse to the release. Each list the
@@ -72,7 +94,7 @@ def document(body: bytes, *, chunk: int = CHUNK) -> Iterator[Any]:
     so nothing is freed later than it would have been.
     """
     with _COLLECTOR_PAUSE:
-        value = loads(body, chunk=chunk)
+        value = loads(body, chunk=chunk, defer=defer)
         try:
             yield value
         finally:
@@ -115,11 +137,27 @@ def _strip(body: bytes, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _value(body: bytes, start: int, end: int, chunk: int, depth: int) -> Any:
+def materialize(span: numeric_json.Span) -> list[Any]:
+    """Parse a span into the lists it stands for, for a reader that needs them after all."""
+    value: list[Any] = _value(span.body, span.start, span.end, CHUNK, 0, (), None)
+    return value
+
+
+def _value(
+    body: bytes, start: int, end: int, chunk: int, depth: int, path: Path, defer: Defer | None
+) -> Any:
     view = memoryview(body)[start:end]
     first = body[start] if start < end else -1
     if end - start <= chunk or first not in _OPEN:
         return orjson.loads(view)
+    if (
+        defer is not None
+        and first == _BRACKET
+        and defer(path)
+        and body.find(b"{", start, end) < 0  # a '{' in a string costs only the usual way
+    ):
+        with contextlib.suppress(numeric_json.TooLong):
+            return numeric_json.scan(body, start, end)
     if depth >= MAX_DEPTH:
         raise Malformed(f"large containers nested deeper than {MAX_DEPTH} levels")
     if body[end - 1] != _OPEN[first]:
@@ -137,10 +175,10 @@ def _value(body: bytes, start: int, end: int, chunk: int, depth: int) -> Any:
         if e - s > chunk:
             # Only one element: the cuts leave several together only within ``chunk``.
             if is_list:
-                items.append(_value(body, s, e, chunk, depth + 1))
+                items.append(_value(body, s, e, chunk, depth + 1, (*path, len(items)), defer))
             else:
                 key, value_at = _key(body, s, e)
-                members[key] = _value(body, value_at, e, chunk, depth + 1)
+                members[key] = _value(body, value_at, e, chunk, depth + 1, (*path, key), defer)
         elif is_list:
             items.extend(orjson.loads(b"[" + body[s:e] + b"]"))
         else:
@@ -198,7 +236,7 @@ def _cuts(body: bytes, start: int, end: int, chunk: int) -> list[int]:
         if has_quote:
             quotes = np.flatnonzero(chars == _QUOTE)
             if backslashes or has_backslash:
-                quotes = quotes[_unescaped(quotes, chars == _BACKSLASH, backslashes)]
+                quotes = quotes[numeric_json.unescaped(quotes, chars == _BACKSLASH, backslashes)]
             toggles = np.zeros(n, dtype=np.uint8)
             toggles[quotes] = 1
             inside = np.bitwise_xor.accumulate(toggles)
@@ -231,19 +269,6 @@ def _cuts(body: bytes, start: int, end: int, chunk: int) -> list[int]:
     if depth != 1 or in_string:
         raise Malformed(f"unbalanced brackets or an open string before byte {end}")
     return cuts
-
-
-def _unescaped(quotes: np.ndarray, is_backslash: np.ndarray, carried: int) -> np.ndarray:
-    """Tell which quotes end a run of an even number of backslashes (are not escaped)."""
-    index = np.arange(is_backslash.size)
-    # For each position, the last one at or before it that is not a backslash (-1: none).
-    last_other = np.maximum.accumulate(np.where(is_backslash, -1, index))
-    before = quotes - 1
-    run = np.where(before >= 0, before - last_other[np.maximum(before, 0)], 0)
-    # A run reaching back to the window's start continues the previous window's.
-    run = np.where((before < 0) | (last_other[np.maximum(before, 0)] < 0), run + carried, run)
-    result: np.ndarray = run % 2 == 0
-    return result
 
 
 def _trailing_run(is_backslash: np.ndarray, carried: int) -> int:

@@ -37,6 +37,7 @@ from kubeserve.server import (
     feedback,
     images,
     model,
+    numeric_json,
     raw_tensors,
     repository,
     tensors,
@@ -92,13 +93,29 @@ def _load_json(body: bytes) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _large_document(body: bytes) -> Iterator[dict[str, Any]]:
-    """Parse a large body in steps (``chunked_json``); free it in steps when done."""
+def _large_document(body: bytes, tensors_at: chunked_json.Defer) -> Iterator[dict[str, Any]]:
+    """Parse a large body in steps (``chunked_json``); free it in steps when done.
+
+    Large arrays of numbers where ``tensors_at`` expects a tensor's values stay text
+    (``numeric_json.Span``) until they are converted: no Python object per number.
+    """
     try:
-        with chunked_json.document(body) as payload:
+        with chunked_json.document(body, defer=tensors_at) as payload:
             yield _object(payload)
     except chunked_json.Malformed as exc:
         raise errors.BadRequest(f"malformed JSON: {exc}") from None
+
+
+def _v1_tensor(path: chunked_json.Path) -> bool:
+    """``instances``, ``inputs``, ``inputs[name]``: the places of V1 tensors."""
+    return path in (("instances",), ("inputs",)) or (
+        len(path) == 2 and path[0] == "inputs" and type(path[1]) is str
+    )
+
+
+def _v2_tensor(path: chunked_json.Path) -> bool:
+    """``inputs[i].data``: the place of a V2 tensor's values."""
+    return len(path) == 3 and path[0] == "inputs" and path[2] == "data"
 
 
 def _object(payload: Any) -> dict[str, Any]:
@@ -396,7 +413,7 @@ class DataPlane:
             return self._v1_fields(m, _load_json(body), literals, False, 0)
         # Converted in slices, its values are let go of as they go: b64 ones must be found first.
         binary = v1_forms.may_hold_binary(body)
-        with _large_document(body) as payload:
+        with _large_document(body, _v1_tensor) as payload:
             return self._v1_fields(m, payload, literals, binary, SLICE_VALUES)
 
     def _v1_fields(
@@ -420,7 +437,7 @@ class DataPlane:
         literals = tensors.has_literals(text)
         if not large:
             return self._v2_fields(m, _load_json(text), literals, 0, binary)
-        with _large_document(text) as payload:
+        with _large_document(text, _v2_tensor) as payload:
             return self._v2_fields(m, payload, literals, SLICE_VALUES, binary)
 
     def _v2_fields(
@@ -624,6 +641,8 @@ def _image_array(name: str, image: images.ImageInput, tensor: TensorIn) -> np.nd
     if isinstance(values, bytes | bytearray | memoryview):
         files = raw_tensors.byte_elements(where, dims, values)
     else:
+        if isinstance(values, numeric_json.Span):  # numbers: refused with their values shown
+            values = chunked_json.materialize(values)
         files = _image_files(where, values, dims[0])
     try:
         return images.decode_batch(files, image)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kubeserve.server import errors
+from kubeserve.server import errors, numeric_json
 
 # V2 datatype name -> numpy dtype. BYTES travels as JSON strings and lives as numpy unicode.
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -186,7 +186,7 @@ def decode(
     where = f"input '{name}'"
     check_datatype(name, datatype)
     dims = check_shape(name, shape)
-    if not isinstance(data, list):
+    if not isinstance(data, list | numeric_json.Span):
         raise errors.BadRequest(f"{where}: 'data' must be a JSON array")
     expected = math.prod(dims)
     array = to_array(where, datatype, data, literals=literals, chunk=chunk, consume=consume)
@@ -200,7 +200,7 @@ def decode(
 def to_array(
     where: str,
     datatype: str,
-    data: list[Any],
+    data: list[Any] | numeric_json.Span,
     *,
     literals: bool = True,
     chunk: int = 0,
@@ -218,7 +218,12 @@ def to_array(
     go of the GIL between the steps instead of holding it for the whole request. With
     ``consume`` it also deletes the rows it has converted from ``data``: the parsed values
     shrink as the array fills, instead of both being held whole.
+
+    A ``numeric_json.Span`` (a large array the parser left as text) gives the array, or
+    the error, that its lists would give, converted a window at a time.
     """
+    if isinstance(data, numeric_json.Span):
+        return _from_span(where, datatype, data)
     if chunk > 0:
         return _in_slices(where, datatype, data, literals, chunk, consume)
     return _whole(where, datatype, data, literals, None)
@@ -356,6 +361,74 @@ def _typed(where: str, datatype: str, values: list[Any], shape: tuple[int, ...])
         # a client mistake, not a value to compute on. JSON itself cannot carry inf.
         raise errors.BadRequest(f"{where}: value out of range for {datatype}")
     return raw.astype(target, copy=False).reshape(shape)
+
+
+def _from_span(where: str, datatype: str, span: numeric_json.Span) -> np.ndarray:
+    """``_structure`` and ``_typed`` for values still in the body: the same checks, in the
+    same order, and the same values, through the same intermediate dtype ``np.array``
+    would pick for the whole list (int64 ints cast to FP32 round once, floats twice)."""
+    if span.ragged is not None:
+        raise errors.BadRequest(f"{where}: {span.ragged}")
+    target = DATATYPES[datatype]
+    kinds = span.kinds
+    if not span.count:
+        return np.empty(span.shape, dtype=target)
+    if datatype == "BYTES":
+        if kinds != {str}:
+            raise errors.BadRequest(f"{where}: BYTES data must be strings")
+        return _fill(span, target, target, None)  # objects: each string its own length
+    if datatype == "BOOL":
+        if kinds != {bool}:
+            raise errors.BadRequest(f"{where}: BOOL data must be true/false")
+        return _fill(span, target, target, None)
+    if bool in kinds:
+        raise errors.BadRequest(f"{where}: {datatype} data must be numbers, not true/false")
+    if not kinds <= _NUMBERS:
+        raise errors.BadRequest(f"{where}: {datatype} data must be numbers")
+    if target.kind in "iu":
+        if float in kinds:
+            raise errors.BadRequest(f"{where}: {datatype} data must be integers")
+        info = np.iinfo(target)
+        if span.low < info.min or span.high > info.max:
+            raise errors.BadRequest(
+                f"{where}: value out of range for {datatype} [{info.min}, {info.max}]"
+            )
+        return _fill(span, target, target, None)
+    raw: np.dtype[Any]
+    if float in kinds:
+        raw = np.dtype(np.float64)
+    elif span.high <= _INT64_MAX:
+        raw = np.dtype(np.int64)
+    else:  # numpy's pick for Python ints beyond int64: uint64 if all are, else float64
+        raw = np.dtype(np.uint64 if span.low > _INT64_MAX else np.float64)
+    limit = _OVERFLOW.get(target)
+    if limit is not None and raw.kind != "f" and limit >= 2**63:
+        limit = None  # int64 reaches 9.2e18, beyond float16's range but not float32's
+    return _fill(span, raw, target, None if limit is None else (where, datatype, limit))
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _fill(
+    span: numeric_json.Span,
+    raw: np.dtype[Any],
+    target: np.dtype[Any],
+    overflow: tuple[str, str, float] | None,
+) -> np.ndarray:
+    """Convert ``span``'s values through ``raw`` into a new array of ``target``.
+
+    ``overflow`` (where, datatype, limit) refuses magnitudes that the cast would make inf.
+    """
+    out = np.empty(span.count, dtype=target)
+    at = 0
+    for values in span.values(raw):
+        # Checked before the cast, which would make them inf; every other check is done.
+        if overflow is not None and max(float(values.max()), -float(values.min())) >= overflow[2]:
+            raise errors.BadRequest(f"{overflow[0]}: value out of range for {overflow[1]}")
+        out[at : at + values.size] = values
+        at += values.size
+    return out.reshape(span.shape)
 
 
 def _overflow_limit(dtype: np.dtype[Any]) -> float:

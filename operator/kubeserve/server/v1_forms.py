@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from kubeserve.server import errors, images, model, tensors
+from kubeserve.server import errors, images, model, numeric_json, tensors
 
 
 class Form(enum.Enum):
@@ -113,7 +113,7 @@ def binary_value(where: str, spec: model.TensorSpec, raw: bytes) -> Any:
 def input_array(
     where: str,
     spec: model.TensorSpec,
-    data: list[Any],
+    data: list[Any] | numeric_json.Span,
     *,
     literals: bool,
     binary: bool = False,
@@ -127,7 +127,13 @@ def input_array(
     ``image``, when the model declares ``spec`` an image input, has a column of
     ``{"b64": ...}`` values decoded as image files, one per row; numbers are still taken.
     """
-    if image is not None and data and type(data[0]) is dict and _is_binary(data[0]):
+    if (
+        image is not None
+        and type(data) is list
+        and data
+        and type(data[0]) is dict
+        and _is_binary(data[0])
+    ):
         try:
             array = images.decode_batch(_image_files(where, data), image)
         except images.ImageError as exc:
@@ -218,9 +224,9 @@ def answer(
 def _rows(
     m: model.Model, rows: Any, literals: bool, binary: bool, chunk: int
 ) -> dict[str, np.ndarray]:
-    if type(rows) is not list or not rows:
+    if not _array(rows) or not rows:
         raise errors.BadRequest("'instances' must be a non-empty JSON array")
-    if _named(rows[0]):
+    if type(rows) is list and _named(rows[0]):
         return _named_rows(m, rows, literals, binary, chunk)
     if len(m.inputs) > 1:
         raise errors.BadRequest(
@@ -242,7 +248,9 @@ def _rows(
         }
     except errors.BadRequest:
         # A named instance among values: say so, rather than what the values' check saw.
-        named = next((i for i, r in enumerate(rows) if _named(r)), None)
+        named = (
+            next((i for i, r in enumerate(rows) if _named(r)), None) if type(rows) is list else None
+        )
         if named is None:
             raise
         raise errors.BadRequest(
@@ -291,7 +299,7 @@ def _named_rows(
 def _columns(
     m: model.Model, columns: Any, literals: bool, binary: bool, chunk: int
 ) -> dict[str, np.ndarray]:
-    if type(columns) is list:
+    if _array(columns):
         if not columns:
             raise errors.BadRequest("'inputs' must be a non-empty JSON array")
         if len(m.inputs) > 1:
@@ -320,7 +328,7 @@ def _columns(
     for spec in m.inputs:
         where = f"inputs['{spec.name}']"
         tensor = columns.pop(spec.name)
-        if type(tensor) is not list or not tensor:
+        if not _array(tensor) or not tensor:
             raise errors.BadRequest(
                 f"{where} must be a non-empty JSON array, got {errors.brief(tensor)}"
             )
@@ -341,6 +349,11 @@ def _columns(
 
 
 # -- shared ---------------------------------------------------------------------------------
+
+
+def _array(value: Any) -> bool:
+    """Tell a JSON array: a list, or one the parser left as text (``numeric_json.Span``)."""
+    return type(value) is list or isinstance(value, numeric_json.Span)
 
 
 def _named(value: Any) -> bool:
@@ -373,12 +386,14 @@ def _keys(row: dict[str, Any]) -> str:
     return ", ".join(errors.brief(k) for k in list(row)[:4])
 
 
-def _unwrap_binary(where: str, spec: model.TensorSpec, data: list[Any]) -> bool:
+def _unwrap_binary(where: str, spec: model.TensorSpec, data: list[Any] | numeric_json.Span) -> bool:
     """Replace every ``{"b64": ...}`` object in nested ``data`` by ``binary_value``'s.
 
     Return whether there was one.
     """
     found = False
+    if type(data) is not list:
+        return found  # a numeric_json.Span: numbers and lists only
     # A stack, not recursion: JSON may nest deeper than Python's recursion limit.
     stack = [data]
     while stack:

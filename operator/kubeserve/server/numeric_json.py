@@ -1,0 +1,326 @@
+"""Read a large JSON array of numbers into numpy without a Python object per number.
+
+``orjson.loads`` makes a Python list per ``[...]`` and an object per number (small ints
+are shared, but each still takes an 8-byte slot of its list): 16 MiB of one-digit ints
+became 7x their size in lists before numpy saw them, and 16 MiB of ``[]`` 25x. A ``Span``
+stands for such an array in a parsed document instead: ``scan`` checks its JSON and
+its nesting where the document is parsed, and ``Span.values`` gives its numbers later,
+a window at a time, once the tensor's datatype is known.
+
+Only arrays with no object inside are spans: brackets, commas, whitespace, numbers,
+strings and the literals ``true``, ``false`` and ``null`` (strings are refused among
+numbers, but the message depends on the nesting; ``BYTES`` tensors take them). A window
+of about ``WINDOW`` bytes at a time (cut after a comma, bracket or blank outside strings,
+so no value is split; a value longer than a window is ``TooLong``):
+
+- numpy classifies the bytes and checks that brackets and commas follow each other as
+  JSON allows, within ``MAX_DEPTH`` levels, and counts each list's elements, which gives
+  the shape and any ragged nesting exactly as ``tensors`` describes them for a parsed list;
+- the values alone, a comma between each two, are one flat array that orjson parses and
+  numpy converts: orjson judges each number and literal as it would in the whole
+  document (``01``, ``1.``, ``NaN``, ``1e400`` are refused alike) and gives the same
+  values. The window's list lives only for the window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import orjson
+
+# Bytes per window: a few milliseconds of work each, so the GIL changes hands in between.
+WINDOW = 128 * 1024
+# The most dims numpy gives an array (NPY_MAXDIMS): deeper data can never be a tensor.
+MAX_DEPTH = 64
+
+# Byte classes; a "symbol" is a bracket, a comma or the first byte of a value.
+_SPACE, _OPEN, _CLOSE, _COMMA, _VALUE = 0, 1, 2, 3, 4
+_CLASS = np.full(256, _VALUE, dtype=np.uint8)
+_CLASS[list(b" \t\n\r")] = _SPACE
+_CLASS[ord("[")], _CLASS[ord("]")], _CLASS[ord(",")] = _OPEN, _CLOSE, _COMMA
+# ``_FOLLOWS[a, b]``: symbol b may come right after symbol a (a = 0: the span's start).
+_FOLLOWS = np.zeros((5, 5), dtype=np.bool_)
+_FOLLOWS[0, _OPEN] = True
+_FOLLOWS[_OPEN, [_OPEN, _CLOSE, _VALUE]] = True
+_FOLLOWS[_CLOSE, [_CLOSE, _COMMA]] = True
+_FOLLOWS[_COMMA, [_OPEN, _VALUE]] = True
+_FOLLOWS[_VALUE, [_CLOSE, _COMMA]] = True
+# Brackets and commas become blanks in the flat text of a window's values.
+_BLANKED = np.arange(256, dtype=np.uint8)
+_BLANKED[list(b"[],")] = ord(" ")
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+_NAMES = {_OPEN: "'['", _CLOSE: "']'", _COMMA: "','", _VALUE: "value"}
+
+
+class Malformed(ValueError):
+    """The body is not valid JSON (or nests deeper than any tensor); the message says where."""
+
+
+class TooLong(Exception):
+    """One value is longer than a window: not a tensor's number; parse the array as before."""
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class Span:
+    """A JSON array of ``body[start:end]`` that holds no object: values and arrays only.
+
+    ``shape`` is the nesting its first elements announce (``tensors``' probe); ``ragged``,
+    when not None, says at which depth other elements disagree, in ``tensors``' words.
+    ``kinds`` are the JSON types of its ``count`` values, and ``low``/``high`` their range
+    when all are ints. ``len()`` is its number of elements, as for the list it stands for.
+    """
+
+    body: bytes
+    start: int
+    end: int
+    shape: tuple[int, ...]
+    ragged: str | None
+    count: int
+    kinds: frozenset[type]
+    low: int
+    high: int
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"<{self.shape[0]} JSON values at bytes {self.start}-{self.end}>"
+
+    def values(self, dtype: np.dtype[Any]) -> Iterator[np.ndarray]:
+        """Yield the values row-major, a window at a time, each window as ``np.array(values, dtype)``."""
+        for _, chars, cls in _windows(self.body, self.start, self.end):
+            text = _flat_text(chars, cls)
+            if text is not None:
+                yield np.array(orjson.loads(text), dtype=dtype)
+
+
+def scan(body: bytes, start: int, end: int) -> Span:
+    """Check the array ``body[start:end]`` (no object inside) and describe it.
+
+    Raises Malformed where orjson would refuse the document, or where the arrays nest
+    deeper than ``MAX_DEPTH``; TooLong for a value longer than a window.
+    """
+    state = _Scan()
+    for lo, chars, cls in _windows(body, start, end):
+        state.feed(lo, chars, cls)
+    return state.finish(body, start, end)
+
+
+def _windows(body: bytes, start: int, end: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Cut ``body[start:end]`` into windows that end outside a value; yield each one's
+    offset, bytes and byte classes."""
+    lo = start
+    while lo < end:
+        hi = min(lo + WINDOW, end)
+        chars = np.frombuffer(body, dtype=np.uint8, count=hi - lo, offset=lo)
+        cls = _classes(body, lo, hi, chars)
+        if hi < end:
+            # After the last bracket, comma or blank (a window starts outside a string).
+            breaks = np.flatnonzero(cls != _VALUE)
+            if not breaks.size:
+                raise TooLong(f"a value of over {WINDOW} bytes at byte {lo}")
+            cut = int(breaks[-1]) + 1
+            chars, cls, hi = chars[:cut], cls[:cut], lo + cut
+        yield lo, chars, cls
+        lo = hi
+
+
+def _classes(body: bytes, lo: int, hi: int, chars: np.ndarray) -> np.ndarray:
+    """Classify the bytes of a window that starts outside a string; strings are values."""
+    cls: np.ndarray = _CLASS[chars]
+    if body.find(b'"', lo, hi) < 0:  # memchr: numbers alone need no more
+        return cls
+    quotes = np.flatnonzero(chars == _QUOTE)
+    if body.find(b"\\", lo, hi) >= 0:
+        quotes = quotes[unescaped(quotes, chars == _BACKSLASH, 0)]
+    toggles = np.zeros(chars.size, dtype=np.uint8)
+    toggles[quotes] = 1
+    inside = np.bitwise_xor.accumulate(toggles).view(np.bool_)
+    inside[quotes] = True  # the closing quotes too
+    cls[inside] = _VALUE
+    return cls
+
+
+def unescaped(quotes: np.ndarray, is_backslash: np.ndarray, carried: int) -> np.ndarray:
+    """Tell which quotes end a run of an even number of backslashes (are not escaped).
+
+    ``carried``: the run of backslashes the bytes before ``is_backslash`` ended with.
+    """
+    index = np.arange(is_backslash.size)
+    # For each position, the last one at or before it that is not a backslash (-1: none).
+    last_other = np.maximum.accumulate(np.where(is_backslash, -1, index))
+    before = quotes - 1
+    run = np.where(before >= 0, before - last_other[np.maximum(before, 0)], 0)
+    # A run reaching back to the window's start continues the previous window's.
+    run = np.where((before < 0) | (last_other[np.maximum(before, 0)] < 0), run + carried, run)
+    result: np.ndarray = run % 2 == 0
+    return result
+
+
+def _flat_text(chars: np.ndarray, cls: np.ndarray) -> bytes | None:
+    """Return ``[v1,v2,...]`` of the values among ``chars``, or None when there is none.
+
+    No blanks: orjson 3.13 refuses a dense array that opens with two blanks ("failed to
+    allocate memory"), and fewer bytes parse faster. ``_text_offset`` maps an offset back.
+    """
+    value = cls == _VALUE
+    after = np.flatnonzero(value[:-1] & ~value[1:]) + 1  # the byte after each value
+    if after.size == 0:
+        return None
+    keep = value.copy()
+    keep[after[:-1]] = True  # a comma each, but after the last
+    kept = chars[keep]
+    kept[~value[keep]] = ord(",")
+    text: bytes = b"[" + kept.tobytes() + b"]"
+    return text
+
+
+def _text_offset(cls: np.ndarray, at: int) -> int:
+    """Return the window offset of ``_flat_text(chars, cls)[at]``."""
+    value = cls == _VALUE
+    keep = value.copy()
+    keep[np.flatnonzero(value[:-1] & ~value[1:]) + 1] = True
+    kept = np.flatnonzero(keep)
+    return int(kept[min(max(at - 1, 0), kept.size - 1)])
+
+
+class _Scan:
+    """What ``scan`` learns window by window."""
+
+    def __init__(self) -> None:
+        self.last = 0  # the previous window's last symbol (0: none yet)
+        self.depth = 0
+        self.ndim = 0  # 0 until the first non-'[' symbol shows how deep values sit
+        self.leading = 0  # the run of '[' the span opens with
+        self.pending = [0] * (MAX_DEPTH + 2)  # values counted in each level's open list
+        self.shape: list[int | None] = []
+        self.lengths: list[np.ndarray] = []  # each level's smallest distinct list lengths
+        self.varied: list[bool] = []
+        self.mixed = MAX_DEPTH + 1  # the shallowest depth where lists and values mix
+        self.count = 0
+        self.kinds: set[type] = set()
+        self.low = self.high = 0  # the ints' range, once ``ranged``
+        self.ranged = False
+
+    def feed(self, lo: int, chars: np.ndarray, cls: np.ndarray) -> None:
+        value = cls == _VALUE
+        first = value.copy()
+        first[1:] &= ~value[:-1]
+        at = np.flatnonzero((cls != _SPACE) & (~value | first))
+        if at.size == 0:
+            return
+        sym = cls[at]
+        before = np.empty_like(sym)
+        before[0] = self.last
+        before[1:] = sym[:-1]
+        follows = _FOLLOWS[before, sym]
+        if not follows.all():
+            bad = int(np.argmin(follows))
+            raise Malformed(f"unexpected {_NAMES[int(sym[bad])]} at byte {lo + int(at[bad])}")
+        self.last = int(sym[-1])
+        step = (sym == _OPEN).astype(np.int8) - (sym == _CLOSE).astype(np.int8)
+        after = np.cumsum(step, dtype=np.int32)
+        after += self.depth
+        level = after - step  # the depth each symbol sits at: its value's depth
+        # Only the span's own '[' (its first symbol) sits at depth 0.
+        outside = np.flatnonzero(level[1:] < 1) + 1 if before[0] == 0 else np.flatnonzero(level < 1)
+        if outside.size:
+            bad = int(outside[0])
+            raise Malformed(f"unexpected {_NAMES[int(sym[bad])]} at byte {lo + int(at[bad])}")
+        if int(after.max()) > MAX_DEPTH:
+            raise Malformed(f"arrays nested deeper than {MAX_DEPTH} levels")
+        self.depth = int(after[-1])
+        if not self.ndim:
+            others = np.flatnonzero(sym != _OPEN)
+            if not others.size:
+                for depth in level.tolist():  # at most MAX_DEPTH of them
+                    self.pending[depth] += depth > 0  # each an element of the one before
+                self.leading += sym.size
+                return  # only '[': the depth of values is not known yet
+            self.ndim = self.leading + int(others[0])
+            self.shape = [None] * self.ndim
+            self.lengths = [np.empty(0, dtype=np.int64)] * self.ndim
+            self.varied = [False] * self.ndim
+        self._levels(sym, level)
+        text = _flat_text(chars, cls)
+        if text is not None:
+            self._values(text, cls, lo)
+
+    def _levels(self, sym: np.ndarray, level: np.ndarray) -> None:
+        ndim = self.ndim
+        is_value = sym == _VALUE
+        values = level[is_value]
+        if values.size and int(values.min()) < ndim:
+            self.mixed = min(self.mixed, int(values.min()))
+        is_open = sym == _OPEN
+        if (level[is_open] == ndim).any():
+            self.mixed = min(self.mixed, ndim)
+        elements = is_value | is_open
+        is_close = sym == _CLOSE
+        for depth in range(1, min(ndim, int(level.max())) + 1):
+            # Lists at depth - 1 hold the elements at ``depth`` up to their closing ']'.
+            here = level == depth
+            closes = np.flatnonzero(is_close & here)
+            counted = np.cumsum(elements & here)
+            if not closes.size:
+                self.pending[depth] += int(counted[-1])
+                continue
+            ends = counted[closes]
+            lengths = np.diff(ends, prepend=0)
+            lengths[0] += self.pending[depth]
+            self.pending[depth] = int(counted[-1] - ends[-1])
+            self._lengths(depth - 1, lengths)
+
+    def _lengths(self, depth: int, lengths: np.ndarray) -> None:
+        if self.shape[depth] is None:
+            self.shape[depth] = int(lengths[0])  # the first list: tensors' probe
+        if depth == 0:
+            return
+        seen = np.union1d(self.lengths[depth], lengths)
+        self.varied[depth] = self.varied[depth] or seen.size > 1
+        self.lengths[depth] = seen[:4]
+
+    def _values(self, text: bytes, cls: np.ndarray, lo: int) -> None:
+        try:
+            values = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise Malformed(f"{exc.msg} at byte {lo + _text_offset(cls, exc.pos)}") from None
+        kinds = set(map(type, values))
+        self.kinds |= kinds
+        if kinds == {int}:
+            low, high = min(values), max(values)
+            if self.ranged:
+                low, high = min(self.low, low), max(self.high, high)
+            self.low, self.high, self.ranged = low, high, True
+        self.count += len(values)
+
+    def finish(self, body: bytes, start: int, end: int) -> Span:
+        if self.depth != 0 or not self.ndim:
+            raise Malformed(f"the array at byte {start} is not closed at byte {end - 1}")
+        shape = tuple(0 if d is None else d for d in self.shape)
+        return Span(
+            body,
+            start,
+            end,
+            shape,
+            self._ragged(),
+            self.count,
+            frozenset(self.kinds),
+            self.low,
+            self.high,
+        )
+
+    def _ragged(self) -> str | None:
+        # tensors checks a depth at a time: values among lists first, then list lengths.
+        for depth in range(1, self.ndim):
+            if self.mixed == depth:
+                break
+            if self.varied[depth]:
+                shown = ", ".join(str(n) for n in self.lengths[depth].tolist())
+                return f"ragged nesting: lists at depth {depth} have lengths {shown}"
+        if self.mixed <= self.ndim:
+            return f"ragged nesting: lists and values mix at depth {self.mixed}"
+        return None

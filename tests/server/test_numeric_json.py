@@ -1,0 +1,247 @@
+"""numeric_json: a large array of numbers (or strings), read into numpy from the text, gives
+what orjson's lists give ``tensors.to_array``, the same array or the same error, and
+refuses what orjson refuses. Windows are made tiny here, so that every value, bracket and comma falls on a
+window's edge somewhere."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kubeserve.server import chunked_json, errors, numeric_json, tensors
+
+DATATYPES = list(tensors.DATATYPES)
+
+
+@pytest.fixture(autouse=True)
+def tiny_windows(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(numeric_json, "WINDOW", 48)  # longer than any value drawn here
+    yield
+
+
+def _by_orjson(datatype: str, text: bytes) -> np.ndarray | str:
+    try:
+        return tensors.to_array("x", datatype, orjson.loads(text), literals=True)
+    except errors.BadRequest as exc:
+        return str(exc)
+
+
+def _by_span(datatype: str, text: bytes) -> np.ndarray | str:
+    try:
+        return tensors.to_array("x", datatype, numeric_json.scan(text, 0, len(text)))
+    except errors.BadRequest as exc:
+        return str(exc)
+
+
+def _assert_same(text: bytes) -> None:
+    for datatype in DATATYPES:
+        want, got = _by_orjson(datatype, text), _by_span(datatype, text)
+        if isinstance(want, str) or isinstance(got, str):
+            assert got == want, (datatype, text)
+        else:
+            assert (got.dtype, got.shape) == (want.dtype, want.shape), (datatype, text)
+            if got.dtype == object:
+                assert got.tolist() == want.tolist(), (datatype, text)
+            else:
+                assert got.tobytes() == want.tobytes(), (datatype, text)  # -0.0 too
+
+
+numbers = st.one_of(
+    st.integers(min_value=-9, max_value=9),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),  # int64, and uint64 beyond it
+    st.integers(min_value=2**53, max_value=2**63),  # FP32 rounds these once or twice
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(min_value=-7e4, max_value=7e4),  # around FP16's limit
+    st.sampled_from([0.0, -0.0, 1e39, -3.5e38, 65520.0, 65519.0, 2.5, 1e308]),
+)
+# Strings that look like the syntax around them, escapes included.
+strings = st.text(alphabet='[],"\\ \n7e-é', max_size=4)
+leaves = st.one_of(numbers, st.booleans(), st.none(), strings)
+
+
+@st.composite
+def nested(draw: st.DrawFn) -> Any:
+    """Rectangular arrays of one kind of leaf mostly, made ragged or mixed now and then."""
+    shape = draw(st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=3))
+    shape[0] = max(shape[0], 1)
+    kind = draw(st.sampled_from(["numbers", "ints", "bools", "strings", "mixed"]))
+    leaf = {
+        "numbers": numbers,
+        "ints": st.integers(min_value=-(2**63), max_value=2**64 - 1),
+        "bools": st.booleans(),
+        "strings": strings,
+        "mixed": leaves,
+    }[kind]
+
+    def build(dims: list[int]) -> Any:
+        if not dims:
+            return draw(leaf)
+        return [build(dims[1:]) for _ in range(dims[0])]
+
+    value = build(shape)
+    for _ in range(draw(st.integers(min_value=0, max_value=2))):
+        # Damage: a row shorter or longer, a list where a value was, or the reverse.
+        path = draw(st.lists(st.integers(min_value=0, max_value=3), max_size=3))
+        node = value
+        for i in path:
+            if type(node) is not list or not node or type(node[i % len(node)]) is not list:
+                break
+            node = node[i % len(node)]
+        if type(node) is list and node:
+            i = draw(st.integers(min_value=0, max_value=len(node) - 1))
+            edit = draw(st.sampled_from(["drop", "add", "wrap", "flatten"]))
+            if edit == "drop":
+                del node[i]
+            elif edit == "add":
+                node.append(draw(leaf))
+            elif edit == "wrap":
+                node[i] = [node[i]]
+            elif type(node[i]) is list:
+                node[i] = draw(leaf)
+    return value if value else [1]
+
+
+def _text(value: Any, spacing: int) -> bytes:
+    # The stdlib writes integers beyond 64 bits; the spacing varies where blanks fall.
+    if spacing == 0:
+        return json.dumps(value, separators=(",", ":")).encode()
+    if spacing == 1:
+        return json.dumps(value).encode()
+    return json.dumps(value, indent=spacing - 1).encode()
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(nested(), st.integers(min_value=0, max_value=3))
+def test_a_span_converts_to_what_orjson_and_numpy_give(value: Any, spacing: int) -> None:
+    _assert_same(_text(value, spacing))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[[1, 2], [3]]",  # ragged
+        b"[[1, 2], 3]",
+        b"[1, [2]]",
+        b"[[[1, 2]], [[3, 4, 5]]]",
+        b"[[], [1]]",
+        b"[[], []]",  # no values: an empty array of its shape
+        b"[[1, 2], [3, 4]]",
+        b"[true, 1]",
+        b"[null, 1]",
+        b"[true, null]",
+        b"[1.5, 2]",
+        b"[9007199254740993, 1]",  # 2**53 + 1
+        b"[1152921573326323713, 1.5]",  # 2**60 + 2**36 + 1: FP32 rounds twice with a float
+        b"[1152921573326323713, 1]",  # and once among ints
+        b"[9223372036854775808, 1]",  # beyond int64: numpy picks float64
+        b"[9223372036854775808, 18446744073709551615]",  # uint64
+        b"[18446744073709551616]",  # beyond uint64: a float to orjson
+        b"[-9223372036854775809]",
+        b"[1e39]",
+        b"[70000, 1]",
+        b"[-0, -0.0, 0e5]",
+        b"[   ]",
+        b'["a", "b"]',
+        b'["a,]", "\\"[", "\\\\"]',
+        b'[["a"], ["b", "c"]]',
+        b'[1, "a"]',
+        b'[true, "a"]',
+        b'[["a", 1]]',
+    ],
+)
+def test_edge_cases_convert_as_orjson_and_numpy_would(text: bytes) -> None:
+    _assert_same(text)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(nested(), st.integers(min_value=0, max_value=3), st.data())
+def test_a_span_refuses_what_orjson_refuses(value: Any, spacing: int, data: st.DataObject) -> None:
+    text = bytearray(_text(value, spacing))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        at = data.draw(st.integers(min_value=0, max_value=len(text)))
+        edit = data.draw(st.sampled_from(["insert", "delete", "replace"]))
+        byte = data.draw(st.sampled_from(b'[],:0123456789.eE+-tfnulaxN \n\x0b\xff"\\'))
+        if edit == "insert":
+            text.insert(at, byte)
+        elif at < len(text):
+            if edit == "delete":
+                del text[at]
+            else:
+                text[at] = byte
+    body = bytes(text)
+    # Every large array a span, unless a value is longer than a window (an open string).
+    everywhere = lambda path: True  # noqa: E731
+    try:
+        want = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        with pytest.raises(chunked_json.Malformed):
+            chunked_json.loads(body, chunk=16, defer=everywhere)
+    else:
+        got = chunked_json.loads(body, chunk=16, defer=everywhere)
+        if isinstance(got, numeric_json.Span):
+            assert len(got) == len(want)
+            got = chunked_json.materialize(got)
+        assert got == want
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (b"[01]", "leading zero"),
+        (b"[1.]", "no digit after decimal point"),
+        (b"[.5]", "byte 1"),
+        (b"[+1]", "byte 1"),
+        (b"[0x10]", "byte 2"),
+        (b"[1e]", "no digit after exponent"),
+        (b"[NaN]", "byte 1"),
+        (b"[1e400]", "infinity"),
+        (b"[1,]", "unexpected ']' at byte 3"),
+        (b"[1 2]", "unexpected value at byte 3"),
+        (b"[[1][2]]", "unexpected '[' at byte 4"),
+        (b"[1]]", "unexpected ']' at byte 3"),
+        (b"[[1]", "not closed"),
+        (b"[1], [2]", "unexpected ','"),
+    ],
+)
+def test_malformed_numbers_and_nesting_are_refused_saying_where(text: bytes, needle: str) -> None:
+    with pytest.raises(numeric_json.Malformed, match=needle.replace("[", r"\[")):
+        numeric_json.scan(text, 0, len(text))
+
+
+def test_arrays_deeper_than_numpy_allows_are_refused() -> None:
+    deep = b"[" * 65 + b"1" + b"]" * 65
+    with pytest.raises(numeric_json.Malformed, match="nested deeper than 64"):
+        numeric_json.scan(deep, 0, len(deep))
+    ok = b"[" * 64 + b"1" + b"]" * 64
+    assert numeric_json.scan(ok, 0, len(ok)).shape == (1,) * 64
+
+
+def test_a_value_longer_than_a_window_is_left_to_the_usual_parser() -> None:
+    body = b'{"inputs": [{"data": [' + b"1" * 200 + b", 2" * 100 + b"]}]}"
+    with pytest.raises(numeric_json.TooLong):
+        numeric_json.scan(body, body.index(b"[1"), len(body) - 3)
+    parsed = chunked_json.loads(body, chunk=64, defer=lambda path: True)
+    assert parsed == orjson.loads(body)
+
+
+def test_the_parser_defers_only_where_it_is_told_and_only_arrays_without_objects() -> None:
+    rows = [[1, 2, 3]] * 40
+    body = orjson.dumps(
+        {"inputs": [{"data": rows, "shape": list(range(50))}, {"data": [["a"]] * 40}]}
+    )
+    tensor = lambda path: path[-1:] == ("data",)  # noqa: E731
+    parsed = chunked_json.loads(body, chunk=64, defer=tensor)
+    span = parsed["inputs"][0]["data"]
+    assert isinstance(span, numeric_json.Span) and span.shape == (40, 3) and len(span) == 40
+    assert tensors.to_array("x", "INT32", span).tolist() == rows
+    assert parsed["inputs"][0]["shape"] == list(range(50))  # not a tensor's place
+    assert isinstance(parsed["inputs"][1]["data"], numeric_json.Span)  # strings too
+    objects = orjson.dumps({"inputs": [{"data": [{"b64": "AA=="}] * 40}]})
+    assert chunked_json.loads(objects, chunk=64, defer=tensor) == orjson.loads(objects)
