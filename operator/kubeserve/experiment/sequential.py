@@ -110,6 +110,19 @@ class State:
     high: float | None = None
 
 
+def resumed(p_value: float, low: float | None, high: float | None) -> State:
+    """Give the state a previous look left, read back from status (which anyone can edit).
+
+    A p-value outside [0, 1] reads as 1; an interval not finite, or inverted, is dropped.
+    """
+    p = p_value if 0.0 <= p_value <= 1.0 else 1.0
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return State(p_value=p)
+    if low > high:
+        return State(p_value=p)
+    return State(p_value=p, low=low, high=high)
+
+
 @dataclasses.dataclass(frozen=True)
 class Look:
     """The state after one look, and whether this look's interval missed the running one.

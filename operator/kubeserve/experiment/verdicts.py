@@ -85,7 +85,8 @@ def samples(counts: status.VariantCounts, metric: spec.Metric) -> int:
     return max(0, counts.requests)
 
 
-def _events(counts: status.VariantCounts, metric: spec.Metric) -> int:
+def events(counts: status.VariantCounts, metric: spec.Metric) -> int:
+    """Give a variant's events of a rate metric: errors, slow requests or positive outcomes."""
     if metric == "errorRate":
         return counts.errors
     if metric == "slowRate":
@@ -93,10 +94,21 @@ def _events(counts: status.VariantCounts, metric: spec.Metric) -> int:
     return counts.positives
 
 
-def _moments(counts: status.VariantCounts) -> sequential.Moments:
+def moments(counts: status.VariantCounts) -> sequential.Moments:
+    """Give a variant's value feedback as the test reads it: count, sum, sum of squares."""
     return sequential.Moments(
         count=max(0, counts.values), total=counts.value_sum, squares=counts.value_squares
     )
+
+
+def rate(counts: status.VariantCounts, metric: spec.Metric) -> float | None:
+    """Give a variant's rate of a metric (its mean, for value), or None with no sample yet."""
+    n = samples(counts, metric)
+    if n <= 0:
+        return None
+    if metric == "value":
+        return moments(counts).mean()
+    return events(counts, metric) / n
 
 
 def metrics_with_data(
@@ -117,41 +129,41 @@ def metrics_with_data(
     return chosen
 
 
-def _difference(
+def difference(
     metric: spec.Metric, control: status.VariantCounts, variant: status.VariantCounts
 ) -> sequential.Difference | None:
+    """Give (variant - control) on a metric and its variance; None when the test has no data."""
     if metric == "value":
-        return sequential.normal_difference(_moments(control), _moments(variant))
+        return sequential.normal_difference(moments(control), moments(variant))
     return sequential.bernoulli_difference(
         control_n=samples(control, metric),
-        control_x=_events(control, metric),
+        control_x=events(control, metric),
         variant_n=samples(variant, metric),
-        variant_x=_events(variant, metric),
+        variant_x=events(variant, metric),
     )
 
 
 def _estimate(
     metric: spec.Metric, control: status.VariantCounts, variant: status.VariantCounts
 ) -> float | None:
-    difference = _difference(metric, control, variant)
-    if difference is not None:
-        return difference.estimate
+    found = difference(metric, control, variant)
+    if found is not None:
+        return found.estimate
     if metric == "value":
         # No usable variance (say, every value equal) still leaves a difference of means.
-        mean_c, mean_v = _moments(control).mean(), _moments(variant).mean()
+        mean_c, mean_v = moments(control).mean(), moments(variant).mean()
         if mean_c is not None and mean_v is not None and math.isfinite(mean_v - mean_c):
             return mean_v - mean_c
     return None
 
 
 def margin_of(
-    experiment: spec.Experiment,
+    margins: spec.Margins,
     metric: spec.Metric,
     control: status.VariantCounts,
     variant: status.VariantCounts,
 ) -> float | None:
     """Give the practical margin of a metric; for value with none set, 0.1 pooled SD (or None)."""
-    margins = experiment.margin
     if metric == "errorRate":
         return margins.error_rate
     if metric == "slowRate":
@@ -160,20 +172,14 @@ def margin_of(
         return margins.outcome
     if margins.value is not None:
         return margins.value
-    return sequential.default_value_margin(_moments(control), _moments(variant))
+    return sequential.default_value_margin(moments(control), moments(variant))
 
 
 def _carried(before: status.Comparison | None) -> sequential.State:
     """Give the state a previous look left, or a fresh one if it had not started the test."""
     if before is None or before.verdict == "Collecting":
         return sequential.State()
-    p = before.p_value if 0.0 <= before.p_value <= 1.0 else 1.0
-    low, high = before.low, before.high
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        return sequential.State(p_value=p)
-    if low > high:
-        return sequential.State(p_value=p)
-    return sequential.State(p_value=p, low=low, high=high)
+    return sequential.resumed(before.p_value, before.low, before.high)
 
 
 def _verdict(
@@ -205,14 +211,14 @@ def _compare(
         return _Outcome(
             status.Comparison(variant=name, metric=metric, samples=fewest, estimate=estimate)
         )
-    margin = margin_of(experiment, metric, control, variant)
+    margin = margin_of(experiment.margin, metric, control, variant)
     state = _carried(before)
     if margin is None:
         look = sequential.Look(state=state)
     else:
         look = sequential.step(
             state,
-            _difference(metric, control, variant),
+            difference(metric, control, variant),
             tau2=sequential.tau_squared(margin),
             alpha=alpha,
         )

@@ -36,73 +36,19 @@ Result = Literal["Collecting", "Pass", "Harm", "OverMax"]
 DIGITS = 6  # significant digits of the displayed rates and estimate (the test's state is exact)
 
 
-def _events(counts: status.VariantCounts, metric: spec.Metric) -> int:
-    if metric == "errorRate":
-        return counts.errors
-    if metric == "slowRate":
-        return counts.slow
-    return counts.positives
-
-
-def _moments(counts: status.VariantCounts) -> sequential.Moments:
-    return sequential.Moments(
-        count=max(0, counts.values), total=counts.value_sum, squares=counts.value_squares
-    )
-
-
-def rate(counts: status.VariantCounts, metric: spec.Metric) -> float | None:
-    """Give a variant's rate (or mean, for value), or None with no sample yet."""
-    n = verdicts.samples(counts, metric)
-    if n <= 0:
-        return None
-    if metric == "value":
-        return _moments(counts).mean()
-    return _events(counts, metric) / n
-
-
-def _difference(
-    metric: spec.Metric, baseline: status.VariantCounts, candidate: status.VariantCounts
-) -> sequential.Difference | None:
-    if metric == "value":
-        return sequential.normal_difference(_moments(baseline), _moments(candidate))
-    return sequential.bernoulli_difference(
-        control_n=verdicts.samples(baseline, metric),
-        control_x=_events(baseline, metric),
-        variant_n=verdicts.samples(candidate, metric),
-        variant_x=_events(candidate, metric),
-    )
-
-
 def mixing_margin(
     gate: spec.Gate, baseline: status.VariantCounts, candidate: status.VariantCounts
 ) -> float | None:
     """Give the margin τ is set from (see the module docstring); None when value has no spread."""
     if gate.max_increase > 0:
         return gate.max_increase
-    defaults = spec.Margins()
-    if gate.metric == "errorRate":
-        return defaults.error_rate
-    if gate.metric == "slowRate":
-        return defaults.slow_rate
-    if gate.metric == "outcome":
-        return defaults.outcome
-    sd = sequential.pooled_standard_deviation(_moments(baseline), _moments(candidate))
-    if sd is None or sd <= 0.0:
-        return None
-    margin = sequential.DEFAULT_VALUE_MARGIN_SDS * sd
-    return margin if math.isfinite(margin * margin) and margin > 0.0 else None
+    return verdicts.margin_of(spec.Margins(), gate.metric, baseline, candidate)
 
 
 def _carried(before: status.GateResult | None) -> sequential.State:
     if before is None or before.result == "Collecting":
         return sequential.State()
-    p = before.p_value if 0.0 <= before.p_value <= 1.0 else 1.0
-    low, high = before.low, before.high
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        return sequential.State(p_value=p)
-    if low > high:
-        return sequential.State(p_value=p)
-    return sequential.State(p_value=p, low=low, high=high)
+    return sequential.resumed(before.p_value, before.low, before.high)
 
 
 def is_harm(
@@ -130,7 +76,7 @@ def _judge(
     alpha: float,
 ) -> status.GateResult:
     metric = gate.metric
-    base_rate, cand_rate = rate(baseline, metric), rate(candidate, metric)
+    base_rate, cand_rate = verdicts.rate(baseline, metric), verdicts.rate(candidate, metric)
     over = gate.max is not None and cand_rate is not None and cand_rate > gate.max
     if base_rate is None or cand_rate is None:
         # No comparison without both arms; the absolute limit needs the candidate only.
@@ -140,7 +86,7 @@ def _judge(
             candidate=_round(cand_rate),
             result="OverMax" if over else "Collecting",
         )
-    difference = _difference(metric, baseline, candidate)
+    difference = verdicts.difference(metric, baseline, candidate)
     margin = mixing_margin(gate, baseline, candidate)
     state = _carried(before)
     if margin is not None:

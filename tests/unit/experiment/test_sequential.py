@@ -313,3 +313,11 @@ def test_samples_for_power_refuses_impossible_rates() -> None:
         sequential.samples_for_power(0.99, 0.02, margin=0.01)
     with pytest.raises(ValueError):
         sequential.samples_for_power(0.10, 0.0, margin=0.01)
+
+
+def test_a_state_read_back_from_an_edited_status_keeps_only_what_is_usable() -> None:
+    assert sequential.resumed(0.2, -0.1, 0.3) == sequential.State(0.2, -0.1, 0.3)
+    assert sequential.resumed(7.0, -0.1, 0.3).p_value == 1.0
+    assert sequential.resumed(0.2, 0.3, -0.1) == sequential.State(0.2)  # inverted
+    assert sequential.resumed(0.2, -math.inf, 0.3) == sequential.State(0.2)
+    assert sequential.resumed(0.2, None, 0.3) == sequential.State(0.2)
