@@ -10,7 +10,10 @@ look adds, per pod:
 - a pod not seen before: everything it has when it started after the experiment did; when
   it was serving before, its counters are the baseline and nothing is added yet;
 - a pod gone: dropped from the last counters (what it was counted for stays counted);
-- a pod that could not be read: its last counters are kept, and the reason is listed.
+- a pod that could not be read: its last counters are kept, and the reason is listed;
+- no reading at all (`looked` None: a look taken for another reason, say a command): every
+  pod's last counters are kept and nothing is added. An empty reading is not that: it says
+  the pods were listed and none was found, so every pod is gone.
 
 No count is added twice, and none is lost but these: what a pod served between its last
 read and its disappearance or restart; and what a pod already serving when the experiment
@@ -126,7 +129,7 @@ def _add(
 def accumulate(
     variants: Mapping[str, status.VariantCounts],
     pods: Mapping[str, status.PodCounters],
-    looked: Sequence[readings.PodReading],
+    looked: Sequence[readings.PodReading] | None,
     weights: Mapping[str, int],
     *,
     start_time: datetime.datetime,
@@ -135,15 +138,16 @@ def accumulate(
     """Add one look to the counts.
 
     `variants` and `pods` are the counts and last counters before the look (empty at the
-    experiment's start); `weights` the live weights now, every variant of the spec;
-    `slow_after` the index of the latency bucket at the slow threshold (later ones are slow).
+    experiment's start); `looked` a reading per pod, or None when nothing was read; `weights`
+    the live weights now, every variant of the spec; `slow_after` the index of the latency
+    bucket at the slow threshold (later ones are slow).
     """
     live = {name: w for name, w in weights.items() if w > 0}
-    new_pods: dict[str, status.PodCounters] = {}
+    new_pods: dict[str, status.PodCounters] = dict(pods) if looked is None else {}
     unreadable: list[status.UnreadablePod] = []
     increase: dict[str, list[float]] = {}
-    read: dict[str, int] = dict.fromkeys(live, 0)
-    for reading in sorted(looked, key=lambda r: (r.variant, r.name, r.uid)):
+    read: dict[str, int] | None = None if looked is None else dict.fromkeys(live, 0)
+    for reading in sorted(looked or (), key=lambda r: (r.variant, r.name, r.uid)):
         if reading.variant not in live:
             continue  # not part of the experiment now
         last = pods.get(reading.uid)
@@ -156,6 +160,7 @@ def accumulate(
             if last is not None:
                 new_pods[reading.uid] = last
             continue
+        assert read is not None
         read[reading.variant] += 1
         new_pods[reading.uid] = reading.counters
         more = pod_increase(reading, last, start_time)
@@ -179,7 +184,7 @@ def accumulate(
         out[name] = counts.model_copy(
             update={
                 "weight": live[name],
-                "pods": read[name],
+                "pods": counts.pods if read is None else read[name],
                 "expected": counts.expected + added * live[name] / share,
             }
         )

@@ -12,6 +12,13 @@ byte and with its lastCollected: an idle experiment costs no status writes.
 The experiment starts again (a new startTime, counts from zero, every pod's counters a
 baseline) when `config` changes: a fingerprint of spec.experiment and of the variants'
 names and models. Weights are not in it: changing the split does not restart a test.
+
+A look may have read nothing (`looked` None: the operator looks at once when the experiment
+starts again, without reading the pods). The counts and every pod's last counters then stay
+as they were; when it starts the experiment again, the last counters read stay the
+baselines if they are at most one interval old (`_baselines`): the new experiment then takes
+in what the pods served since they were read, rather than lose what they serve until the
+next reading.
 """
 
 from __future__ import annotations
@@ -119,7 +126,9 @@ def quantile(buckets: Sequence[float], q: float) -> float | None:
     return readings.BOUNDS[-2]
 
 
-def _with_rates(counts: status.VariantCounts) -> status.VariantCounts:
+def with_rates(counts: status.VariantCounts) -> status.VariantCounts:
+    """Fill in what the counts say: the rates, the value mean and the latency quantiles."""
+
     def ratio(x: float, n: int) -> float | None:
         return _round(x / n) if n else None
 
@@ -140,6 +149,16 @@ def _with_rates(counts: status.VariantCounts) -> status.VariantCounts:
             "latency": latency,
         }
     )
+
+
+def _baselines(
+    before: status.ExperimentStatus | None, now: datetime.datetime, interval: float
+) -> dict[str, status.PodCounters]:
+    """Give the last counters read, when at most one interval old: a restart's baselines."""
+    if before is None or not before.pods or before.last_collected is None:
+        return {}
+    age = (now - accumulate.parse_time(before.last_collected)).total_seconds()
+    return dict(before.pods) if 0.0 <= age <= interval else {}
 
 
 def _previous(previous: Mapping[str, Any] | None) -> status.ExperimentStatus | None:
@@ -227,7 +246,7 @@ def _conditions(
 def look(
     isvc: spec.InferenceService,
     previous: Mapping[str, Any] | None,
-    looked: Sequence[readings.PodReading],
+    looked: Sequence[readings.PodReading] | None,
     now: datetime.datetime,
     *,
     totals: readings.VariantTotals | None = None,
@@ -235,7 +254,8 @@ def look(
     """Add one look's readings to the experiment of `isvc`.
 
     `previous` is the whole previous status of the InferenceService (None or {} at first);
-    `looked` has a reading per pod of the variants (the unreadable ones with their problem).
+    `looked` has a reading per pod of the variants (the unreadable ones with their problem),
+    or is None when this look read nothing (an empty list: the pods were listed, none found).
     `totals`, instead of `looked`: the counts per variant since the start, from Prometheus;
     ignored when they are not since this experiment's startTime (it started again since).
     """
@@ -248,7 +268,9 @@ def look(
     before = _previous(previous)
     restart = before is None or before.config != config or before.start_time is None
     if restart or before is None:
-        start, counts, pods, compared, history = stamp, {}, {}, [], []
+        start, counts, compared, history = stamp, {}, [], []
+        kept = looked is None and totals is None
+        pods = _baselines(before, now, experiment.interval_seconds()) if kept else {}
     else:
         start = before.start_time or stamp
         counts = dict(before.variants or {})
@@ -275,11 +297,15 @@ def look(
             )
     else:
         added = accumulate.from_totals(counts, totals.counters, weights, slow_after=threshold)
-    variants = {name: _with_rates(c) for name, c in added.variants.items()}
+    variants = {name: with_rates(c) for name, c in added.variants.items()}
+    collected: str | None = stamp
+    if looked is None and totals is None:
+        # Nothing read: the counters kept were read when the last look was.
+        collected = before.last_collected if before is not None and added.pods else None
     evaluation = verdicts.evaluate(experiment, variants, weights, compared)
     result = status.ExperimentStatus(
         start_time=start,
-        last_collected=stamp,
+        last_collected=collected,
         config=config,
         control=experiment.control,
         slow_threshold_seconds=readings.BOUNDS[threshold],

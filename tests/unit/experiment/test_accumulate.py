@@ -52,7 +52,7 @@ def reading(
 
 
 def run(
-    looks: list[list[readings.PodReading]], weights: dict[str, int] = WEIGHTS
+    looks: list[list[readings.PodReading] | None], weights: dict[str, int] = WEIGHTS
 ) -> accumulate.Accumulated:
     variants: dict[str, status.VariantCounts] = {}
     pods: dict[str, status.PodCounters] = {}
@@ -138,6 +138,20 @@ def test_a_gone_pod_is_dropped_and_what_it_was_counted_for_stays() -> None:
     assert set(result.pods) == {"1"}
     assert result.variants["a"].requests == 5 + 20
     assert result.variants["a"].pods == 1
+
+
+def test_no_reading_keeps_every_pod_and_the_next_reading_counts_since_the_last() -> None:
+    first = [reading("1", "a", 10), reading("2", "b", 10)]
+    result = run([first, [reading("1", "a", 15), reading("2", "b", 30)], None])
+    assert set(result.pods) == {"1", "2"} and not result.unreadable and result.added == 0
+    assert (result.variants["a"].pods, result.variants["b"].pods) == (1, 1)
+    later = run([first, None, [reading("1", "a", 19), reading("2", "b", 40)]])
+    assert (later.variants["a"].requests, later.variants["b"].requests) == (9, 30)
+
+
+def test_an_empty_reading_means_every_pod_is_gone() -> None:
+    result = run([[reading("1", "a", 10)], []])
+    assert result.pods == {} and result.variants["a"].pods == 0
 
 
 def test_slow_requests_are_those_above_the_threshold_bucket() -> None:

@@ -300,3 +300,34 @@ def test_two_looks_in_one_second_leave_one_history_point() -> None:
     pods.servers["v1"].serve(3)
     _, current = step(isvc(), current, pods, 0.001)
     assert [p["time"] for p in current["experiment"]["history"]] == ["2025-03-01T09:00:00Z"]
+
+
+def test_a_restart_that_read_nothing_counts_from_the_last_look_s_counters() -> None:
+    pods = Pods()
+    _, current = step(isvc(), {}, pods, 0)
+    pods.servers["v1"].serve(30)
+    _, current = step(isvc(), current, pods, 1)
+    changed = isvc(experiment__minSamples=200)
+    # The operator looks at once when the experiment starts again, reading no pod.
+    restarted = look.look(changed, current, None, at(1.25))
+    e = restarted.experiment
+    assert e["startTime"] == "2025-03-01T09:01:15Z" and e["variants"]["v1"]["requests"] == 0
+    assert e["pods"]["uid-v1"]["requests"] == 30 and e["lastCollected"] == "2025-03-01T09:01:00Z"
+    pods.servers["v1"].serve(5)
+    after, _ = step(changed, restarted.apply(current), pods, 2)
+    assert after.experiment["variants"]["v1"]["requests"] == 5
+
+
+def test_a_restart_that_read_nothing_takes_no_baseline_older_than_an_interval() -> None:
+    pods = Pods()
+    _, current = step(isvc(), {}, pods, 0)
+    restarted = look.look(isvc(experiment__minSamples=200), current, None, at(5))
+    assert "pods" not in restarted.experiment and "lastCollected" not in restarted.experiment
+
+
+def test_a_look_that_read_nothing_changes_nothing() -> None:
+    pods = Pods()
+    _, current = step(isvc(), {}, pods, 0)
+    pods.servers["v1"].serve(30)
+    _, current = step(isvc(), current, pods, 1)
+    assert look.look(isvc(), current, None, at(2)).experiment == current["experiment"]
