@@ -541,7 +541,7 @@ def local_status(
         servers,
         url="http://127.0.0.1:1",
         live=live,
-        ready=lambda _server: ready,
+        not_ready=lambda _server: None if ready else "model is loading",
         say=said.append,
         interval=1.0,
     )
@@ -579,6 +579,20 @@ def test_a_candidate_that_is_not_ready_holds_the_split() -> None:
     assert not local.collect(NOW)
     assert local.live == {"v1": 100, "v2": 0}
     assert local.status["rollout"]["phase"] == "Holding"
+    port = local.servers[1].port
+    assert local.status["rollout"]["lastDecision"]["reason"].endswith(
+        f"held at 0: the candidate's pods are not ready: the server on port {port}: "
+        "model is loading"
+    )
+
+
+def test_the_status_shows_the_interval_the_run_checks_at() -> None:
+    said: list[str] = []
+    local = local_status(
+        shift(Path("/m"), 0, 100), live={"v1": 100, "v2": 0}, ready=True, said=said
+    )
+    local.collect(NOW)
+    assert local.status["rollout"]["intervalSeconds"] == 1.0  # --interval 1, not the file's
 
 
 def test_without_a_split_before_the_files_weights_are_live_at_once() -> None:

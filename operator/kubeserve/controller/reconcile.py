@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
-import logging
 import threading
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
@@ -34,8 +33,6 @@ from kubeserve.controller.work import ChildKey
 from kubeserve.experiment import look
 from kubeserve.rollout import decide, steps
 from kubeserve.rollout import look as rollout_look
-
-logger = logging.getLogger(__name__)
 
 ISVC_KIND = cluster.INFERENCE_SERVICE
 # How many deleted InferenceServices are remembered, to create no child for them (see
@@ -94,21 +91,19 @@ def experiment_status(
     """Give the status with the experiment's part: a look at what was collected, or none.
 
     An experiment that starts (or starts again: its spec or the variants changed) gets its
-    first look at once, with no readings, so that its startTime is the change's time.
+    first look at once, reading nothing, so that its startTime is the change's time.
     """
     experiment = isvc.spec.experiment
     if experiment is None:
         return look.without_experiment(new_status) if "experiment" in new_status else new_status
-    if collected is None and look.starts_again(isvc, previous):
-        collected = work.Readings([])
-    if collected is None:
+    if collected is None and not look.starts_again(isvc, previous):
         return new_status
     result = look.look(
         isvc,
         previous,
-        collected.pods,
+        collected.pods if collected is not None else None,
         datetime.datetime.now(tz=datetime.UTC),
-        totals=collected.totals,
+        totals=collected.totals if collected is not None else None,
     )
     outcome.events += result.events
     return result.apply(new_status)
@@ -428,18 +423,13 @@ class Reconciler:
             return None
         key = rollouts.candidate_key(isvc)
         actual = self.overlay.current(key[0], owner[0], key[1], observed.children.get(key))
-        problem = rollouts.candidate_problem(desired.get(key), actual)
-        looked = rollout_look.look(
+        return rollout_look.look(
             isvc,
             previous,
-            readings.pods if readings is not None else (),
-            problem is None,
-            datetime.datetime.now(tz=datetime.UTC),
+            readings.pods if readings is not None else None,  # a start or a command reads none
+            candidate_problem=rollouts.candidate_problem(desired.get(key), actual),
+            now=datetime.datetime.now(tz=datetime.UTC),
         )
-        if problem is not None and (looked.rollout or {}).get("phase") == "Holding":
-            # The decision says the pods are not ready; the log says what is not.
-            logger.info(f"{owner[0]}/{owner[1]}: the rollout holds: {problem}")
-        return looked
 
     def _owner_gone(
         self,

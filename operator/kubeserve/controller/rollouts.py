@@ -15,7 +15,8 @@ never writes the spec (no fight with Argo CD or Flux).
 Resyncs, child and pod events and status refreshes read the live split from status and look
 at nothing. The two looks outside the schedule never reach decide's per-interval judgement:
 a new generation is a start, a new annotation value a command (neither counts a check nor
-takes a step on evidence), and they need no readings.
+takes a step on evidence), and they read nothing: `look` is given None and keeps every pod's
+counters as they were, so the next interval counts what was served in between.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def candidate_problem(
     desired: Mapping[str, Any] | None, actual: Mapping[str, Any] | None
 ) -> str | None:
     """Say why the candidate's Deployment is not serving its current template; None: it is.
+
+    The rollout's Hold says it (status.rollout.lastDecision, the RolloutHolding Event).
 
     Ready means: it has this generation's template (nothing of its spec left to patch), its
     controller has seen that (observedGeneration), and every replica is updated and ready,

@@ -153,20 +153,20 @@ class LocalStatus:
         say: Callable[[str], None] | None = None,
         now: datetime.datetime | None = None,
         live: Mapping[str, int] | None = None,
-        ready: Callable[[Server], bool] | None = None,
+        not_ready: Callable[[Server], str | None] | None = None,
     ) -> None:
         """Keep `isvc` served by `servers`, its router carrying `live` (default the spec's split).
 
         `interval` overrides spec.experiment.interval and spec.rollout.interval (the API's
-        minimum, 5s, is slow for a demo or a test). `ready` tells whether a server is ready
-        (default: it answers /v2/health/ready).
+        minimum, 5s, is slow for a demo or a test). `not_ready` says why a server is not
+        ready, None when it is (default: what its /v2/health/ready answers).
         """
         self.isvc = isvc
         self.servers = list(servers)
         self.interval = interval
         self.status_file = status_file
         self._say = say or _print
-        self._ready = ready or (lambda server: local_rollout.server_ready(server.port))
+        self._not_ready = not_ready or (lambda server: local_rollout.not_ready(server.port))
         self.live: dict[str, int] = dict(live) if live is not None else isvc.spec.live_weights()
         self.status = serving_status(isvc, url, rfc3339(now or _utcnow()), self.live)
         self._next_experiment: datetime.datetime | None = None
@@ -251,18 +251,29 @@ class LocalStatus:
         self._unsaid += [f"experiment: {reason}: {message}" for reason, message in result.events]
         self.status = result.apply(self.status)
 
-    def _candidate_ready(self) -> bool:
+    def _candidate_problem(self) -> str | None:
+        """Say why the candidate's server is not ready, as the operator says of its pods."""
         config = self.isvc.spec.rollout
         if config is None:
-            return False
+            return None  # no rollout: nothing asks
         server = next((s for s in self.servers if s.variant == config.candidate), None)
-        return server is not None and self._ready(server)
+        if server is None:
+            return f"variant {config.candidate} has no server (restart kubeserve up)"
+        why = self._not_ready(server)
+        return None if why is None else f"the server on port {server.port}: {why}"
 
     def _look_rollout(self, found: Sequence[readings.PodReading], now: datetime.datetime) -> bool:
         interval = self.rollout_interval()
         if interval is not None:
             self._next_rollout = now + datetime.timedelta(seconds=interval)
-        result = rollout_look.look(self.isvc, self.status, found, self._candidate_ready(), now)
+        result = rollout_look.look(
+            self.isvc,
+            self.status,
+            found,
+            candidate_problem=self._candidate_problem(),
+            now=now,
+            interval_seconds=interval,
+        )
         self._unsaid += [local_rollout.event_line(r, m) for r, m in result.events]
         moved = result.live_weights != self.live
         self.live = dict(result.live_weights)

@@ -2,7 +2,8 @@
 
 `LocalStatus` takes the operator's own look (`kubeserve.rollout.look`) once per interval; this
 module holds what the local run adds around it. The candidate is ready when its server
-answers /v2/health/ready (what the pod's readiness probe asks). The status shows the LIVE
+answers /v2/health/ready (what the pod's readiness probe asks); when it is not, the rollout's
+Hold gives the server's own reason. The status shows the LIVE
 split, never the spec's destination: status.variants[*].weight and status.traffic follow
 the split the router carries. `--start-weights` gives the run a split before its first
 generation, so that a rollout can be tried without editing the file.
@@ -11,7 +12,7 @@ generation, so that a rollout can be tried without editing the file.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -24,16 +25,22 @@ from kubeserve.rollout import decide, steps
 READY_TIMEOUT = 2.0
 
 
-def server_ready(port: int) -> bool:
-    """Tell whether the server on the loopback `port` says its models are ready."""
-    with (
-        contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError, OSError),
-        urllib.request.urlopen(
+def not_ready(port: int) -> str | None:
+    """Give why the server on the loopback `port` is not ready (its own words); None: it is."""
+    try:
+        with urllib.request.urlopen(
             f"http://127.0.0.1:{port}/v2/health/ready", timeout=READY_TIMEOUT
-        ) as response,
-    ):
-        return bool(response.status == 200)
-    return False
+        ) as response:
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        body = exc.read(4096).decode("utf-8", "replace")
+        try:
+            said = json.loads(body).get("error")
+        except (ValueError, AttributeError):
+            said = None
+        return str(said or f"HTTP {exc.code}")
+    except (urllib.error.URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
 
 
 def event_line(reason: str, message: str) -> str:

@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import datetime
 import errno
-import json
 import math
 import os
 import shutil
@@ -327,22 +326,6 @@ def _health(port: int, what: str) -> str:
     return f"http://127.0.0.1:{port}/v2/health/{what}"
 
 
-def _not_ready(port: int) -> str | None:
-    """Give why a live server is not ready (its own words), None when it is ready."""
-    try:
-        with urllib.request.urlopen(_health(port, "ready"), timeout=2) as response:
-            return None if response.status == 200 else f"HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        body = exc.read(4096).decode("utf-8", "replace")
-        try:
-            said = json.loads(body).get("error")
-        except (ValueError, AttributeError):
-            said = None
-        return str(said or f"HTTP {exc.code}")
-    except (urllib.error.URLError, OSError) as exc:
-        return str(getattr(exc, "reason", exc))
-
-
 def _candidate_up(name: str, port: int, proc: Process) -> bool:
     """Wait for the candidate's server to be up, ready or not; False when it is gone.
 
@@ -359,10 +342,10 @@ def _candidate_up(name: str, port: int, proc: Process) -> bool:
         )
         return False
     deadline = time.monotonic() + READY_TIMEOUT
-    why = _not_ready(port)
+    why = local_rollout.not_ready(port)
     while why == LOADING and time.monotonic() < deadline and proc.popen.poll() is None:
         time.sleep(0.1)
-        why = _not_ready(port)
+        why = local_rollout.not_ready(port)
     if why is not None:
         print(
             f"warning: variant {name}, the rollout's candidate, is not ready: {why}\n"

@@ -20,10 +20,11 @@ failed check is counted per call):
   recorded; it stays there until a new generation), or pauses with onFailure Pause;
 - an OverMax gate is a failed check and holds the step; at maxFailedChecks it rolls back
   (or pauses);
-- candidate pods not ready: Holding, with the reason (no advance, no failed check);
+- candidate pods not ready: Holding, with the caller's reason (no advance, no failed check);
 - otherwise the step advances by one once it has lasted minStepDuration, the candidate has
   served minRequestsPerStep since it began, and every gate passes; the last step applies the
-  destination and the rollout has Succeeded.
+  destination and the rollout has Succeeded. A step waiting for its time says until when,
+  not for how long yet: an unchanged wait is an unchanged status (no write at every interval).
 
 Manual commands: the annotation `serving.kubeserve.dev/rollout: <command>/<nonce>` (set by
 `kubeserve rollout NAME promote|abort|pause|resume`; the nonce, a timestamp, makes a
@@ -69,6 +70,7 @@ CHECK_FAILED, PROMOTED, IGNORED = "RolloutCheckFailed", "RolloutPromoted", "Roll
 WARNING_REASONS = frozenset({ROLLED_BACK, PAUSED, CHECK_FAILED, IGNORED})
 ACTIVE: frozenset[status.RolloutPhase] = frozenset({"Progressing", "Holding"})
 MAX_REASON = 1024
+MAX_PROBLEM = 512  # of the caller's reason the candidate is not ready
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +183,8 @@ class _Context:
     rollout: spec.Rollout
     destination: dict[str, int]
     counts: Mapping[str, status.VariantCounts]
-    candidate_ready: bool
+    candidate_problem: str | None  # None: the candidate's pods are ready
+    interval_seconds: float
     manual: str | None
     now: str
     moment: datetime.datetime
@@ -278,11 +281,11 @@ def _start(
         step_start_time=ctx.now,
         step_start_requests=0,
         failed_checks=0,
-        interval_seconds=ctx.rollout.interval_seconds(),
+        interval_seconds=ctx.interval_seconds,
         manual=ctx.manual,  # a command given before the start is not for this rollout
     )
-    if not ctx.candidate_ready:
-        reason = f"{head}; held at {start[candidate]}: the candidate's pods are not ready"
+    if ctx.candidate_problem is not None:
+        reason = f"{head}; held at {start[candidate]}: {_not_ready(ctx.candidate_problem)}"
         held = rollout.model_copy(
             update={"phase": "Holding", "last_decision": _decision(ctx, "Start", reason)}
         )
@@ -291,6 +294,10 @@ def _start(
     return _finish(
         ctx, _advance(ctx, rollout, walk, reason, "Start"), [(STARTED, reason)], fresh=True
     )
+
+
+def _not_ready(problem: str) -> str:
+    return f"the candidate's pods are not ready: {problem[:MAX_PROBLEM]}"
 
 
 def _split(weights: Mapping[str, int]) -> str:
@@ -424,10 +431,10 @@ def _waiting(
     served = ctx.requests(rollout.candidate) - rollout.step_start_requests
     if served < ctx.rollout.min_requests_per_step:
         waits.append(f"{served} of {ctx.rollout.min_requests_per_step} requests")
-    began = parse_time(rollout.step_start_time) if rollout.step_start_time else None
-    lasted = (ctx.moment - began).total_seconds() if began else 0.0
-    if lasted < ctx.rollout.min_step_seconds():
-        waits.append(f"{lasted:.0f}s of {ctx.rollout.min_step_seconds():.0f}s")
+    began = parse_time(rollout.step_start_time) if rollout.step_start_time else ctx.moment
+    until = began + datetime.timedelta(seconds=ctx.rollout.min_step_seconds())
+    if ctx.moment < until:
+        waits.append(f"the step's {ctx.rollout.min_step_seconds():.0f}s (until {stamp(until)})")
     collecting = [r.metric for r in results if r.result == "Collecting"]
     if collecting:
         waits.append(f"no data yet on {', '.join(collecting)}")
@@ -463,8 +470,8 @@ def _progress(ctx: _Context, rollout: status.RolloutStatus) -> Decided:
     events: list[tuple[str, str]] = []
     now_at = _weight(rollout.live_weights, candidate)
     # Not ready: nothing to judge the candidate's limits on; no failed check, no step.
-    if not ctx.candidate_ready:
-        reason = f"Hold at {now_at}: the candidate's pods are not ready"
+    if ctx.candidate_problem is not None:
+        reason = f"Hold at {now_at}: {_not_ready(ctx.candidate_problem)}"
         if rollout.phase != "Holding":
             events.append((HOLDING, reason))
         return _finish(
@@ -526,16 +533,19 @@ def decide(
     live_before: Mapping[str, int] | None,
     counts: Mapping[str, status.VariantCounts],
     *,
-    candidate_ready: bool,
+    candidate_problem: str | None,
     now: datetime.datetime,
+    interval_seconds: float | None = None,
 ) -> Decided:
     """Give the next rollout state from the last one and this interval's evidence.
 
     `previous`: the last status.rollout (wire form) or None. `live_before`: the live split in
     effect before this spec (`live_split_before`), None for a brand-new resource. `counts`:
-    each variant's counts since the rollout started (zeros at its start). `candidate_ready`:
-    whether the candidate's pods (of this generation) are ready. The manual command is read
-    from the annotation `MANUAL_ANNOTATION`.
+    each variant's counts since the rollout started (zeros at its start).
+    `candidate_problem`: why the candidate's pods (of this generation) are not ready, None
+    when they are; the Hold says it. `interval_seconds`: the interval the caller decides at,
+    when not spec.rollout.interval (the local run's --interval), shown in status. The manual
+    command is read from the annotation `MANUAL_ANNOTATION`.
     """
     now = now.astimezone(datetime.UTC).replace(microsecond=0)
     destination = isvc.spec.live_weights()
@@ -547,7 +557,8 @@ def decide(
         rollout=config,
         destination=destination,
         counts=counts,
-        candidate_ready=candidate_ready,
+        candidate_problem=candidate_problem,
+        interval_seconds=interval_seconds or config.interval_seconds(),
         manual=manual_value(isvc),
         now=stamp(now),
         moment=now,

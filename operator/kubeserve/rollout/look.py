@@ -9,6 +9,13 @@ the live split to apply, Events and the RolloutProgressing condition. When a rol
 (or resumes) the evidence starts again: the counts are zero and every pod's counters read now
 are its baseline.
 
+A look taken for another reason (a new generation, a manual command) may have read nothing:
+`looked` None. The counts and every pod's last counters then stay as they were, and so does
+lastCollected. When such a look starts (or resumes) a rollout, the counters of the last look
+stay the baselines if that look is at most one interval old (`_baselines`): the evidence then
+takes in what the pods served since that look, before the start, rather than lose what they
+serve until the next reading.
+
 A look that changed nothing but the time of collection gives the previous status.rollout
 unchanged, to the byte: a rollout waiting on a quiet service costs no status writes.
 """
@@ -63,7 +70,7 @@ class RolloutLook:
 def _counted(
     previous: status.RolloutStatus | None,
     isvc: spec.InferenceService,
-    looked: Sequence[readings.PodReading],
+    looked: Sequence[readings.PodReading] | None,
     slow_after: int,
 ) -> accumulate.Accumulated | None:
     """Add the readings to a running rollout's counts; None when none runs for this spec."""
@@ -83,6 +90,27 @@ def _counted(
         start_time=decide.parse_time(previous.start_time),
         slow_after=slow_after,
     )
+
+
+def _baselines(
+    previous: status.RolloutStatus | None, now: datetime.datetime
+) -> dict[str, status.PodCounters]:
+    """Give the last counters read, when recent enough for a start with no reading to count from.
+
+    Kept only from a rollout that was being counted, read at most one of its intervals ago:
+    older counters (an operator that was down, a rollout long finished) would take in what
+    the pods served long before the start.
+    """
+    if (
+        previous is None
+        or previous.phase not in COUNTING
+        or not previous.pods
+        or previous.last_collected is None
+        or previous.interval_seconds is None
+    ):
+        return {}
+    age = (now - decide.parse_time(previous.last_collected)).total_seconds()
+    return dict(previous.pods) if 0.0 <= age <= previous.interval_seconds else {}
 
 
 def _condition(
@@ -107,15 +135,19 @@ def _same(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
 def look(
     isvc: spec.InferenceService,
     previous_status: Mapping[str, Any] | None,
-    looked: Sequence[readings.PodReading],
-    candidate_ready: bool,
+    looked: Sequence[readings.PodReading] | None,
+    *,
+    candidate_problem: str | None,
     now: datetime.datetime,
+    interval_seconds: float | None = None,
 ) -> RolloutLook:
-    """Take one interval's look at the rollout of `isvc`.
+    """Take one look at the rollout of `isvc`.
 
     `previous_status`: the whole status last written (None or {} at first). `looked`: a
-    reading per pod of the variants (unreadable ones with their problem). `candidate_ready`:
-    whether the candidate's pods of this generation are ready.
+    reading per pod of the variants (unreadable ones with their problem); None when this look
+    read nothing (an empty list says the pods were listed and there were none).
+    `candidate_problem`: why the candidate's pods of this generation are not ready, None when
+    they are. `interval_seconds`: the interval the caller looks at, when not the spec's.
     """
     previous_status = previous_status or {}
     stamp = decide.stamp(now)
@@ -129,21 +161,30 @@ def look(
         old_wire,
         decide.live_split_before(previous_status),
         counted.variants if counted else {},
-        candidate_ready=candidate_ready,
+        candidate_problem=candidate_problem,
         now=now,
+        interval_seconds=interval_seconds,
     )
     rollout = decided.rollout
     if rollout is not None:
         rollout = dict(rollout)
         if decided.fresh:
-            # Every pod's counters now are the baseline the next look counts from.
+            # Every pod's counters now (or the last look's) are the baseline to count from.
+            kept = _baselines(previous, now) if looked is None else {}
             counted = accumulate.accumulate(
-                {}, {}, looked, decided.live_weights, start_time=now, slow_after=slow_after
+                {}, kept, looked, decided.live_weights, start_time=now, slow_after=slow_after
             )
         if counted is not None:
-            rollout["variants"] = {k: v.to_wire() for k, v in counted.variants.items()} or None
+            rollout["variants"] = {
+                k: experiment_look.with_rates(v).to_wire() for k, v in counted.variants.items()
+            } or None
             rollout["pods"] = {k: v.to_wire() for k, v in counted.pods.items()} or None
-            rollout["lastCollected"] = stamp
+            if looked is not None:
+                rollout["lastCollected"] = stamp
+            elif decided.fresh:
+                # When the counters kept as baselines were read (none kept: none read).
+                kept_at = previous.last_collected if previous and counted.pods else None
+                rollout["lastCollected"] = kept_at
             rollout = {k: v for k, v in rollout.items() if v is not None}
         if not decided.fresh and isinstance(old_wire, Mapping) and _same(rollout, old_wire):
             rollout = dict(old_wire)

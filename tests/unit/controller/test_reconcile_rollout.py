@@ -213,6 +213,11 @@ def test_a_candidate_not_ready_holds_the_rollout_until_it_is() -> None:
     assert split(h) == [("*", "v1")]
     collect(h, 1, (0, 0), (0, 0))
     assert rollout_of(h)["phase"] == "Holding"
+    # The Hold says what is not ready, as rollouts.candidate_problem finds it.
+    assert rollout_of(h)["lastDecision"]["reason"] == (
+        "Hold at 0: the candidate's pods are not ready: "
+        "Deployment digits-v2 has not observed its latest template yet"
+    )
     h.ready(V2)
     collect(h, 2, (10, 0), (0, 0))
     assert rollout_of(h)["phase"] == "Progressing" and split(h) == [("90%", "v1"), ("*", "v2")]
@@ -231,6 +236,19 @@ def test_a_manual_command_is_honoured_at_once_and_only_once() -> None:
     edit(h, {"metadata": {"annotations": {decide.MANUAL_ANNOTATION: "promote/2"}}})
     h.run(work.FullReconcile())
     assert rollout_of(h)["phase"] == "Succeeded" and split(h) == [("*", "v2")]
+
+
+def test_a_command_look_reads_nothing_and_keeps_what_the_pods_served_counted() -> None:
+    h = started()
+    collect(h, 1, (0, 0), (0, 0))
+    collect(h, 2, (100, 0), (5, 0))
+    assert rollout_of(h)["variants"]["v2"]["requests"] == 5
+    edit(h, {"metadata": {"annotations": {decide.MANUAL_ANNOTATION: "pause/1"}}})
+    h.run(work.FullReconcile())
+    assert rollout_of(h)["phase"] == "Paused"
+    assert rollout_of(h)["pods"]["uid-v2"]["requests"] == 5, "the baseline stays"
+    collect(h, 3, (200, 0), (9, 0))
+    assert rollout_of(h)["variants"]["v2"]["requests"] == 9
 
 
 def test_a_spec_change_mid_rollout_starts_again_from_the_live_split() -> None:

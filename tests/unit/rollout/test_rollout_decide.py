@@ -10,6 +10,7 @@ from kubeserve.rollout import decide
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC)
 BEFORE = {"v1": 100, "v2": 0}
+UNREADY = "Deployment digits-v2: 1/2 replicas updated, 0/2 ready"
 
 
 def at(seconds: float) -> datetime.datetime:
@@ -65,14 +66,21 @@ def step(
     seconds: float,
     *,
     served: dict[str, status.VariantCounts] | None = None,
-    ready: bool = True,
+    problem: str | None = None,
     before: dict[str, int] | None = None,
+    interval: float | None = None,
 ) -> decide.Decided:
     """Decide once, from the last decision's status (or `before`, the split live before)."""
     raw = previous.rollout if previous else None
     live = previous.live_weights if previous else before
     return decide.decide(
-        isvc, raw, live, served or counts(), candidate_ready=ready, now=at(seconds)
+        isvc,
+        raw,
+        live,
+        served or counts(),
+        candidate_problem=problem,
+        now=at(seconds),
+        interval_seconds=interval,
     )
 
 
@@ -155,11 +163,13 @@ def test_the_baseline_is_the_spec_s_or_the_variant_with_most_traffic() -> None:
 
 
 def test_a_candidate_not_ready_at_the_start_holds_at_step_0_then_takes_step_1() -> None:
-    decided = step(service(), None, 0, before=BEFORE, ready=False)
+    decided = step(service(), None, 0, before=BEFORE, problem=UNREADY)
     rollout = rollout_of(decided)
     assert (rollout.phase, rollout.step, rollout.progress) == ("Holding", 0, "Holding 0/5")
     assert decided.live_weights == BEFORE
-    assert "the candidate's pods are not ready" in decided.events[0][1]
+    assert decided.events[0][1].endswith(
+        f"held at 0: the candidate's pods are not ready: {UNREADY}"
+    )
     assert decided.condition is not None and decided.condition["status"] == "True"
     decided = step(service(), decided, 30)
     assert rollout_of(decided).step == 1 and decided.live_weights == {"v1": 99, "v2": 1}
@@ -185,7 +195,7 @@ def test_a_step_holds_until_its_duration_and_requests_are_met() -> None:
     early = step(service(), decided, 30, served=counts((5000, 0), (500, 0)))
     assert rollout_of(early).step == 1 and early.live_weights == {"v1": 99, "v2": 1}
     assert rollout_of(early).last_decision.action == "Hold"  # type: ignore[union-attr]
-    assert "30s of 60s" in rollout_of(early).last_decision.reason  # type: ignore[union-attr]
+    assert "the step's 60s (until 2024-05-01T12:01:00Z)" in rollout_of(early).last_decision.reason  # type: ignore[union-attr]
     few = step(service(), early, 90, served=counts((5000, 0), (50, 0)))
     assert rollout_of(few).step == 1
     assert "50 of 100 requests" in rollout_of(few).last_decision.reason  # type: ignore[union-attr]
@@ -294,20 +304,22 @@ def test_a_failed_check_holds_the_step_even_when_it_has_enough() -> None:
 def test_candidate_pods_not_ready_hold_without_a_failed_check() -> None:
     isvc = service(rollout={"gates": [{"metric": "errorRate", "maxIncrease": 0.5, "max": 0.05}]})
     decided = started(isvc)
-    held = step(isvc, decided, 600, served=counts((1000, 0), (1000, 100)), ready=False)
+    held = step(isvc, decided, 600, served=counts((1000, 0), (1000, 100)), problem=UNREADY)
     rollout = rollout_of(held)
     assert (rollout.phase, rollout.failed_checks, rollout.step) == ("Holding", 0, 1)
     assert held.live_weights == {"v1": 99, "v2": 1}
-    assert held.events == [(decide.HOLDING, "Hold at 1: the candidate's pods are not ready")]
+    said = f"Hold at 1: the candidate's pods are not ready: {UNREADY}"
+    assert held.events == [(decide.HOLDING, said)]
+    assert rollout.last_decision is not None and rollout.last_decision.reason == said
     # Still not ready: no new event, no new decision time.
-    still = step(isvc, held, 630, served=counts((1000, 0), (1000, 100)), ready=False)
+    still = step(isvc, held, 630, served=counts((1000, 0), (1000, 100)), problem=UNREADY)
     assert not still.events and still.rollout == held.rollout
     ready = step(isvc, still, 660, served=counts((1000, 0), (1000, 0)))
     assert rollout_of(ready).phase == "Progressing" and rollout_of(ready).step == 2
 
 
 def test_holding_still_rolls_back_on_harm() -> None:
-    decided = step(service(), started(), 60, served=HARM, ready=False)
+    decided = step(service(), started(), 60, served=HARM, problem=UNREADY)
     assert rollout_of(decided).phase == "RolledBack"
 
 
@@ -429,7 +441,7 @@ def test_parse_command_reads_the_command_before_the_nonce() -> None:
 
 def test_an_unreadable_previous_rollout_starts_again_from_its_split() -> None:
     decided = decide.decide(
-        service(), {"phase": "Bogus"}, BEFORE, counts(), candidate_ready=True, now=T0
+        service(), {"phase": "Bogus"}, BEFORE, counts(), candidate_problem=None, now=T0
     )
     assert rollout_of(decided).step == 1
 
@@ -449,9 +461,10 @@ def test_the_live_split_before_comes_from_status() -> None:
 def test_a_hold_with_the_same_reason_keeps_its_time() -> None:
     decided = started()
     first = step(service(), decided, 30, served=counts((10, 0), (10, 0)))
+    # Waiting for the step's duration says until when: nothing new, the same status.
     second = step(service(), first, 45, served=counts((10, 0), (10, 0)))
-    assert rollout_of(first).last_decision != rollout_of(second).last_decision  # 30s, 45s
-    # Past the step's duration, still short of requests: the same reason, the same status.
+    assert second.rollout == first.rollout
+    # Past the step's duration, still short of requests: a new reason, then the same again.
     waiting = step(service(), second, 70, served=counts((10, 0), (10, 0)))
     later = step(service(), waiting, 100, served=counts((10, 0), (10, 0)))
     assert later.rollout == waiting.rollout

@@ -86,7 +86,12 @@ def test_any_sequence_of_looks_keeps_the_rollout_s_promises(
         }
         old = status.RolloutStatus.model_validate(rollout) if rollout else None
         decided = decide.decide(
-            isvc, rollout, live, counts, candidate_ready=action.ready, now=at(now)
+            isvc,
+            rollout,
+            live,
+            counts,
+            candidate_problem=None if action.ready else "not ready",
+            now=at(now),
         )
         # Status is the only state: the same status read back from JSON, the same decision.
         again = decide.decide(
@@ -94,7 +99,7 @@ def test_any_sequence_of_looks_keeps_the_rollout_s_promises(
             json.loads(json.dumps(rollout)) if rollout else None,
             json.loads(json.dumps(live)),
             counts,
-            candidate_ready=action.ready,
+            candidate_problem=None if action.ready else "not ready",
             now=at(now),
         )
         assert again == decided
@@ -161,7 +166,7 @@ def test_a_healthy_candidate_walks_every_step_in_order_and_succeeds(
             "v1": status.VariantCounts(requests=served * 10),
             "v2": status.VariantCounts(requests=served),
         }
-        decided = decide.decide(isvc, rollout, live, counts, candidate_ready=True, now=at(now))
+        decided = decide.decide(isvc, rollout, live, counts, candidate_problem=None, now=at(now))
         rollout, live = decided.rollout, decided.live_weights
         if live["v2"] != seen[-1]:
             seen.append(live["v2"])
