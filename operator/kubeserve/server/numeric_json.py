@@ -52,6 +52,13 @@ _FOLLOWS[_VALUE, [_CLOSE, _COMMA]] = True
 _BLANKED = np.arange(256, dtype=np.uint8)
 _BLANKED[list(b"[],")] = ord(" ")
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
+# Bytes that tell what a window's values are: letters of true/false (not 'e', which
+# exponents have too), the digits, and what only floats have.
+_LETTERS, _DIGITS, _FRACTION = list(b"trufals"), list(b"0123456789"), list(b".eE")
+_MINUS, _ZERO = ord("-"), ord("0")
+# The bytes of integers, and every other byte a value may have (strings' bytes too).
+_INT_BYTES = [*_DIGITS, _MINUS]
+_OTHER_BYTES = [b for b in range(256) if _CLASS[b] == _VALUE and b not in _INT_BYTES]
 _NAMES = {_OPEN: "'['", _CLOSE: "']'", _COMMA: "','", _VALUE: "value"}
 
 
@@ -82,6 +89,9 @@ class Span:
     kinds: frozenset[type]
     low: int
     high: int
+    # The values ``scan`` converted already, a window each, when they take no more memory
+    # than their text (bools, long floats): ``values`` gives them, and lets them go.
+    converted: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -90,8 +100,21 @@ class Span:
         return f"<{self.shape[0]} JSON values at bytes {self.start}-{self.end}>"
 
     def values(self, dtype: np.dtype[Any]) -> Iterator[np.ndarray]:
-        """Yield the values row-major, a window at a time, each window as ``np.array(values, dtype)``."""
+        """Yield the values row-major, a window at a time, each as ``np.array(values, dtype)``.
+
+        Call it once: the windows ``scan`` converted are let go of as they are given.
+        """
+        converted, self.converted = self.converted, None
+        if converted is not None:
+            converted.reverse()
+            while converted:
+                yield converted.pop().astype(dtype)  # exact: bools or float64
+            return
         for _, chars, cls in _windows(self.body, self.start, self.end):
+            ints = _short_ints(chars, cls, np.bincount(chars, minlength=256))
+            if ints is not None:
+                yield ints.astype(dtype, copy=False)  # in int64's range: np.array's values
+                continue
             text = _flat_text(chars, cls)
             if text is not None:
                 yield np.array(orjson.loads(text), dtype=dtype)
@@ -178,6 +201,39 @@ def _flat_text(chars: np.ndarray, cls: np.ndarray) -> bytes | None:
     return text
 
 
+def _short_ints(chars: np.ndarray, cls: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
+    """Read a window whose values are made of digits and '-' alone, with numpy.
+
+    Return them as int64 when each is a JSON integer (``-?(0|[1-9][0-9]*)``) of at most
+    18 digits; else None, and orjson reads them (and says what is wrong), as it does
+    windows without a value. No Python object per value: a third of the time of orjson's
+    list and ``np.array``.
+    """
+    if counts[_OTHER_BYTES].any() or not counts[_INT_BYTES].any():
+        return None
+    edges = np.flatnonzero(np.diff((cls == _VALUE).view(np.int8), prepend=0, append=0))
+    starts, ends = edges[::2], edges[1::2]  # a value's first byte, the byte after its last
+    negative = chars[starts] == _MINUS
+    first = starts + negative
+    digits = ends - first
+    if (
+        int(counts[_MINUS]) != int(negative.sum())  # a '-' elsewhere than first
+        or int(digits.min()) < 1
+        or int(digits.max()) > 18
+        or ((digits > 1) & (chars[np.minimum(first, chars.size - 1)] == _ZERO)).any()
+    ):
+        return None
+    values = np.zeros(starts.size, dtype=np.int64)
+    scale = 1
+    for k in range(int(digits.max())):
+        # Add the digit k places from the right of each value that has one there.
+        at = ends - 1 - k
+        values += np.where(digits > k, chars[np.maximum(at, 0)].astype(np.int64) - _ZERO, 0) * scale
+        scale *= 10
+    np.negative(values, out=values, where=negative)
+    return values
+
+
 def _text_offset(cls: np.ndarray, at: int) -> int:
     """Return the window offset of ``_flat_text(chars, cls)[at]``."""
     value = cls == _VALUE
@@ -204,6 +260,7 @@ class _Scan:
         self.kinds: set[type] = set()
         self.low = self.high = 0  # the ints' range, once ``ranged``
         self.ranged = False
+        self.converted: list[np.ndarray] | None = []
 
     def feed(self, lo: int, chars: np.ndarray, cls: np.ndarray) -> None:
         value = cls == _VALUE
@@ -245,9 +302,17 @@ class _Scan:
             self.lengths = [np.empty(0, dtype=np.int64)] * self.ndim
             self.varied = [False] * self.ndim
         self._levels(sym, level)
+        counts = np.bincount(chars, minlength=256)
+        ints = _short_ints(chars, cls, counts)
+        if ints is not None:
+            self.count += ints.size
+            self.kinds.add(int)
+            self._range(int(ints.min()), int(ints.max()))
+            self._keep(None)  # read again as cheaply: keeping them would cost memory
+            return
         text = _flat_text(chars, cls)
         if text is not None:
-            self._values(text, cls, lo)
+            self._values(text, counts.astype(np.bool_), cls, lo)
 
     def _levels(self, sym: np.ndarray, level: np.ndarray) -> None:
         ndim = self.ndim
@@ -283,19 +348,42 @@ class _Scan:
         self.varied[depth] = self.varied[depth] or seen.size > 1
         self.lengths[depth] = seen[:4]
 
-    def _values(self, text: bytes, cls: np.ndarray, lo: int) -> None:
+    def _values(self, text: bytes, present: np.ndarray, cls: np.ndarray, lo: int) -> None:
         try:
             values = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise Malformed(f"{exc.msg} at byte {lo + _text_offset(cls, exc.pos)}") from None
-        kinds = set(map(type, values))
-        self.kinds |= kinds
-        if kinds == {int}:
-            low, high = min(values), max(values)
-            if self.ranged:
-                low, high = min(self.low, low), max(self.high, high)
-            self.low, self.high, self.ranged = low, high, True
         self.count += len(values)
+        # What the values are, from their bytes where that is cheap; their types otherwise.
+        words = present[_LETTERS].any()
+        digits = present[_DIGITS].any()
+        converted: np.ndarray | None = None
+        if present[_QUOTE] or (words and digits) or present[ord("n")]:
+            kinds = set(map(type, values))  # strings, nulls, or literals among numbers
+        elif words:
+            kinds = {bool}
+            converted = np.array(values, dtype=np.bool_)
+        elif present[_FRACTION].any():
+            kinds = {int, float}  # maybe ints too: it makes no difference with floats
+            if len(text) >= 8 * len(values):  # longer numbers than float64's 8 bytes
+                converted = np.array(values, dtype=np.float64)
+        else:
+            kinds = set(map(type, values))
+        if kinds == {int}:
+            self._range(min(values), max(values))
+        self.kinds |= kinds
+        self._keep(converted)
+
+    def _keep(self, converted: np.ndarray | None) -> None:
+        if converted is None or self.converted is None:
+            self.converted = None  # one window to parse again: parse them all again
+        else:
+            self.converted.append(converted)
+
+    def _range(self, low: int, high: int) -> None:
+        if self.ranged:
+            low, high = min(self.low, low), max(self.high, high)
+        self.low, self.high, self.ranged = low, high, True
 
     def finish(self, body: bytes, start: int, end: int) -> Span:
         if self.depth != 0 or not self.ndim:
@@ -311,6 +399,7 @@ class _Scan:
             frozenset(self.kinds),
             self.low,
             self.high,
+            self.converted,
         )
 
     def _ragged(self) -> str | None:
