@@ -10,6 +10,7 @@ the rollout; an invalid edit keeps the running spec.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import json
@@ -662,3 +663,16 @@ def test_a_config_nginx_refuses_is_never_put_in_place(tmp_path: Path) -> None:
         router.apply("events {\n")
     assert conf.read_text() == "# the config that serves\n"
     assert [p.name for p in tmp_path.iterdir()] == ["nginx.conf"]
+
+
+def test_an_edit_that_is_neither_a_new_spec_nor_a_command_waits_for_the_interval() -> None:
+    said: list[str] = []
+    obj = shift(Path("/m"), 0, 100)
+    local = local_status(obj, live={"v1": 100, "v2": 0}, ready=True, said=said)
+    local.collect(NOW)
+    before = copy.deepcopy(local.status["rollout"])
+    labelled = copy.deepcopy(obj)
+    labelled["metadata"]["labels"] = {"team": "ml"}
+    later = NOW + datetime.timedelta(hours=1)  # past the step's duration: a look would act
+    assert not local.change(spec_file.with_generation(validation.parse(labelled), 1), later)
+    assert local.status["rollout"] == before

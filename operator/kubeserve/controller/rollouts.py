@@ -65,13 +65,7 @@ def due(isvc: spec.InferenceService, previous: Mapping[str, Any], *, collected: 
         return None
     if collected:
         return "interval"
-    rollout = _this_generation(isvc, previous)
-    if rollout is None:
-        return "start"
-    manual = decide.manual_value(isvc)
-    if manual is not None and manual != rollout.manual:
-        return "command"
-    return None
+    return decide.unscheduled(isvc, previous)
 
 
 def candidate_key(isvc: spec.InferenceService) -> tuple[str, str]:

@@ -29,6 +29,7 @@ from kubeserve.api import spec
 from kubeserve.builders import endpoint
 from kubeserve.experiment import look, readings
 from kubeserve.local import rollout as local_rollout
+from kubeserve.rollout import decide as rollout_decide
 from kubeserve.rollout import look as rollout_look
 from kubeserve.rollout import steps
 
@@ -235,8 +236,11 @@ class LocalStatus:
         self.isvc = isvc
         if isvc.metadata.generation:
             self.status = {**self.status, "observedGeneration": isvc.metadata.generation}
-        found = [read_server(s) for s in self.servers]
-        moved = self._look_rollout(found, now)
+        moved = False
+        if isvc.spec.rollout is None or rollout_decide.unscheduled(isvc, self.status):
+            # Only a start or a new command is looked at out of schedule: any other look may
+            # count a failed check or take a step, which is the interval's to do.
+            moved = self._look_rollout([read_server(s) for s in self.servers], now)
         self._save_and_say()
         return moved
 

@@ -572,3 +572,23 @@ def decide(
     if before.phase in ACTIVE:
         return _progress(ctx, before)
     return _stay(ctx, before)
+
+
+def unscheduled(
+    isvc: spec.InferenceService, previous_status: Mapping[str, Any]
+) -> Literal["start", "command"] | None:
+    """Say why the rollout must be looked at now, outside its interval, or None: it need not.
+
+    "start": no status.rollout of this generation yet (a new spec: the split must not jump to
+    the destination); "command": a manual command not honoured yet. Any other look waits for
+    the interval, since each interval's look may count a failed check or take a step.
+    """
+    if isvc.spec.rollout is None:
+        return None
+    rollout = previous_rollout(previous_status.get("rollout"))
+    if rollout is None or rollout.generation != isvc.metadata.generation:
+        return "start"
+    manual = manual_value(isvc)
+    if manual is not None and manual != rollout.manual:
+        return "command"
+    return None
