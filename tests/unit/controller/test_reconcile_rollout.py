@@ -354,3 +354,15 @@ def test_a_candidate_whose_template_is_not_applied_yet_is_not_ready() -> None:
     assert rollouts.candidate_problem(desired, h.api.child(V2)) is None
     desired["spec"]["template"]["spec"]["containers"][0]["image"] = "another:1"
     assert "template" in (rollouts.candidate_problem(desired, h.api.child(V2)) or "")
+
+
+def test_an_invalid_spec_mid_rollout_leaves_the_live_split_and_the_rollout_as_they_were() -> None:
+    h = started()
+    before_split, before_rollout = split(h), copy.deepcopy(rollout_of(h))
+    edit(h, {"spec": {"rollout": {"steps": [50, 10]}}})  # steps must increase
+    h.run(work.FullReconcile())
+    ready = next(c for c in h.status()["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec" and "spec.rollout.steps[1]" in ready["message"]
+    assert split(h) == before_split == [("90%", "v1"), ("*", "v2")]
+    assert rollout_of(h) == before_rollout
+    assert h.status()["traffic"] == "v1=90,v2=10"
