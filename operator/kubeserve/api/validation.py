@@ -351,19 +351,7 @@ def _check_experiment(
             if metric in seen:
                 yield FieldError(f"spec.experiment.metrics[{i}]", f"duplicate metric {metric!r}")
             seen.add(metric)
-    threshold = durations.parse_duration(e.slow_threshold)
-    if not 0 < threshold <= MAX_SLOW_THRESHOLD_SECONDS:
-        yield FieldError(
-            "spec.experiment.slowThreshold",
-            f"must be above 0 and at most {MAX_SLOW_THRESHOLD_SECONDS:g}s (the server's "
-            "largest latency bucket)",
-        )
-    low, high = EXPERIMENT_INTERVAL_SECONDS
-    if not low <= durations.parse_duration(e.interval) <= high:
-        yield FieldError(
-            "spec.experiment.interval",
-            f"must be from {durations.format_duration(low)} to {durations.format_duration(high)}",
-        )
+    yield from _check_timing("spec.experiment", e.slow_threshold, e.interval)
 
 
 def _check_rollout(s: spec.InferenceServiceSpec, dropped: salvage.Dropped) -> Iterator[FieldError]:
@@ -411,18 +399,22 @@ def _check_rollout(s: spec.InferenceServiceSpec, dropped: salvage.Dropped) -> It
                         f"{value:g} is not a rate: {gate.metric} is a fraction from 0 to 1 "
                         "(0.01 = 1 percentage point)",
                     )
-    threshold = durations.parse_duration(r.slow_threshold)
-    if not 0 < threshold <= MAX_SLOW_THRESHOLD_SECONDS:
+    yield from _check_timing("spec.rollout", r.slow_threshold, r.interval)
+    if durations.parse_duration(r.min_step_duration) > 24 * 3600:
+        yield FieldError("spec.rollout.minStepDuration", "must be at most 24h")
+
+
+def _check_timing(path: str, slow_threshold: str, interval: str) -> Iterator[FieldError]:
+    """Check the slow threshold and the collection interval an experiment or rollout shares."""
+    if not 0 < durations.parse_duration(slow_threshold) <= MAX_SLOW_THRESHOLD_SECONDS:
         yield FieldError(
-            "spec.rollout.slowThreshold",
+            f"{path}.slowThreshold",
             f"must be above 0 and at most {MAX_SLOW_THRESHOLD_SECONDS:g}s (the server's "
             "largest latency bucket)",
         )
     low, high = EXPERIMENT_INTERVAL_SECONDS
-    if not low <= durations.parse_duration(r.interval) <= high:
+    if not low <= durations.parse_duration(interval) <= high:
         yield FieldError(
-            "spec.rollout.interval",
+            f"{path}.interval",
             f"must be from {durations.format_duration(low)} to {durations.format_duration(high)}",
         )
-    if durations.parse_duration(r.min_step_duration) > 24 * 3600:
-        yield FieldError("spec.rollout.minStepDuration", "must be at most 24h")
