@@ -1,6 +1,6 @@
 """The real operator collects experiments from variant pods served by real HTTP servers.
 
-Pods are created by the test, as kubelets would report them: an IP on the loopback network
+Pods are created by the test (`StandInPods`), as kubelets would report them: an IP on the loopback network
 (127.0.0.x, one per pod) where a stand-in server answers /metrics with the counters a
 kubeserve server keeps, and a container port named http. The operator collects every half
 second (a test-only setting; the API's least interval is 5 s).
@@ -9,147 +9,26 @@ second (a test-only setting; the API's least interval is 5 s).
 from __future__ import annotations
 
 import copy
-import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from kubeserve.builders import meta
 from kubeserve.testing.emulator import EmulatorThread
-from kubeserve.testing.kube_client import EVENTS, ISVC, PODS, Kube, wait_for
+from kubeserve.testing.kube_client import EVENTS, ISVC, Kube, wait_for
 from kubeserve.testing.operator_process import OperatorProcess
-from kubeserve.testing.pod_metrics import MetricsServer
+from kubeserve.testing.pod_metrics import StandInPods
 from support import specs
-
-INTERVAL = 0.5
-LONG_AGO = "2020-01-01T00:00:00Z"
-_addresses = itertools.count(10)
+from support.experiments import INTERVAL, experiment, experiment_isvc, requests, wait_requests
 
 
 @pytest.fixture(scope="module")
-def operator(
-    emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        emulator,
-        tmp_path_factory.mktemp("experiment-operator"),
-        "--testing-experiment-interval",
-        str(INTERVAL),
-    ).start()
-    yield process
-    process.stop()
+def operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
+    return start_operator("experiment-operator", "--testing-experiment-interval", str(INTERVAL))
 
 
-def experiment_isvc(**experiment: Any) -> dict[str, Any]:
-    obj = specs.isvc(specs.variant("v1", 50), specs.variant("v2", 50))
-    obj["spec"]["experiment"] = {"control": "v1", "minSamples": 100} | experiment
-    return obj
-
-
-class Pods:
-    """Stand-in pods of one InferenceService, each a real HTTP server on its own address."""
-
-    def __init__(self, kube: Kube, namespace: str, name: str = "digits") -> None:
-        self.kube, self.namespace, self.name = kube, namespace, name
-        self.servers: dict[str, MetricsServer] = {}
-        self.restarts: dict[str, int] = {}
-
-    def add(
-        self, pod: str, variant: str, *, started: str = LONG_AGO, port: int | None = None
-    ) -> MetricsServer:
-        """Create a ready pod of `variant` whose /metrics a fresh stand-in server answers."""
-        server = MetricsServer(f"127.0.0.{next(_addresses)}").start()
-        server.pod.version = variant
-        self.servers[pod] = server
-        self.restarts[pod] = 0
-        labels = {
-            "app.kubernetes.io/managed-by": meta.MANAGED_BY,
-            meta.ISVC_LABEL: self.name,
-            meta.VARIANT_LABEL: variant,
-        }
-        container = {
-            "name": "server",
-            "image": "kubeserve/server:test",
-            "ports": [{"name": "http", "containerPort": port or server.port}],
-        }
-        self.kube.create(
-            PODS,
-            self.namespace,
-            {"metadata": {"name": pod, "labels": labels}, "spec": {"containers": [container]}},
-        )
-        self._report(pod, started=started, ip=server.host)
-        return server
-
-    def _report(self, pod: str, **status: Any) -> None:
-        body: dict[str, Any] = {
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "containerStatuses": [
-                {
-                    "name": "server",
-                    "ready": True,
-                    "restartCount": self.restarts[pod],
-                    "image": "kubeserve/server:test",
-                    "imageID": "",
-                    "state": {"running": {}},
-                }
-            ],
-        }
-        if "started" in status:
-            body["startTime"] = status["started"]
-        if "ip" in status:
-            body["podIP"] = status["ip"]
-        self.kube.patch(PODS, self.namespace, pod, {"status": body}, sub="status")
-
-    def restart(self, pod: str) -> None:
-        """Restart the pod's server: its counters begin again, its restart count grows."""
-        with self.servers[pod].lock:
-            self.servers[pod].pod.restart()
-            self.servers[pod].pod.version = self.kube.get(PODS, self.namespace, pod)["metadata"][
-                "labels"
-            ][meta.VARIANT_LABEL]
-        self.restarts[pod] += 1
-        self._report(pod)
-
-    def serve(self, pod: str, n: int, **kwargs: Any) -> None:
-        with self.servers[pod].lock:
-            self.servers[pod].pod.serve(n, **kwargs)
-
-    def outcome(self, pod: str, n: int, positives: int) -> None:
-        with self.servers[pod].lock:
-            self.servers[pod].pod.outcome(n, positives)
-
-    def stop(self) -> None:
-        for server in self.servers.values():
-            server.stop()
-
-
-@pytest.fixture()
-def pods(kube: Kube, namespace: str) -> Iterator[Pods]:
-    made = Pods(kube, namespace)
-    yield made
-    made.stop()
-
-
-def experiment(kube: Kube, namespace: str, name: str = "digits") -> dict[str, Any]:
-    return dict(
-        ((kube.get(ISVC, namespace, name) or {}).get("status") or {}).get("experiment") or {}
-    )
-
-
-def requests(kube: Kube, namespace: str) -> dict[str, int]:
-    variants = experiment(kube, namespace).get("variants") or {}
-    return {name: counts.get("requests", 0) for name, counts in variants.items()}
-
-
-def wait_requests(kube: Kube, namespace: str, want: dict[str, int]) -> dict[str, Any]:
-    wait_for(lambda: requests(kube, namespace) == want, timeout=20, what=f"requests {want}")
-    return experiment(kube, namespace)
-
-
-def start(kube: Kube, namespace: str, pods: Pods, obj: dict[str, Any] | None = None) -> None:
+def start(kube: Kube, namespace: str, pods: StandInPods, obj: dict[str, Any] | None = None) -> None:
     """Create the InferenceService and its pods; wait until every pod is a baseline."""
     obj = copy.deepcopy(obj or experiment_isvc())
     obj["metadata"]["namespace"] = namespace
@@ -176,7 +55,7 @@ def status_writes(emulator: EmulatorThread, namespace: str, since: int) -> list[
 
 
 def test_counts_converge_and_a_pod_restart_is_counted_once(
-    kube: Kube, operator: OperatorProcess, namespace: str, pods: Pods
+    kube: Kube, operator: OperatorProcess, namespace: str, pods: StandInPods
 ) -> None:
     start(kube, namespace, pods)
     pods.serve("digits-v1-a", 300)
@@ -198,7 +77,7 @@ def test_counts_converge_and_a_pod_restart_is_counted_once(
 
 
 def test_an_operator_restart_continues_from_the_status(
-    kube: Kube, operator: OperatorProcess, namespace: str, pods: Pods
+    kube: Kube, operator: OperatorProcess, namespace: str, pods: StandInPods
 ) -> None:
     start(kube, namespace, pods)
     pods.serve("digits-v1-a", 100)
@@ -218,7 +97,7 @@ def test_an_operator_restart_continues_from_the_status(
 
 @pytest.mark.parametrize("failure", ["error", "garbage", "hang", "refused"])
 def test_an_unreadable_pod_is_listed_with_its_reason_and_the_rest_still_count(
-    kube: Kube, operator: OperatorProcess, namespace: str, pods: Pods, failure: str
+    kube: Kube, operator: OperatorProcess, namespace: str, pods: StandInPods, failure: str
 ) -> None:
     start(kube, namespace, pods)
     if failure == "refused":
@@ -245,7 +124,7 @@ def test_an_unreadable_pod_is_listed_with_its_reason_and_the_rest_still_count(
 
 
 def test_a_clear_difference_reaches_a_verdict_with_a_condition_and_an_event(
-    kube: Kube, operator: OperatorProcess, namespace: str, pods: Pods
+    kube: Kube, operator: OperatorProcess, namespace: str, pods: StandInPods
 ) -> None:
     start(kube, namespace, pods, experiment_isvc(metrics=["outcome"]))
     for _ in range(20):
@@ -274,7 +153,11 @@ def test_a_clear_difference_reaches_a_verdict_with_a_condition_and_an_event(
 
 
 def test_nothing_new_means_no_status_writes(
-    kube: Kube, operator: OperatorProcess, emulator: EmulatorThread, namespace: str, pods: Pods
+    kube: Kube,
+    operator: OperatorProcess,
+    emulator: EmulatorThread,
+    namespace: str,
+    pods: StandInPods,
 ) -> None:
     start(kube, namespace, pods)
     pods.serve("digits-v1-a", 10)
@@ -290,7 +173,7 @@ def test_nothing_new_means_no_status_writes(
 
 
 def test_changing_the_experiment_restarts_it_and_changing_weights_does_not(
-    kube: Kube, operator: OperatorProcess, namespace: str, pods: Pods
+    kube: Kube, operator: OperatorProcess, namespace: str, pods: StandInPods
 ) -> None:
     start(kube, namespace, pods)
     pods.serve("digits-v1-a", 10)
@@ -327,7 +210,7 @@ def test_changing_the_experiment_restarts_it_and_changing_weights_does_not(
 
 
 def test_removing_the_experiment_removes_its_status(
-    kube: Kube, operator: OperatorProcess, namespace: str, pods: Pods
+    kube: Kube, operator: OperatorProcess, namespace: str, pods: StandInPods
 ) -> None:
     start(kube, namespace, pods)
     kube.patch(ISVC, namespace, "digits", {"spec": {"experiment": None}})
@@ -339,7 +222,7 @@ def test_removing_the_experiment_removes_its_status(
 
 
 def test_an_invalid_experiment_changes_nothing_else(
-    kube: Kube, operator: OperatorProcess, namespace: str, pods: Pods
+    kube: Kube, operator: OperatorProcess, namespace: str, pods: StandInPods
 ) -> None:
     start(kube, namespace, pods)
     pods.serve("digits-v1-a", 10)

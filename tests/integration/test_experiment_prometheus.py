@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_experiment_operator import INTERVAL, Pods, experiment, experiment_isvc, wait_requests
 
 from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.fake_prometheus import FakePrometheus
 from kubeserve.testing.kube_client import ISVC, Kube, wait_for
 from kubeserve.testing.operator_process import OperatorProcess
+from kubeserve.testing.pod_metrics import StandInPods
+from support.experiments import INTERVAL, experiment, experiment_isvc, wait_requests
 
 
 def test_with_prometheus_the_operator_asks_it_instead_of_the_pods(
@@ -33,7 +34,7 @@ def test_with_prometheus_the_operator_asks_it_instead_of_the_pods(
         "--prometheus-url",
         prometheus.url,
     ).start()
-    pods = Pods(kube, namespace)
+    pods = StandInPods(kube, namespace)
     try:
         obj = experiment_isvc()
         obj["metadata"]["namespace"] = namespace

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,25 +29,10 @@ ROUTES = ("gateway.networking.k8s.io/v1", "httproutes")
 
 
 @pytest.fixture(scope="module")
-def operator(
-    emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        emulator,
-        tmp_path_factory.mktemp("rollout-operator"),
-        "--gateway-api",
-        "--testing-rollout-interval",
-        str(INTERVAL),
-    ).start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture()
-def pods(kube: Kube, namespace: str) -> Iterator[StandInPods]:
-    made = StandInPods(kube, namespace)
-    yield made
-    made.stop()
+def operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
+    return start_operator(
+        "rollout-operator", "--gateway-api", "--testing-rollout-interval", str(INTERVAL)
+    )
 
 
 def rollout_isvc(**rollout: Any) -> dict[str, Any]:

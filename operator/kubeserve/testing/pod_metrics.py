@@ -190,16 +190,21 @@ class StandInPods:
     def __init__(self, kube: kube_client.Kube, namespace: str, name: str = "digits") -> None:
         self.kube, self.namespace, self.name = kube, namespace, name
         self.servers: dict[str, MetricsServer] = {}
+        self.restarts: dict[str, int] = {}
 
-    def add(self, pod: str, variant: str, *, started: str = LONG_AGO) -> MetricsServer:
+    def add(
+        self, pod: str, variant: str, *, started: str = LONG_AGO, port: int | None = None
+    ) -> MetricsServer:
         """Create a ready pod of `variant` whose /metrics a fresh stand-in server answers.
 
         `started`: its status.startTime; long ago by default, so that a collection takes its
-        first counters as a baseline.
+        first counters as a baseline. `port`: the container port the pod names, the server's
+        own by default (another is one where nothing answers).
         """
         server = MetricsServer(f"127.0.0.{next(_addresses) % 250 + 2}").start()
         server.pod.version = variant
         self.servers[pod] = server
+        self.restarts[pod] = 0
         labels = {
             "app.kubernetes.io/managed-by": meta.MANAGED_BY,
             meta.ISVC_LABEL: self.name,
@@ -208,36 +213,51 @@ class StandInPods:
         container = {
             "name": "server",
             "image": "kubeserve/server:test",
-            "ports": [{"name": "http", "containerPort": server.port}],
+            "ports": [{"name": "http", "containerPort": port or server.port}],
         }
         self.kube.create(
             kube_client.PODS,
             self.namespace,
             {"metadata": {"name": pod, "labels": labels}, "spec": {"containers": [container]}},
         )
-        status: dict[str, Any] = {
+        self._report(pod, {"startTime": started, "podIP": server.host})
+        return server
+
+    def _report(self, pod: str, status: dict[str, Any]) -> None:
+        """Write the pod's status as its kubelet would: running, ready, `status` besides."""
+        status = {
             "phase": "Running",
-            "startTime": started,
-            "podIP": server.host,
             "conditions": [{"type": "Ready", "status": "True"}],
             "containerStatuses": [
                 {
                     "name": "server",
                     "ready": True,
-                    "restartCount": 0,
+                    "restartCount": self.restarts[pod],
                     "image": "kubeserve/server:test",
                     "imageID": "",
                     "state": {"running": {}},
                 }
             ],
+            **status,
         }
         self.kube.patch(kube_client.PODS, self.namespace, pod, {"status": status}, sub="status")
-        return server
+
+    def restart(self, pod: str) -> None:
+        """Restart the pod's server: its counters begin again, its restart count grows."""
+        with self.servers[pod].lock:
+            self.servers[pod].pod.restart()
+        self.restarts[pod] += 1
+        self._report(pod, {})
 
     def serve(self, pod: str, n: int, **kwargs: Any) -> None:
         """Count `n` inference requests at the pod (see `PodMetrics.serve`)."""
         with self.servers[pod].lock:
             self.servers[pod].pod.serve(n, **kwargs)
+
+    def outcome(self, pod: str, n: int, positives: int) -> None:
+        """Count `n` outcome feedbacks at the pod, `positives` of them equal to 1."""
+        with self.servers[pod].lock:
+            self.servers[pod].pod.outcome(n, positives)
 
     def stop(self) -> None:
         """Stop every stand-in server."""
