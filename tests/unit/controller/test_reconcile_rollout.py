@@ -7,7 +7,6 @@ import re
 from typing import Any
 
 import pytest
-from test_reconciler import NAME, NAMESPACE, ROUTER_CONFIG, Harness
 
 from kubeserve import cluster
 from kubeserve.api import status as api_status
@@ -15,8 +14,7 @@ from kubeserve.controller import rollouts, work
 from kubeserve.experiment import readings
 from kubeserve.rollout import decide
 from support import specs
-
-V2 = ("Deployment", "digits-v2")
+from support.reconciler_harness import NAME, NAMESPACE, ROUTER_CONFIG, V2, Harness
 
 
 def rollout_isvc(*variants: dict[str, Any], **rollout: Any) -> dict[str, Any]:
