@@ -343,16 +343,24 @@ def _weight(weights: Mapping[str, int] | None, variant: str | None) -> int:
 
 def _fail(ctx: _Context, rollout: status.RolloutStatus, why: str) -> Decided:
     """Roll back to the split before the rollout, or pause there with onFailure Pause."""
-    candidate = rollout.candidate
-    now_at = _weight(rollout.live_weights, candidate)
     if ctx.rollout.on_failure == "Pause":
-        reason = f"Pause at {now_at}: {why}"
-        paused = rollout.model_copy(
-            update={"phase": "Paused", "last_decision": _decision(ctx, "Pause", reason)}
-        )
-        return _finish(ctx, paused, [(PAUSED, reason)])
-    back = _weight(rollout.start_weights, candidate)
-    reason = f"Roll back {now_at}→{back}: {why}"
+        return _pause(ctx, rollout, why)
+    return _roll_back(ctx, rollout, why)
+
+
+def _pause(ctx: _Context, rollout: status.RolloutStatus, why: str) -> Decided:
+    """Pause where the split is now."""
+    reason = f"Pause at {_weight(rollout.live_weights, rollout.candidate)}: {why}"
+    paused = rollout.model_copy(
+        update={"phase": "Paused", "last_decision": _decision(ctx, "Pause", reason)}
+    )
+    return _finish(ctx, paused, [(PAUSED, reason)])
+
+
+def _roll_back(ctx: _Context, rollout: status.RolloutStatus, why: str) -> Decided:
+    """Go back to the split before the rollout."""
+    back = _weight(rollout.start_weights, rollout.candidate)
+    reason = f"Roll back {_weight(rollout.live_weights, rollout.candidate)}→{back}: {why}"
     rolled = rollout.model_copy(
         update={
             "phase": "RolledBack",
@@ -383,22 +391,9 @@ def _command(ctx: _Context, rollout: status.RolloutStatus, command: Command | No
         )
         return _finish(ctx, promoted, [(PROMOTED, reason)])
     if command == "abort" and (phase in ACTIVE or phase == "Paused"):
-        back = _weight(rollout.start_weights, rollout.candidate)
-        reason = f"Roll back {_weight(rollout.live_weights, rollout.candidate)}→{back}: {by}"
-        rolled = rollout.model_copy(
-            update={
-                "phase": "RolledBack",
-                "live_weights": dict(rollout.start_weights or {}),
-                "last_decision": _decision(ctx, "RollBack", reason),
-            }
-        )
-        return _finish(ctx, rolled, [(ROLLED_BACK, reason)])
+        return _roll_back(ctx, rollout, by)
     if command == "pause" and phase in ACTIVE:
-        reason = f"Pause at {_weight(rollout.live_weights, rollout.candidate)}: {by}"
-        paused = rollout.model_copy(
-            update={"phase": "Paused", "last_decision": _decision(ctx, "Pause", reason)}
-        )
-        return _finish(ctx, paused, [(PAUSED, reason)])
+        return _pause(ctx, rollout, by)
     if command == "resume" and phase == "Paused":
         reason = (
             f"Resume at {_weight(rollout.live_weights, rollout.candidate)}: {by}; "
