@@ -359,10 +359,7 @@ def add_command(sub: Any) -> None:
         "(what `kubeserve up --status-file` writes).",
     )
     p.add_argument("name", nargs="?", help="InferenceService name (optional with -f)")
-    p.add_argument(
-        "-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)"
-    )
-    p.add_argument("--context", help="kubeconfig context (default: the current one)")
+    traffic_cli.add_cluster_arguments(p)
     p.add_argument(
         "-f", "--filename", help="read the InferenceService, status included, from this YAML file"
     )

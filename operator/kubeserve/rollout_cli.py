@@ -116,8 +116,5 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("name", help="InferenceService name")
     p.add_argument("action", choices=decide.COMMANDS, help="what to do")
-    p.add_argument(
-        "-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)"
-    )
-    p.add_argument("--context", help="kubeconfig context (default: the current one)")
+    traffic_cli.add_cluster_arguments(p)
     p.set_defaults(func=run)

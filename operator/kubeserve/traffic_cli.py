@@ -164,13 +164,18 @@ def run(args: argparse.Namespace, api: Api | None = None) -> int:
         return EXIT_FAILED
 
 
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add -n/--namespace and --context: which cluster and namespace, as kubectl chooses them."""
+    parser.add_argument(
+        "-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)"
+    )
+    parser.add_argument("--context", help="kubeconfig context (default: the current one)")
+
+
 def add_commands(sub: Any) -> None:
     """Register the three commands on the main parser's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)"
-    )
-    common.add_argument("--context", help="kubeconfig context (default: the current one)")
+    add_cluster_arguments(common)
     common.add_argument(
         "-f",
         "--filename",
