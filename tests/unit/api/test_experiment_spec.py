@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
 
 from kubeserve.api import durations, validation
-
-BASE: dict[str, Any] = {
-    "apiVersion": "serving.kubeserve.dev/v1alpha1",
-    "kind": "InferenceService",
-    "metadata": {"name": "digits"},
-    "spec": {
-        "variants": [
-            {"name": "v1", "weight": 50, "model": {"format": "onnx", "storageUri": "file:///m/1"}},
-            {"name": "v2", "weight": 50, "model": {"format": "onnx", "storageUri": "file:///m/2"}},
-        ],
-        "experiment": {"control": "v1"},
-    },
-}
+from support import specs
 
 
 def _with(**experiment: Any) -> dict[str, Any]:
-    obj = copy.deepcopy(BASE)
-    obj["spec"]["experiment"] |= experiment
+    obj = specs.isvc(specs.variant("v1", 50), specs.variant("v2", 50))
+    obj["spec"]["experiment"] = {"control": "v1"} | experiment
     return obj
 
 
@@ -34,7 +21,7 @@ def _paths(obj: dict[str, Any]) -> dict[str, str]:
 
 
 def test_an_experiment_naming_only_its_control_gets_the_documented_defaults() -> None:
-    e = validation.parse(BASE).spec.experiment
+    e = validation.parse(_with()).spec.experiment
     assert e is not None
     assert (e.slow_threshold_seconds(), e.interval_seconds()) == (0.25, 30.0)
     assert (e.confidence, e.min_samples, e.metrics) == (0.95, 1000, None)

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
 
 from kubeserve.api import validation
-
-BASE: dict[str, Any] = {
-    "apiVersion": "serving.kubeserve.dev/v1alpha1",
-    "kind": "InferenceService",
-    "metadata": {"name": "digits"},
-    "spec": {
-        "variants": [
-            {"name": "v1", "weight": 0, "model": {"format": "onnx", "storageUri": "file:///m/1"}},
-            {
-                "name": "v2",
-                "weight": 100,
-                "model": {"format": "onnx", "storageUri": "file:///m/2"},
-            },
-        ],
-        "rollout": {"candidate": "v2"},
-    },
-}
+from support import specs
 
 
 def _with(**rollout: Any) -> dict[str, Any]:
-    obj = copy.deepcopy(BASE)
-    obj["spec"]["rollout"] |= rollout
+    obj = specs.isvc(specs.variant("v1", 0), specs.variant("v2", 100))
+    obj["spec"]["rollout"] = {"candidate": "v2"} | rollout
     return obj
 
 
@@ -38,7 +21,7 @@ def _paths(obj: dict[str, Any]) -> dict[str, str]:
 
 
 def test_a_rollout_naming_only_its_candidate_gets_the_documented_defaults() -> None:
-    r = validation.parse(BASE).spec.rollout
+    r = validation.parse(_with()).spec.rollout
     assert r is not None
     assert r.steps == [1, 5, 25, 50, 100] and r.baseline is None
     assert (r.interval_seconds(), r.min_step_seconds(), r.min_requests_per_step) == (30, 60, 500)
