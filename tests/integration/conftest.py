@@ -11,6 +11,7 @@ from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.kube_client import Kube
 from kubeserve.testing.operator_process import OperatorProcess
 from kubeserve.testing.pod_metrics import StandInPods
+from support import settling
 
 _names = itertools.count(1)
 
@@ -59,7 +60,9 @@ def operator(start_operator: StartOperator) -> OperatorProcess:
 @pytest.fixture(scope="module")
 def gateway_operator(start_operator: StartOperator) -> OperatorProcess:
     """An operator that manages Gateway API routes too and resyncs every second."""
-    return start_operator("gateway-operator", "--gateway-api", resync_seconds=1.0)
+    return start_operator(
+        "gateway-operator", "--gateway-api", resync_seconds=settling.GATEWAY_RESYNC_SECONDS
+    )
 
 
 @pytest.fixture()

@@ -17,15 +17,11 @@ import pytest
 import yaml
 
 from kubeserve.testing.emulator import EmulatorThread
-from kubeserve.testing.emulator.server import Write
-from kubeserve.testing.kube_client import DEPLOYMENTS, ISVC, Kube, wait_for
+from kubeserve.testing.kube_client import ISVC, Kube
 from kubeserve.testing.operator_process import OperatorProcess
+from support.settling import GATEWAY_RESYNC_SECONDS, converge, describe, operator_writes, wait_quiet
 
 ROOT = Path(__file__).resolve().parents[2]
-RESYNC_SECONDS = 1.0  # the gateway_operator fixture's (conftest)
-HTTPROUTES = ("gateway.networking.k8s.io/v1", "httproutes")
-# The operator writes through the kubernetes client, whose User-Agent names its generator.
-OPERATOR = "OpenAPI-Generator"
 
 # Values a real API server rewrites: non-canonical quantities, fields it defaults anyway.
 QUIRKY = {
@@ -74,75 +70,6 @@ def operator(gateway_operator: OperatorProcess) -> OperatorProcess:
     return gateway_operator
 
 
-def operator_writes(emulator: EmulatorThread, since: int) -> list[Write]:
-    """Give the operator's writes after the first `since` writes the emulator served."""
-    return [w for w in list(emulator.emulator.journal) if w.seq >= since and w.manager == OPERATOR]
-
-
-def describe(writes: list[Write]) -> str:
-    return "\n".join(
-        f"{w.verb} {w.plural}/{w.name}{'/' + w.subresource if w.subresource else ''}: "
-        f"{w.body.decode(errors='replace')[:2000]}"
-        for w in writes
-    )
-
-
-def converge(kube: Kube, namespace: str, names: list[str]) -> None:
-    """Play the controllers the emulator lacks until every InferenceService is Ready."""
-
-    def ready() -> bool:
-        for dep in kube.list(DEPLOYMENTS, namespace):
-            if (dep.get("status") or {}).get("observedGeneration") != dep["metadata"]["generation"]:
-                kube.mark_deployment_ready(namespace, dep["metadata"]["name"])
-        for route in kube.list(HTTPROUTES, namespace):
-            if not (route.get("status") or {}).get("parents"):
-                kube.patch(
-                    HTTPROUTES, namespace, route["metadata"]["name"], accepted(route), sub="status"
-                )
-        states = [kube.get(ISVC, namespace, name) or {} for name in names]
-        return all(
-            any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in (isvc.get("status") or {}).get("conditions") or []
-            )
-            for isvc in states
-        )
-
-    wait_for(ready, timeout=60, interval=0.5, what="every InferenceService Ready")
-
-
-def accepted(route: dict[str, Any]) -> dict[str, Any]:
-    """Give the status a Gateway implementation writes on an HTTPRoute it accepts."""
-    conditions = [
-        {
-            "type": kind,
-            "status": "True",
-            "reason": kind,
-            "message": "",
-            "lastTransitionTime": "2024-01-01T00:00:00Z",
-            "observedGeneration": route["metadata"]["generation"],
-        }
-        for kind in ("Accepted", "ResolvedRefs")
-    ]
-    parents = [
-        {"parentRef": ref, "controllerName": "example.com/gateway", "conditions": conditions}
-        for ref in route["spec"].get("parentRefs") or []
-    ]
-    return {"status": {"parents": parents}}
-
-
-def wait_quiet(emulator: EmulatorThread, seconds: float, timeout: float) -> None:
-    """Wait until the operator has written nothing for `seconds`; fail showing what it wrote."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        mark = emulator.emulator.writes
-        time.sleep(seconds)
-        if not operator_writes(emulator, mark):
-            return
-    recent = operator_writes(emulator, emulator.emulator.writes - 40)
-    raise AssertionError(f"the operator never stopped writing; last writes:\n{describe(recent)}")
-
-
 def test_a_converged_operator_writes_nothing_on_resync(
     kube: Kube, emulator: EmulatorThread, operator: OperatorProcess, namespace: str
 ) -> None:
@@ -151,8 +78,8 @@ def test_a_converged_operator_writes_nothing_on_resync(
         obj["metadata"]["namespace"] = namespace
         kube.create(ISVC, namespace, obj)
     converge(kube, namespace, [o["metadata"]["name"] for o in objs])
-    wait_quiet(emulator, seconds=3 * RESYNC_SECONDS, timeout=60)
+    wait_quiet(emulator, seconds=3 * GATEWAY_RESYNC_SECONDS, timeout=60)
     mark = emulator.emulator.writes
-    time.sleep(5 * RESYNC_SECONDS)
+    time.sleep(5 * GATEWAY_RESYNC_SECONDS)
     writes = operator_writes(emulator, mark)
     assert not writes, f"writes on resync of a converged cluster:\n{describe(writes)}"

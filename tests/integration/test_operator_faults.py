@@ -29,7 +29,6 @@ import requests
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from test_emulator_steady_state import HTTPROUTES, accepted
 from test_operator import CHILD_RESOURCES, desired_children
 
 from kubeserve.api import validation
@@ -42,6 +41,7 @@ from kubeserve.testing.emulator.server import Fault, WatchFault
 from kubeserve.testing.kube_client import DEPLOYMENTS, ISVC, Kube, wait_for
 from kubeserve.testing.operator_process import OperatorProcess
 from support import specs, strategies
+from support.settling import HTTPROUTES, accepted
 
 SEED = int(os.environ.get("KUBESERVE_FAULT_SEED", "1511"))
 RESYNC_SECONDS = 2.0

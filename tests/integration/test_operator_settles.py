@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import pytest
-from test_emulator_steady_state import HTTPROUTES, RESYNC_SECONDS, converge, describe, wait_quiet
 from test_operator import actual_children, desired_children
 
 from kubeserve.builders import meta
@@ -21,6 +20,7 @@ from kubeserve.testing.emulator.server import Write
 from kubeserve.testing.kube_client import ISVC, Kube
 from kubeserve.testing.operator_process import OperatorProcess
 from support import specs
+from support.settling import GATEWAY_RESYNC_SECONDS, HTTPROUTES, converge, describe, wait_quiet
 
 # The tests' own client: every other writer is the operator (its client, or kopf).
 TEST_CLIENT = "python-requests"
@@ -73,9 +73,9 @@ def test_after_each_shrink_the_operator_settles_with_zero_writes(
                     ISVC, namespace, name, merge_patch.diff({"spec": before}, {"spec": after})
                 )
         converge(kube, namespace, list(scenarios))
-        wait_quiet(emulator, seconds=2 * RESYNC_SECONDS, timeout=30)
+        wait_quiet(emulator, seconds=2 * GATEWAY_RESYNC_SECONDS, timeout=30)
         mark = emulator.emulator.writes
-        time.sleep(3 * RESYNC_SECONDS)
+        time.sleep(3 * GATEWAY_RESYNC_SECONDS)
         writes = writes_since(emulator, mark)
         assert not writes, f"step {step}: writes after the operator settled:\n{describe(writes)}"
         for name, steps in scenarios.items():
