@@ -9,7 +9,6 @@ ConfigMap (split_clients, in order) and, in gateway-api mode, from the HTTPRoute
 from __future__ import annotations
 
 import copy
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.kube_client import CONFIGMAPS, DEPLOYMENTS, EVENTS, ISVC, Kube, wait_for
 from kubeserve.testing.operator_process import OperatorProcess
 from kubeserve.testing.pod_metrics import StandInPods
-from support import specs
+from support import specs, split_model
 
 INTERVAL = 0.5
 NAME = "digits"
@@ -58,11 +57,7 @@ def rollout(kube: Kube, namespace: str) -> dict[str, Any]:
 def split(kube: Kube, namespace: str) -> list[tuple[str, str]]:
     """The router's split_clients, in order: (share, variant)."""
     config = kube.get(CONFIGMAPS, namespace, f"{NAME}-router") or {}
-    text = (config.get("data") or {}).get("nginx.conf", "")
-    if "split_clients" not in text:
-        return []
-    block = text[text.index("split_clients") :]
-    return re.findall(r"^\s+(\S+) (\S+);$", block[: block.index("}")], re.M)
+    return split_model.parts((config.get("data") or {}).get("nginx.conf", ""))
 
 
 def events(kube: Kube, namespace: str, reason: str) -> list[dict[str, Any]]:

@@ -4,15 +4,25 @@ nginx hashes the key with MurmurHash2 (seed 0) and compares the 32-bit hash with
 boundaries: a part of p percent (two decimals, stored as p*100) moves the boundary up by
 p*100 * 0xffffffff // 10000; the first part whose boundary is above the hash wins, and `*`
 takes the rest. The data-plane tests check this model against real nginx, then use it to
-state exactly which keys a weight change moves.
+state exactly which keys a weight change moves. `parts` reads the split a router config holds.
 """
 
 from __future__ import annotations
+
+import re
 
 from scipy import stats
 
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
+
+
+def parts(nginx_conf: str) -> list[tuple[str, str]]:
+    """Give the parts of the config's split_clients, in order: (share, variant); none without."""
+    if "split_clients" not in nginx_conf:
+        return []
+    block = nginx_conf[nginx_conf.index("split_clients") :]
+    return re.findall(r"^\s+(\S+) (\S+);$", block[: block.index("}")], re.M)
 
 
 def murmur2(data: bytes) -> int:

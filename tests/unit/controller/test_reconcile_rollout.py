@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from kubeserve.api import status as api_status
 from kubeserve.controller import rollouts, work
 from kubeserve.experiment import readings
 from kubeserve.rollout import decide
-from support import specs
+from support import specs, split_model
 from support.reconciler_harness import NAME, NAMESPACE, ROUTER_CONFIG, V2, Harness
 
 
@@ -34,10 +33,7 @@ def rollout_isvc(*variants: dict[str, Any], **rollout: Any) -> dict[str, Any]:
 
 def split(h: Harness) -> list[tuple[str, str]]:
     """The router's split_clients, in order: (share, variant)."""
-    text = h.api.child(ROUTER_CONFIG)["data"]["nginx.conf"]
-    block = text[text.index("split_clients") :]
-    block = block[: block.index("}")]
-    return re.findall(r"^\s+(\S+) (\S+);$", block, re.M)
+    return split_model.parts(h.api.child(ROUTER_CONFIG)["data"]["nginx.conf"])
 
 
 def rollout_of(h: Harness) -> dict[str, Any]:
