@@ -19,7 +19,7 @@ from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.kube_client import EVENTS, ISVC, Kube, wait_for
 from kubeserve.testing.operator_process import OperatorProcess
 from kubeserve.testing.pod_metrics import StandInPods
-from support import specs
+from support import settling, specs
 from support.experiments import INTERVAL, experiment, experiment_isvc, requests, wait_requests
 
 
@@ -41,17 +41,6 @@ def start(kube: Kube, namespace: str, pods: StandInPods, obj: dict[str, Any] | N
         timeout=20,
         what="both pods read",
     )
-
-
-def status_writes(emulator: EmulatorThread, namespace: str, since: int) -> list[Any]:
-    return [
-        w
-        for w in list(emulator.emulator.journal)
-        if w.seq >= since
-        and w.plural == "inferenceservices"
-        and w.namespace == namespace
-        and w.manager != "python-requests"
-    ]
 
 
 def test_counts_converge_and_a_pod_restart_is_counted_once(
@@ -166,7 +155,7 @@ def test_nothing_new_means_no_status_writes(
     mark = emulator.emulator.writes
     collected = experiment(kube, namespace)["lastCollected"]
     time.sleep(8 * INTERVAL)
-    assert status_writes(emulator, namespace, mark) == []
+    assert settling.inference_service_writes(emulator, namespace, mark) == []
     assert experiment(kube, namespace)["lastCollected"] == collected
     pods.serve("digits-v2-a", 3)  # and news is written
     wait_requests(kube, namespace, {"v1": 10, "v2": 3})

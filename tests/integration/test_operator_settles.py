@@ -20,10 +20,15 @@ from kubeserve.testing.emulator.server import Write
 from kubeserve.testing.kube_client import ISVC, Kube
 from kubeserve.testing.operator_process import OperatorProcess
 from support import specs
-from support.settling import GATEWAY_RESYNC_SECONDS, HTTPROUTES, converge, describe, wait_quiet
+from support.settling import (
+    GATEWAY_RESYNC_SECONDS,
+    HTTPROUTES,
+    TEST_CLIENT,
+    converge,
+    describe,
+    wait_quiet,
+)
 
-# The tests' own client: every other writer is the operator (its client, or kopf).
-TEST_CLIENT = "python-requests"
 GRPCROUTES = ("gateway.networking.k8s.io/v1", "grpcroutes")
 SHRINKS = specs.shrinks()
 

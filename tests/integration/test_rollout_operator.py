@@ -20,7 +20,7 @@ from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.kube_client import CONFIGMAPS, DEPLOYMENTS, EVENTS, ISVC, Kube, wait_for
 from kubeserve.testing.operator_process import OperatorProcess
 from kubeserve.testing.pod_metrics import StandInPods
-from support import specs, split_model
+from support import settling, specs, split_model
 
 INTERVAL = 0.5
 NAME = "digits"
@@ -280,14 +280,6 @@ def test_a_rollout_holding_on_a_quiet_service_writes_no_status(
     time.sleep(4 * INTERVAL)
     mark = emulator.emulator.writes
     time.sleep(8 * INTERVAL)
-    writes = [
-        w
-        for w in list(emulator.emulator.journal)
-        if w.seq >= mark
-        and w.plural == "inferenceservices"
-        and w.namespace == namespace
-        and w.manager != "python-requests"
-    ]
-    assert writes == []
+    assert settling.inference_service_writes(emulator, namespace, mark) == []
     assert rollout(kube, namespace)["lastDecision"]["action"] == "Hold"
     assert rollout(kube, namespace)["step"] == 1

@@ -19,11 +19,25 @@ GATEWAY_RESYNC_SECONDS = 1.0
 HTTPROUTES = ("gateway.networking.k8s.io/v1", "httproutes")
 # The operator writes through the kubernetes client, whose User-Agent names its generator.
 OPERATOR = "OpenAPI-Generator"
+# The tests' own client (`Kube`, through requests): every other writer is the operator.
+TEST_CLIENT = "python-requests"
 
 
 def operator_writes(emulator: EmulatorThread, since: int) -> list[Write]:
     """Give the operator's writes after the first `since` writes the emulator served."""
     return [w for w in list(emulator.emulator.journal) if w.seq >= since and w.manager == OPERATOR]
+
+
+def inference_service_writes(emulator: EmulatorThread, namespace: str, since: int) -> list[Write]:
+    """Give the writes to InferenceServices in `namespace` after the first `since`, but the tests'."""
+    return [
+        w
+        for w in list(emulator.emulator.journal)
+        if w.seq >= since
+        and w.plural == "inferenceservices"
+        and w.namespace == namespace
+        and w.manager != TEST_CLIENT
+    ]
 
 
 def describe(writes: list[Write]) -> str:
