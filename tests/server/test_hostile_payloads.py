@@ -281,8 +281,114 @@ MEMORY_CASES = [
         id="v2-fp64-one-digit-ints",
     ),
 ]
+
+# Large values outside a tensor's values, and tensors too small to be deferred on their own.
+SMALL_V2 = b'{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": ' + _row(b"0") + b"}"
+
+
+def _many(head: bytes, unit: bytes, tail: bytes, count: int) -> Callable[[], bytes]:
+    return lambda: head + b",".join([unit] * count) + tail
+
+
+MEMORY_CASES += [
+    pytest.param(
+        "onnx",
+        "/v2/models/digits/infer",
+        _fill(
+            '{"inputs": [{"name": "input", "datatype": "FP32", "data": [[0]], "shape": [',
+            b"1",
+            b"]}]}",
+        ),
+        400,
+        "inputs[0].shape is",
+        id="v2-shape-of-16-mib",
+    ),
+    pytest.param(
+        "onnx",
+        "/v2/models/digits/infer",
+        _fill('{"inputs": [' + SMALL_V2.decode() + '], "parameters": {"x": [', b"1", b"]}}"),
+        400,
+        "parameters is",
+        id="v2-parameters-of-16-mib",
+    ),
+    pytest.param(
+        "onnx",
+        "/v1/models/digits:predict",
+        _fill('{"instances": [[' + ",".join(["0"] * 64) + ']], "junk": [', b"[]", b"]}"),
+        400,
+        "junk is",
+        id="v1-unknown-field-of-empty-lists",
+    ),
+    pytest.param(
+        "onnx",
+        "/v2/models/digits/infer",
+        _many(
+            b'{"inputs": [',
+            b'{"name": "input", "datatype": "FP32", "shape": [655, 63], "data": ['
+            + b",".join([_row(b"7", 63)] * 655)
+            + b"]}",
+            b"]}",
+            190,
+        ),
+        400,
+        "shape [",
+        id="v2-many-inputs-under-128-kib-each",
+    ),
+    pytest.param(
+        "onnx",
+        "/v2/models/digits/infer",
+        _fill('{"inputs": [', SMALL_V2, b"]}"),
+        400,
+        "holds more than",
+        id="v2-many-tiny-inputs",
+    ),
+    pytest.param(
+        "onnx",
+        "/v2/models/digits/infer",
+        _fill('{"id": "', b"A" * 1023, b'", "inputs": [' + SMALL_V2 + b"]}"),
+        400,
+        "id is",
+        id="v2-id-of-16-mib",
+    ),
+    pytest.param(
+        "echo",
+        "/v2/models/echo/versions/bytes/infer",
+        _fill(_v2_head("x", "BYTES", "[1, 1]") + '"', b"A" * 1023, b'"]}]}'),
+        200,
+        "",
+        id="v2-bytes-one-string-of-16-mib-served",
+    ),
+    pytest.param(
+        "onnx",
+        "/v1/models/digits:predict",
+        _fill('{"instances": [', b'{"input": ' + _row(b"0.25") + b"}", b"]}"),
+        200,
+        "",
+        id="v1-named-rows-served",
+    ),
+    pytest.param(
+        "onnx",
+        "/v1/models/digits:predict",
+        _fill('{"instances": [', b'{"b64": ""}', b"]}"),
+        400,
+        "b64",
+        id="v1-b64-values",
+    ),
+]
 # Cases whose output alone is larger than MEMORY_FACTOR bodies: the bound is what they need.
 MEMORY_FACTORS = {"v2-fp64-one-digit-ints": FP64_FROM_DIGITS_FACTOR}
+# Known exceptions, measured, not yet within MEMORY_FACTOR: values that hold objects are
+# parsed into Python objects (V1 named rows 10.4x, {"b64": ...} values 17.9x), and one
+# 16 MiB BYTES string echoed back is held as the body, a str, the reply's str and its JSON
+# (5.1x).
+NAMED_ROWS_FACTOR = 12
+B64_VALUES_FACTOR = 20
+ECHOED_STRING_FACTOR = 6
+MEMORY_FACTORS |= {
+    "v1-named-rows-served": NAMED_ROWS_FACTOR,
+    "v1-b64-values": B64_VALUES_FACTOR,
+    "v2-bytes-one-string-of-16-mib-served": ECHOED_STRING_FACTOR,
+}
 
 
 def _digits(flavour: str) -> Callable[[pytest.FixtureRequest], list[str]]:

@@ -20,11 +20,19 @@ Where ``defer`` says that a large array is a tensor's values (its path: the keys
 indexes that lead to it), one that holds no object is not made into lists: it is checked
 and stands in the document as a ``numeric_json.Span``, whose values go straight into
 numpy later, a window at a time.
+
+A ``layout`` says more, for a body of a known protocol: where its tensors' values are
+(``Place.TENSOR``: a span whatever its size, so that many small tensors cost no more than
+one large one), which containers hold them (``Place.HOLDER``: parsed an element at a time,
+at most ``MOST_ELEMENTS``), and that nothing else may be larger than ``chunk``: such a
+value is ``Refused`` before it is built (16 MiB of ``"shape": [1,1,...]`` were 7x their
+size in lists, of ``"junk": [[],[],...]`` 25x).
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import gc
 import itertools
 import threading
@@ -41,10 +49,24 @@ from kubeserve.server.numeric_json import Malformed
 Path = tuple[str | int, ...]
 Defer = Callable[[Path], bool]
 
+
+class Place(enum.Enum):
+    """What a protocol expects at a path of its body."""
+
+    TENSOR = "tensor"  # a tensor's values (an object there is a holder: named tensors)
+    HOLDER = "holder"  # an object or array that holds tensors
+    OTHER = "other"  # a small field (name, shape, id, parameters, unknown keys)
+
+
+Layout = Callable[[Path], Place]
+
 CHUNK = 128 * 1024
 # Large containers nested deeper than this are refused: no protocol body has more than a
 # few levels of them, and each level costs one more pass over its bytes.
 MAX_DEPTH = 32
+# A holder with more elements than this is refused: no model has that many inputs, and each
+# element is parsed on its own.
+MOST_ELEMENTS = 1024
 
 _WHITESPACE = b" \t\n\r"
 _QUOTE, _BACKSLASH, _COMMA, _BRACKET = ord('"'), ord("\\"), ord(","), ord("[")
@@ -56,9 +78,13 @@ _STEPS = bytes(1 if b in b"[{" else 0xFF if b in b"]}" else 0 for b in range(256
 __all__ = [
     "CHUNK",
     "MAX_DEPTH",
+    "MOST_ELEMENTS",
     "Defer",
+    "Layout",
     "Malformed",
     "Path",
+    "Place",
+    "Refused",
     "document",
     "loads",
     "materialize",
@@ -66,25 +92,41 @@ __all__ = [
 ]
 
 
-def loads(body: bytes, *, chunk: int = CHUNK, defer: Defer | None = None) -> Any:
+class Refused(ValueError):
+    """A valid body that the ``layout`` refuses: a large value where none belongs."""
+
+
+def loads(
+    body: bytes,
+    *,
+    chunk: int = CHUNK,
+    defer: Defer | None = None,
+    layout: Layout | None = None,
+) -> Any:
     """Return what ``orjson.loads(body)`` returns, parsing at most ~``chunk`` bytes a call.
 
-    A large array of numbers at a path ``defer`` accepts is a ``numeric_json.Span``.
-    Raises Malformed where orjson would raise its JSONDecodeError.
+    A large array of numbers at a path ``defer`` accepts is a ``numeric_json.Span``. With
+    a ``layout`` (``defer`` is then not used) a body over ``chunk`` bytes is parsed as it
+    says. Raises Malformed where orjson would raise its JSONDecodeError, Refused where
+    the layout refuses a value.
     """
     start, end = _strip(body, 0, len(body))
     try:
         if end - start <= chunk:
             return orjson.loads(body)
+        if layout is not None:
+            return _placed(body, start, end, chunk, 0, (), layout)
         return _value(body, start, end, chunk, 0, (), defer)
-    except Malformed:
+    except (Malformed, Refused):
         raise
     except ValueError as exc:  # orjson.JSONDecodeError
         raise Malformed(str(exc)) from None
 
 
 @contextlib.contextmanager
-def document(body: bytes, *, chunk: int = CHUNK, defer: Defer | None = None) -> Iterator[Any]:
+def document(
+    body: bytes, *, chunk: int = CHUNK, defer: Defer | None = None, layout: Layout | None = None
+) -> Iterator[Any]:
     """Parse ``body`` with ``loads``, and ``release`` the document when the block ends.
 
     The cyclic garbage collector stays off from the parse to the release. Each list the
@@ -94,7 +136,7 @@ def document(body: bytes, *, chunk: int = CHUNK, defer: Defer | None = None) -> 
     so nothing is freed later than it would have been.
     """
     with _COLLECTOR_PAUSE:
-        value = loads(body, chunk=chunk, defer=defer)
+        value = loads(body, chunk=chunk, defer=defer, layout=layout)
         try:
             yield value
         finally:
@@ -141,6 +183,58 @@ def materialize(span: numeric_json.Span) -> list[Any]:
     """Parse a span into the lists it stands for, for a reader that needs them after all."""
     value: list[Any] = _value(span.body, span.start, span.end, CHUNK, 0, (), None)
     return value
+
+
+def _everywhere(path: Path) -> bool:
+    return True
+
+
+def _shown(path: Path) -> str:
+    """``inputs[0].shape``: a path as a client writes it."""
+    text = "".join(f"[{p}]" if type(p) is int else f".{p}" for p in path)
+    return text.lstrip(".") or "the body"
+
+
+def _placed(
+    body: bytes, start: int, end: int, chunk: int, depth: int, path: Path, layout: Layout
+) -> Any:
+    """Parse the value ``body[start:end]`` at ``path`` as ``layout`` places it."""
+    first = body[start] if start < end else -1
+    place = layout(path)
+    if place is Place.TENSOR and first == _BRACKET:
+        if body.find(b"{", start, end) < 0:
+            with contextlib.suppress(numeric_json.TooLong):
+                return numeric_json.scan(body, start, end)
+        # Objects ({"b64": ...}, named rows) or a value over a window: parsed as before.
+        return _value(body, start, end, chunk, depth, path, _everywhere)
+    if place is Place.OTHER or first not in _OPEN:
+        if end - start > chunk:
+            raise Refused(
+                f"{_shown(path)} is {end - start} bytes of JSON: only a tensor's values "
+                f"may be over {chunk} bytes"
+            )
+        return orjson.loads(memoryview(body)[start:end])
+    if depth >= MAX_DEPTH:
+        raise Malformed(f"large containers nested deeper than {MAX_DEPTH} levels")
+    if body[end - 1] != _OPEN[first]:
+        raise Malformed(f"the container opened at byte {start} is not closed at byte {end - 1}")
+    # Every element on its own, however small: a tensor in it is placed as well.
+    cuts = [start, *_cuts(body, start + 1, end - 1, chunk, most=MOST_ELEMENTS, path=path), end - 1]
+    is_list = first == _BRACKET
+    items: list[Any] = []
+    members: dict[str, Any] = {}
+    for left, right in itertools.pairwise(cuts):
+        s, e = _strip(body, left + 1, right)
+        if s == e and len(cuts) == 2:
+            break  # an empty container, padded with whitespace
+        if s == e:
+            raise Malformed(f"empty element at byte {s}")
+        if is_list:
+            items.append(_placed(body, s, e, chunk, depth + 1, (*path, len(items)), layout))
+        else:
+            key, value_at = _key(body, s, e)
+            members[key] = _placed(body, value_at, e, chunk, depth + 1, (*path, key), layout)
+    return items if is_list else members
 
 
 def _value(
@@ -212,10 +306,14 @@ def _escaped(body: bytes, at: int) -> bool:
     return run % 2 == 1
 
 
-def _cuts(body: bytes, start: int, end: int, chunk: int) -> list[int]:
+def _cuts(
+    body: bytes, start: int, end: int, chunk: int, *, most: int = 0, path: Path = ()
+) -> list[int]:
     """Return top-level commas of the container whose inside is ``body[start:end]``.
 
-    Not every comma: the first and the last of each window of ``chunk // 2`` bytes. Between
+    With ``most`` > 0, every one, and Refused once there are ``most`` (the container at
+    ``path`` has more elements than that). Otherwise not every comma: the first and the
+    last of each window of ``chunk // 2`` bytes. Between
     two consecutive ones lie either at most two windows (``chunk`` bytes), or exactly one
     element (the windows between had no top-level comma). Checks on the way that the
     brackets inside balance and that no string is left open.
@@ -262,7 +360,11 @@ def _cuts(body: bytes, start: int, end: int, chunk: int) -> list[int]:
         if outside is not None:
             at_top &= outside
         commas = np.flatnonzero(at_top)
-        if commas.size:
+        if most:
+            cuts.extend((commas + pos).tolist())
+            if len(cuts) >= most:
+                raise Refused(f"{_shown(path)} holds more than {most} elements")
+        elif commas.size:
             cuts.append(pos + int(commas[0]))
             if commas.size > 1:
                 cuts.append(pos + int(commas[-1]))

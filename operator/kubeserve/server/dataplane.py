@@ -93,29 +93,47 @@ def _load_json(body: bytes) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _large_document(body: bytes, tensors_at: chunked_json.Defer) -> Iterator[dict[str, Any]]:
+def _large_document(body: bytes, layout: chunked_json.Layout) -> Iterator[dict[str, Any]]:
     """Parse a large body in steps (``chunked_json``); free it in steps when done.
 
-    Large arrays of numbers where ``tensors_at`` expects a tensor's values stay text
-    (``numeric_json.Span``) until they are converted: no Python object per number.
+    The tensors' values (where ``layout`` places them) stay text (``numeric_json.Span``)
+    until they are converted, whatever their size: no Python object per number. Any other
+    field over ``chunked_json.CHUNK`` is refused before it is built.
     """
     try:
-        with chunked_json.document(body, defer=tensors_at) as payload:
+        with chunked_json.document(body, layout=layout) as payload:
             yield _object(payload)
     except chunked_json.Malformed as exc:
         raise errors.BadRequest(f"malformed JSON: {exc}") from None
+    except chunked_json.Refused as exc:
+        raise errors.BadRequest(str(exc)) from None
 
 
-def _v1_tensor(path: chunked_json.Path) -> bool:
+_TENSOR, _HOLDER, _OTHER = (
+    chunked_json.Place.TENSOR,
+    chunked_json.Place.HOLDER,
+    chunked_json.Place.OTHER,
+)
+
+
+def _v1_layout(path: chunked_json.Path) -> chunked_json.Place:
     """``instances``, ``inputs``, ``inputs[name]``: the places of V1 tensors."""
-    return path in (("instances",), ("inputs",)) or (
+    if not path:
+        return _HOLDER
+    if path in (("instances",), ("inputs",)) or (
         len(path) == 2 and path[0] == "inputs" and type(path[1]) is str
-    )
+    ):
+        return _TENSOR
+    return _OTHER
 
 
-def _v2_tensor(path: chunked_json.Path) -> bool:
-    """``inputs[i].data``: the place of a V2 tensor's values."""
-    return len(path) == 3 and path[0] == "inputs" and path[2] == "data"
+def _v2_layout(path: chunked_json.Path) -> chunked_json.Place:
+    """``inputs[i].data``: the place of a V2 tensor's values, in ``inputs[i]``, in ``inputs``."""
+    if not path or path == ("inputs",) or (len(path) == 2 and path[0] == "inputs"):
+        return _HOLDER
+    if len(path) == 3 and path[0] == "inputs" and path[2] == "data":
+        return _TENSOR
+    return _OTHER
 
 
 def _object(payload: Any) -> dict[str, Any]:
@@ -413,7 +431,7 @@ class DataPlane:
             return self._v1_fields(m, _load_json(body), literals, False, 0)
         # Converted in slices, its values are let go of as they go: b64 ones must be found first.
         binary = v1_forms.may_hold_binary(body)
-        with _large_document(body, _v1_tensor) as payload:
+        with _large_document(body, _v1_layout) as payload:
             return self._v1_fields(m, payload, literals, binary, SLICE_VALUES)
 
     def _v1_fields(
@@ -437,7 +455,7 @@ class DataPlane:
         literals = tensors.has_literals(text)
         if not large:
             return self._v2_fields(m, _load_json(text), literals, 0, binary)
-        with _large_document(text, _v2_tensor) as payload:
+        with _large_document(text, _v2_layout) as payload:
             return self._v2_fields(m, payload, literals, SLICE_VALUES, binary)
 
     def _v2_fields(
