@@ -10,13 +10,15 @@ the field.
 from __future__ import annotations
 
 import base64
+import json
 import pathlib
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
-from kubeserve.server import dataplane, v1_forms
+from kubeserve.server import chunked_json, dataplane, errors, model, numeric_json, v1_forms
 from support.server import Server, request, running
 
 ROW = [0] * 64
@@ -211,24 +213,39 @@ def test_may_hold_binary_sees_every_spelling_and_spares_plain_requests() -> None
 
 
 def test_large_requests_in_every_form_get_the_answers_small_ones_get(forms: Server) -> None:
-    n = 6000  # about 100 KB of JSON: over the worker pool's threshold
+    n = chunked_json.MOST_OBJECTS  # the most rows a large body may write as objects
     a = [[i % 7, 1.5] for i in range(n)]
     b = [[2, i % 5] for i in range(n)]
     named = {"instances": [{"a": x, "b": y} for x, y in zip(a, b, strict=True)]}
-    columnar = {"inputs": {"a": a, "b": b}}
+    columnar = {"inputs": {"a": a * 6, "b": b * 6}}
     texts = [f"text {i}" for i in range(n)]
     binary = {"instances": [_b64(t.encode()) for t in texts]}
-    for body in (named, columnar, binary):
-        assert len(dataplane.dumps(body)) > dataplane.OFFLOAD_BYTES
-    status, rows = _predict(forms.port, TWO, named)
+    # Indented, so that the bodies are large: parsed in steps, their tensors left as text.
+    named_body, columnar_body, binary_body = (
+        json.dumps(body, indent=24).encode() for body in (named, columnar, binary)
+    )
+    for text in (named_body, columnar_body, binary_body):
+        assert len(text) > max(dataplane.OFFLOAD_BYTES, chunked_json.CHUNK)
+    status, rows = _predict(forms.port, TWO, named_body)
     assert status == 200, rows
-    status, columns = _predict(forms.port, TWO, columnar)
+    status, columns = _predict(forms.port, TWO, columnar_body)
     assert status == 200, columns
-    assert [r["sum"] for r in rows["predictions"]] == columns["outputs"]["sum"]
+    assert [r["sum"] for r in rows["predictions"]] == columns["outputs"]["sum"][:n]
     assert columns["outputs"]["product"][:3] == [[0, 0], [2, 1.5], [4, 3]]
-    status, echoed = _predict(forms.port, TEXT, binary)
+    status, echoed = _predict(forms.port, TEXT, binary_body)
     assert status == 200, echoed
     assert echoed["predictions"] == [_b64(t.encode()) for t in texts]
+
+
+def test_a_large_body_of_more_named_rows_than_most_objects_is_a_400_naming_the_limit(
+    forms: Server,
+) -> None:
+    rows = [{"a": [1, 1.5], "b": [2, 3]}] * (chunked_json.MOST_OBJECTS + 1)
+    body = json.dumps({"instances": rows}, indent=24).encode()
+    assert len(body) > chunked_json.CHUNK
+    status, reply = _predict(forms.port, TWO, body)
+    assert status == 400
+    assert f"more than {chunked_json.MOST_OBJECTS} elements" in reply["error"]
 
 
 # -- errors name the field ------------------------------------------------------------------
@@ -357,3 +374,80 @@ def test_malformed_forms_are_400s_naming_the_field(
     status, reply = _predict(port, path, body)
     assert status == 400, reply
     assert needle in reply["error"]
+
+
+# -- named rows and b64 values in a large body ------------------------------------------------
+
+
+class _TwoInputs(model.Model):
+    """Inputs 'a' (FP32 rows of 3) and 'b' (BYTES): enough to parse named rows against."""
+
+    def __init__(self) -> None:
+        super().__init__(name="two", version="1", path=pathlib.Path("."))
+        self.inputs = [
+            model.TensorSpec("a", "FP32", (-1, 3)),
+            model.TensorSpec("b", "BYTES", (-1,)),
+        ]
+
+    def _load(self) -> None:
+        pass
+
+    def predict(self, inputs: Any, outputs: Any = None) -> Any:
+        raise NotImplementedError
+
+
+def _parsed(body: bytes, *, spans: bool) -> Any:
+    """``v1_forms.parse``'s arrays or its BadRequest message for a large body, whose named
+    rows' values are spans, or (``spans`` False) lists, as the parser gave them before."""
+    payload = chunked_json.loads(body, chunk=64, layout=dataplane._v1_layout)
+    if not spans:
+        for row in payload["instances"]:
+            for key, value in row.items():
+                if isinstance(value, numeric_json.Span):
+                    row[key] = chunked_json.materialize(value)
+    try:
+        inputs, _ = v1_forms.parse(_TwoInputs(), payload, literals=True, binary=True, chunk=4)
+    except errors.BadRequest as exc:
+        return str(exc)
+    return {k: v.tolist() for k, v in inputs.items()}
+
+
+NAMED_ROWS = [
+    [{"a": [1, 2.5, 3], "b": "x"}, {"a": [4, 5, 6e3], "b": {"b64": "eQ=="}}] * 20,
+    [{"a": [1, 2, 3], "b": "x"}, {"a": [4, 5], "b": "y"}] * 20,  # ragged
+    [{"a": [1, 2, 3], "b": "x"}, {"a": [4, "5", 6], "b": "y"}] * 20,  # a string among numbers
+    [{"a": [[1, 2, 3]], "b": "x"}, {"a": [4, 5, 6], "b": "y"}] * 20,  # nesting differs
+    [{"a": [1, 2, 3], "b": "x"}, {"a": 7, "b": "y"}] * 20,  # a scalar among arrays
+    [{"a": [1, 2, 3], "b": "x"}, {"a": [True, 2, 3], "b": "y"}] * 20,
+    [{"a": [], "b": "x"}] * 40,
+]
+
+
+@pytest.mark.parametrize("rows", NAMED_ROWS)
+def test_named_rows_as_spans_give_the_arrays_and_errors_that_lists_gave(
+    rows: list[Any],
+) -> None:
+    body = orjson.dumps({"instances": rows})
+    assert len(body) > 64
+    assert _parsed(body, spans=True) == _parsed(body, spans=False)
+
+
+def test_named_rows_values_in_a_large_body_are_spans_not_lists() -> None:
+    body = orjson.dumps({"instances": [{"a": [1, 2, 3], "b": "x"}] * 30})
+    rows = chunked_json.loads(body, chunk=64, layout=dataplane._v1_layout)["instances"]
+    assert all(isinstance(r["a"], numeric_json.Span) for r in rows)
+
+
+def test_a_large_bodys_array_of_objects_is_refused_past_most_objects() -> None:
+    most = chunked_json.MOST_OBJECTS
+    fits = orjson.dumps({"instances": [{"b64": ""}] * most})
+    assert len(chunked_json.loads(fits, chunk=64, layout=dataplane._v1_layout)["instances"]) == most
+    over = orjson.dumps({"instances": [{"b64": ""}] * (most + 1)})
+    with pytest.raises(chunked_json.Refused, match=f"instances holds objects.*than {most}"):
+        chunked_json.loads(over, chunk=64, layout=dataplane._v1_layout)
+
+
+def test_a_large_bodys_strings_with_braces_are_not_objects_and_not_capped() -> None:
+    strings = ["{not an object}"] * (chunked_json.MOST_OBJECTS + 10)
+    body = orjson.dumps({"instances": strings})
+    assert chunked_json.loads(body, chunk=64, layout=dataplane._v1_layout) == {"instances": strings}

@@ -67,9 +67,15 @@ MAX_DEPTH = 32
 # A holder with more elements than this is refused: no model has that many inputs, and each
 # element is parsed on its own.
 MOST_ELEMENTS = 1024
+# A tensor's array that holds objects ({"b64": ...} values, V1 named rows) with more elements
+# than this is refused: each object costs a dict and a string or span, ~240 bytes for an
+# 11-byte {"b64": ""}, and a batch of more than 1,024 images or rows written as objects in
+# one request is not a real use (numbers go as arrays, which cost no object each).
+MOST_OBJECTS = 1024
 
 _WHITESPACE = b" \t\n\r"
 _QUOTE, _BACKSLASH, _COMMA, _BRACKET = ord('"'), ord("\\"), ord(","), ord("[")
+_BRACE = ord("{")
 _OPEN, _CLOSE = {ord("["): ord("]"), ord("{"): ord("}")}, (ord("]"), ord("}"))
 # Byte -> change of nesting depth, as a ``bytes.translate`` table (0xff is int8 -1).
 _STEPS = bytes(1 if b in b"[{" else 0xFF if b in b"]}" else 0 for b in range(256))
@@ -79,6 +85,7 @@ __all__ = [
     "CHUNK",
     "MAX_DEPTH",
     "MOST_ELEMENTS",
+    "MOST_OBJECTS",
     "Defer",
     "Layout",
     "Malformed",
@@ -205,8 +212,7 @@ def _placed(
         if body.find(b"{", start, end) < 0:
             with contextlib.suppress(numeric_json.TooLong):
                 return numeric_json.scan(body, start, end)
-        # Objects ({"b64": ...}, named rows) or a value over a window: parsed as before.
-        return _value(body, start, end, chunk, depth, path, _everywhere)
+        return _tensor_with_objects(body, start, end, chunk, depth, path, layout)
     if place is Place.OTHER or first not in _OPEN:
         if end - start > chunk:
             raise Refused(
@@ -235,6 +241,76 @@ def _placed(
             key, value_at = _key(body, s, e)
             members[key] = _placed(body, value_at, e, chunk, depth + 1, (*path, key), layout)
     return items if is_list else members
+
+
+def _tensor_with_objects(
+    body: bytes, start: int, end: int, chunk: int, depth: int, path: Path, layout: Layout
+) -> Any:
+    """Parse a tensor's array that has a '{' in it: objects among its elements, or in a string.
+
+    An array with no object element (a '{' in a string, or a value over a window) is parsed
+    as any value. One that holds objects ({"b64": ...} values, V1 named rows) is parsed an
+    element at a time, at most ``MOST_OBJECTS``: each object costs a dict and its members
+    several times their text, which the cap keeps to a constant. A member the layout
+    places as a tensor's values (a named row's input) is a span like any other.
+    """
+    if depth >= MAX_DEPTH:
+        raise Malformed(f"large containers nested deeper than {MAX_DEPTH} levels")
+    if body[end - 1] != ord("]"):
+        raise Malformed(f"the container opened at byte {start} is not closed at byte {end - 1}")
+    objects = [0]
+    _cuts(body, start + 1, end - 1, chunk, objects=objects)
+    if not objects[0]:
+        return _value(body, start, end, chunk, depth, path, _everywhere)
+    try:
+        cuts = [start, *_cuts(body, start + 1, end - 1, chunk, most=MOST_OBJECTS), end - 1]
+    except Refused:
+        raise Refused(
+            f'{_shown(path)} holds objects ({{"b64": ...}} values or named rows) and more '
+            f"than {MOST_OBJECTS} elements: send at most {MOST_OBJECTS} of them a request"
+        ) from None
+    items: list[Any] = []
+    for left, right in itertools.pairwise(cuts):
+        s, e = _strip(body, left + 1, right)
+        if s == e:
+            raise Malformed(f"empty element at byte {s}")
+        at = (*path, len(items))
+        if body[s] == ord("{"):
+            items.append(_object(body, s, e, chunk, depth + 1, at, layout))
+        else:
+            items.append(_value(body, s, e, chunk, depth + 1, at, _everywhere))
+    return items
+
+
+def _object(
+    body: bytes, start: int, end: int, chunk: int, depth: int, path: Path, layout: Layout
+) -> dict[str, Any]:
+    """Parse an object among a tensor's values: its members as any value, but those the
+    layout places as a tensor's values, which are spans where they hold no object."""
+    if depth >= MAX_DEPTH:
+        raise Malformed(f"large containers nested deeper than {MAX_DEPTH} levels")
+    if body[end - 1] != ord("}"):
+        raise Malformed(f"the container opened at byte {start} is not closed at byte {end - 1}")
+    cuts = [start, *_cuts(body, start + 1, end - 1, chunk, most=MOST_ELEMENTS, path=path), end - 1]
+    members: dict[str, Any] = {}
+    for left, right in itertools.pairwise(cuts):
+        s, e = _strip(body, left + 1, right)
+        if s == e and len(cuts) == 2:
+            break  # an empty object, padded with whitespace
+        if s == e:
+            raise Malformed(f"empty element at byte {s}")
+        key, value_at = _key(body, s, e)
+        at = (*path, key)
+        if (
+            layout(at) is Place.TENSOR
+            and body[value_at] == _BRACKET
+            and body.find(b"{", value_at, e) < 0
+        ):
+            with contextlib.suppress(numeric_json.TooLong):
+                members[key] = numeric_json.scan(body, value_at, e)
+                continue
+        members[key] = _value(body, value_at, e, chunk, depth + 1, at, _everywhere)
+    return members
 
 
 def _value(
@@ -307,7 +383,14 @@ def _escaped(body: bytes, at: int) -> bool:
 
 
 def _cuts(
-    body: bytes, start: int, end: int, chunk: int, *, most: int = 0, path: Path = ()
+    body: bytes,
+    start: int,
+    end: int,
+    chunk: int,
+    *,
+    most: int = 0,
+    path: Path = (),
+    objects: list[int] | None = None,
 ) -> list[int]:
     """Return top-level commas of the container whose inside is ``body[start:end]``.
 
@@ -316,7 +399,8 @@ def _cuts(
     last of each window of ``chunk // 2`` bytes. Between
     two consecutive ones lie either at most two windows (``chunk`` bytes), or exactly one
     element (the windows between had no top-level comma). Checks on the way that the
-    brackets inside balance and that no string is left open.
+    brackets inside balance and that no string is left open. ``objects``, when given, has
+    its one count raised by the objects among the container's elements.
     """
     window = max(chunk // 2, 1)
     cuts: list[int] = []
@@ -360,6 +444,12 @@ def _cuts(
         if outside is not None:
             at_top &= outside
         commas = np.flatnonzero(at_top)
+        if objects is not None:
+            # An element's '{' takes the depth from 1 to 2.
+            opening = (chars == _BRACE) & (depths == 2)
+            if outside is not None:
+                opening &= outside
+            objects[0] += int(np.count_nonzero(opening))
         if most:
             cuts.extend((commas + pos).tolist())
             if len(cuts) >= most:

@@ -117,11 +117,16 @@ _TENSOR, _HOLDER, _OTHER = (
 
 
 def _v1_layout(path: chunked_json.Path) -> chunked_json.Place:
-    """``instances``, ``inputs``, ``inputs[name]``: the places of V1 tensors."""
+    """``instances``, ``inputs``, ``inputs[name]``, ``instances[i][name]``: V1 tensors' places.
+
+    The last is a named row's value for an input, which ``v1_forms`` joins into a column.
+    """
     if not path:
         return _HOLDER
-    if path in (("instances",), ("inputs",)) or (
-        len(path) == 2 and path[0] == "inputs" and type(path[1]) is str
+    if (
+        path in (("instances",), ("inputs",))
+        or (len(path) == 2 and path[0] == "inputs" and type(path[1]) is str)
+        or (len(path) == 3 and path[0] == "instances" and type(path[2]) is str)
     ):
         return _TENSOR
     return _OTHER

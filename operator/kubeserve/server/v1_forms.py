@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from kubeserve.server import errors, images, model, numeric_json, tensors
+from kubeserve.server import chunked_json, errors, images, model, numeric_json, tensors
 
 
 class Form(enum.Enum):
@@ -280,7 +280,7 @@ def _named_rows(
     for spec in m.inputs:
         where = f"instances[*]['{spec.name}']"
         # Popped: the values now live in the column, and the document is not read again.
-        column = [row.pop(spec.name) for row in rows]
+        column = _joined([row.pop(spec.name) for row in rows])
         out[spec.name] = input_array(
             where,
             spec,
@@ -291,6 +291,33 @@ def _named_rows(
             image=m.images.get(spec.name),
         )
     return out
+
+
+def _joined(column: list[Any]) -> list[Any] | numeric_json.Span:
+    """Return a column of named rows' values as one array, a span where they all are.
+
+    A large body's named rows hold their values as spans (``chunked_json``): their texts,
+    joined, are the column's JSON, whose span gives the values, shape and errors that the
+    column's lists would, in about the memory of its text. A column that mixes spans with
+    other values has its spans parsed into lists.
+    """
+    if not column or not all(type(v) is numeric_json.Span for v in column):
+        return [chunked_json.materialize(v) if type(v) is numeric_json.Span else v for v in column]
+    parts: list[bytes | memoryview] = [b"["]
+    for v in column:
+        parts += (memoryview(v.body)[v.start : v.end], b",")
+    parts[-1] = b"]"  # one join, no copy of the values' text on the way
+    text = b"".join(parts)
+    try:
+        joined = numeric_json.scan(text, 0, len(text))
+    except (numeric_json.Malformed, numeric_json.TooLong):
+        # Each part passed alone: only the join's one more level can be too deep.
+        joined = None
+    if joined is None or joined.ragged is not None:
+        # Lists, for the error the column's lists have always had (the span's is worded
+        # otherwise); a refused request's rows are at most chunked_json.MOST_OBJECTS.
+        return [chunked_json.materialize(v) for v in column]
+    return joined
 
 
 # -- the columnar form ----------------------------------------------------------------------
