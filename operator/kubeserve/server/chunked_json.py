@@ -220,21 +220,13 @@ def _placed(
                 f"may be over {chunk} bytes"
             )
         return orjson.loads(memoryview(body)[start:end])
-    if depth >= MAX_DEPTH:
-        raise Malformed(f"large containers nested deeper than {MAX_DEPTH} levels")
-    if body[end - 1] != _OPEN[first]:
-        raise Malformed(f"the container opened at byte {start} is not closed at byte {end - 1}")
+    _check_container(body, start, end, depth)
     # Every element on its own, however small: a tensor in it is placed as well.
     cuts = [start, *_cuts(body, start + 1, end - 1, chunk, most=MOST_ELEMENTS, path=path), end - 1]
     is_list = first == _BRACKET
     items: list[Any] = []
     members: dict[str, Any] = {}
-    for left, right in itertools.pairwise(cuts):
-        s, e = _strip(body, left + 1, right)
-        if s == e and len(cuts) == 2:
-            break  # an empty container, padded with whitespace
-        if s == e:
-            raise Malformed(f"empty element at byte {s}")
+    for s, e in _elements(body, cuts):
         if is_list:
             items.append(_placed(body, s, e, chunk, depth + 1, (*path, len(items)), layout))
         else:
@@ -254,10 +246,7 @@ def _tensor_with_objects(
     several times their text, which the cap keeps to a constant. A member the layout
     places as a tensor's values (a named row's input) is a span like any other.
     """
-    if depth >= MAX_DEPTH:
-        raise Malformed(f"large containers nested deeper than {MAX_DEPTH} levels")
-    if body[end - 1] != ord("]"):
-        raise Malformed(f"the container opened at byte {start} is not closed at byte {end - 1}")
+    _check_container(body, start, end, depth)
     objects = [0]
     _cuts(body, start + 1, end - 1, chunk, objects=objects)
     if not objects[0]:
@@ -270,10 +259,7 @@ def _tensor_with_objects(
             f"than {MOST_OBJECTS} elements: send at most {MOST_OBJECTS} of them a request"
         ) from None
     items: list[Any] = []
-    for left, right in itertools.pairwise(cuts):
-        s, e = _strip(body, left + 1, right)
-        if s == e:
-            raise Malformed(f"empty element at byte {s}")
+    for s, e in _elements(body, cuts):
         at = (*path, len(items))
         if body[s] == ord("{"):
             items.append(_object(body, s, e, chunk, depth + 1, at, layout))
@@ -287,18 +273,10 @@ def _object(
 ) -> dict[str, Any]:
     """Parse an object among a tensor's values: its members as any value, but those the
     layout places as a tensor's values, which are spans where they hold no object."""
-    if depth >= MAX_DEPTH:
-        raise Malformed(f"large containers nested deeper than {MAX_DEPTH} levels")
-    if body[end - 1] != ord("}"):
-        raise Malformed(f"the container opened at byte {start} is not closed at byte {end - 1}")
+    _check_container(body, start, end, depth)
     cuts = [start, *_cuts(body, start + 1, end - 1, chunk, most=MOST_ELEMENTS, path=path), end - 1]
     members: dict[str, Any] = {}
-    for left, right in itertools.pairwise(cuts):
-        s, e = _strip(body, left + 1, right)
-        if s == e and len(cuts) == 2:
-            break  # an empty object, padded with whitespace
-        if s == e:
-            raise Malformed(f"empty element at byte {s}")
+    for s, e in _elements(body, cuts):
         key, value_at = _key(body, s, e)
         at = (*path, key)
         if (
@@ -328,20 +306,12 @@ def _value(
     ):
         with contextlib.suppress(numeric_json.TooLong):
             return numeric_json.scan(body, start, end)
-    if depth >= MAX_DEPTH:
-        raise Malformed(f"large containers nested deeper than {MAX_DEPTH} levels")
-    if body[end - 1] != _OPEN[first]:
-        raise Malformed(f"the container opened at byte {start} is not closed at byte {end - 1}")
+    _check_container(body, start, end, depth)
     cuts = [start, *_cuts(body, start + 1, end - 1, chunk), end - 1]
     is_list = first == ord("[")
     items: list[Any] = []
     members: dict[str, Any] = {}
-    for left, right in itertools.pairwise(cuts):
-        s, e = _strip(body, left + 1, right)
-        if s == e and len(cuts) == 2:
-            break  # an empty container, padded with whitespace
-        if s == e:
-            raise Malformed(f"empty element at byte {s}")
+    for s, e in _elements(body, cuts):
         if e - s > chunk:
             # Only one element: the cuts leave several together only within ``chunk``.
             if is_list:
@@ -354,6 +324,25 @@ def _value(
         else:
             members.update(orjson.loads(b"{" + body[s:e] + b"}"))
     return items if is_list else members
+
+
+def _check_container(body: bytes, start: int, end: int, depth: int) -> None:
+    """Refuse a large container nested too deep, or one whose last byte does not close it."""
+    if depth >= MAX_DEPTH:
+        raise Malformed(f"large containers nested deeper than {MAX_DEPTH} levels")
+    if body[end - 1] != _OPEN[body[start]]:
+        raise Malformed(f"the container opened at byte {start} is not closed at byte {end - 1}")
+
+
+def _elements(body: bytes, cuts: list[int]) -> Iterator[tuple[int, int]]:
+    """Give where each run between the cuts starts and ends, stripped; none for ``[ ]``."""
+    for left, right in itertools.pairwise(cuts):
+        s, e = _strip(body, left + 1, right)
+        if s == e and len(cuts) == 2:
+            return  # an empty container, padded with whitespace
+        if s == e:
+            raise Malformed(f"empty element at byte {s}")
+        yield s, e
 
 
 def _key(body: bytes, start: int, end: int) -> tuple[str, int]:
