@@ -40,6 +40,7 @@ from kubeserve.server import (
     runtimes,
     tensors,
 )
+from support import json_edits
 from support.server import Server, request, running
 
 ROW = [0] * 64
@@ -781,13 +782,7 @@ def test_chunked_parse_refuses_what_orjson_refuses(
     at = data.draw(st.integers(min_value=0, max_value=len(text)))
     edit = data.draw(st.sampled_from(["insert", "delete", "replace"]))
     byte = data.draw(st.sampled_from(b'[]{},:"\\ 0a'))
-    if edit == "insert":
-        text.insert(at, byte)
-    elif at < len(text):
-        if edit == "delete":
-            del text[at]
-        else:
-            text[at] = byte
+    json_edits.edit(text, at, edit, byte)
     body = bytes(text)
     try:
         want = orjson.loads(body)

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubeserve.server import chunked_json, errors, numeric_json, tensors
+from support import json_edits
 
 DATATYPES = list(tensors.DATATYPES)
 
@@ -168,13 +169,7 @@ def test_a_span_refuses_what_orjson_refuses(value: Any, spacing: int, data: st.D
         at = data.draw(st.integers(min_value=0, max_value=len(text)))
         edit = data.draw(st.sampled_from(["insert", "delete", "replace"]))
         byte = data.draw(st.sampled_from(b'[],:0123456789.eE+-tfnulaxN \n\x0b\xff"\\'))
-        if edit == "insert":
-            text.insert(at, byte)
-        elif at < len(text):
-            if edit == "delete":
-                del text[at]
-            else:
-                text[at] = byte
+        json_edits.edit(text, at, edit, byte)
     body = bytes(text)
     # Every large array a span, unless a value is longer than a window (an open string).
     everywhere = lambda path: True  # noqa: E731
