@@ -3,7 +3,8 @@
 Every read and write of the operator and of `kubeserve traffic | promote | rollback` goes
 through `Cluster`: it maps objects to API paths, sends JSON merge patches (and JSON Patches
 pinned to a resourceVersion), and turns HTTP failures into the few exceptions its callers act
-on (NotFound is an answer, not an error; AlreadyExists and Conflict are retried).
+on (NotFound is an answer, not an error; AlreadyExists and Conflict are retried). A refusal
+carries the server's Retry-After, for whoever retries to wait at least that long.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import os
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import kubernetes
@@ -27,6 +28,9 @@ JSON_PATCH = "application/json-patch+json"
 # A pod's own namespace, which kubectl also takes as the default inside a cluster.
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 DEFAULT_NAMESPACE = "default"
+# Seconds a call (or a watch's connect) may take before it counts as failed: a reconcile
+# waits for its writes, so a stuck connection must not hold a worker for long.
+DEFAULT_TIMEOUT = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,11 +92,18 @@ def kind_of(obj: dict[str, Any]) -> Kind:
 
 
 class ApiError(Exception):
-    """The API refused a call; `status` is the HTTP code, `reason` the Status reason."""
+    """The API refused a call; `status` is the HTTP code, `reason` the Status reason.
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    `retry_after` is how many seconds the server asked the client to wait before it tries
+    again (its Retry-After), None when it asked nothing usable.
+    """
+
+    def __init__(
+        self, status: int, reason: str, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
+        self.retry_after = retry_after
 
     @property
     def retriable(self) -> bool:
@@ -127,7 +138,7 @@ class Cluster:
         self,
         api: kubernetes.client.ApiClient,
         *,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         default_namespace: str = DEFAULT_NAMESPACE,
     ) -> None:
         self._api = api
@@ -135,8 +146,19 @@ class Cluster:
         # Where a command without -n works, as kubectl decides it (see from_environment).
         self.default_namespace = default_namespace
 
+    @property
+    def timeout(self) -> float:
+        """Seconds a call may take; a watch adds it to its own timeout (see `watch`)."""
+        return self._timeout
+
     @classmethod
-    def from_environment(cls, *, pool_size: int = 32, context: str | None = None) -> Cluster:
+    def from_environment(
+        cls,
+        *,
+        pool_size: int = 32,
+        context: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Cluster:
         """Connect with the pod's service account, or with the kubeconfig outside a cluster.
 
         The default namespace follows kubectl: the pod's own in a cluster, else the kubeconfig
@@ -151,6 +173,7 @@ class Cluster:
         configuration.connection_pool_maxsize = pool_size
         return cls(
             kubernetes.client.ApiClient(configuration),
+            timeout=timeout,
             default_namespace=namespace or DEFAULT_NAMESPACE,
         )
 
@@ -175,14 +198,20 @@ class Cluster:
             response = self._api.call_api(*serialized, _request_timeout=self._timeout)
             data = response.read()  # type: ignore[no-untyped-call]
         except kubernetes.client.ApiException as exc:
-            raise ApiError(exc.status or 0, exc.reason or "Error", str(exc.body or exc)) from None
+            raise _refused(exc) from None
         except Exception as exc:  # urllib3 connection errors: the API is unreachable or slow
             raise ApiError(503, "Unavailable", f"{method} {path}: {exc}") from None
-        payload = json.loads(data) if data else {}
         if response.status >= 400:
+            # A Status, or what a proxy in front of the API answered (HTML, text, nothing).
+            payload = _status_of(data)
             error = AlreadyExists if payload.get("reason") == "AlreadyExists" else ApiError
-            raise error(response.status, payload.get("reason", "Error"), _status_message(payload))
-        return payload
+            raise error(
+                response.status,
+                str(payload.get("reason") or "Error"),
+                _status_message(payload) or _text(data),
+                retry_after=_retry_after(response.headers, payload),
+            )
+        return json.loads(data) if data else {}
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         """Read an object; None when it does not exist."""
@@ -251,7 +280,7 @@ class Cluster:
                 *serialized, _request_timeout=(self._timeout, timeout_seconds + self._timeout)
             )
         except kubernetes.client.ApiException as exc:
-            raise ApiError(exc.status or 0, exc.reason or "Error", str(exc.body or exc)) from None
+            raise _refused(exc) from None
         except Exception as exc:
             raise ApiError(503, "Unavailable", f"watch {kind.plural}: {exc}") from None
         raw = response.response
@@ -260,7 +289,10 @@ class Cluster:
             if response.status >= 400:
                 payload = json.loads(raw.read() or b"{}")
                 raise ApiError(
-                    response.status, payload.get("reason", "Error"), payload.get("message", "")
+                    response.status,
+                    payload.get("reason", "Error"),
+                    payload.get("message", ""),
+                    retry_after=_retry_after(response.headers, payload),
                 )
             for line in raw:
                 if not line.strip():
@@ -389,10 +421,53 @@ def _load_kubeconfig(configuration: kubernetes.client.Configuration, context: st
     return namespace
 
 
+def _refused(exc: kubernetes.client.ApiException) -> ApiError:
+    """Give the ApiError of the client's own exception (it raises some refusals itself)."""
+    return ApiError(
+        exc.status or 0,
+        exc.reason or "Error",
+        str(exc.body or exc),
+        retry_after=_retry_after(exc.headers, None),
+    )
+
+
+def _retry_after(headers: Mapping[str, str] | None, payload: Any) -> float | None:
+    """Give the seconds a refusal asks to wait: its Retry-After, else its Status's details.
+
+    Only the delay-seconds form of Retry-After (RFC 9110 section 10.2.3), which is the one
+    kube-apiserver sends (with `details.retryAfterSeconds`, which older clients read); an
+    HTTP-date, a negative number or anything else is ignored, as client-go's
+    `retryAfterSeconds` (rest/request.go) ignores what it cannot parse as an integer.
+    """
+    raw = headers.get("Retry-After") if headers is not None else None
+    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
+        return float(raw.strip())
+    details = payload.get("details") if isinstance(payload, dict) else None
+    seconds = details.get("retryAfterSeconds") if isinstance(details, dict) else None
+    if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds >= 0:
+        return float(seconds)
+    return None
+
+
+def _status_of(data: bytes | None) -> dict[str, Any]:
+    """Give the Status an error answer carries; {} when it carries none."""
+    try:
+        payload = json.loads(data) if data else {}
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _text(data: bytes | None, limit: int = 200) -> str:
+    return (data or b"")[:limit].decode("utf-8", errors="replace").strip()
+
+
 def _status_message(payload: dict[str, Any]) -> str:
     """Give a Status's message with its causes, where the API server puts the details."""
-    causes = [c.get("message", "") for c in (payload.get("details") or {}).get("causes") or []]
-    return "; ".join(m for m in [payload.get("message", ""), *causes] if m)
+    details = payload.get("details")
+    causes = (details.get("causes") if isinstance(details, dict) else None) or []
+    messages = [payload.get("message"), *(c.get("message") for c in causes if isinstance(c, dict))]
+    return "; ".join(m for m in messages if isinstance(m, str) and m)
 
 
 def _is_failed_test(message: str) -> bool:

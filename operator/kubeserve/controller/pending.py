@@ -5,7 +5,8 @@ resumes them all) brings a dozen events per InferenceService, and each event wai
 thread holds its parsed body and kopf's machinery for it. The backlog, not the live data, made
 the operator's peak memory. Here an event costs a small entry; the work of one
 InferenceService noted while it waits becomes one piece of work (see `work`), which reads the
-latest state from the watch caches; and work the API refused is tried again after a delay.
+latest state from the watch caches; and work the API refused is tried again after a delay,
+or later when the API said how long to wait (its Retry-After).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from kubeserve.controller import work
 logger = logging.getLogger(__name__)
 
 UNEXPECTED_DELAY = 30.0
+# The longest Retry-After honoured. kube-apiserver asks for a second or a few (priority and
+# fairness, max-in-flight); a larger value comes from a proxy or a bug, and obeying it whole
+# (a day, say) would leave an InferenceService unreconciled that long with nothing in its
+# status to say why. A minute is twelve of the usual retry delays, and a fifth of a resync.
+MAX_RETRY_AFTER = 60.0
 # Do `work` for one owner; the trigger (a metrics label: "create", "pod-event" ...) says what
 # asked for it.
 WorkOff = Callable[[Hashable, work.Work, str], None]
@@ -73,7 +79,14 @@ class Timers:
 
 
 class Retry(Exception):
-    """Raised by the work function when the owner must be worked on again later."""
+    """Raised by the work function when the owner must be worked on again later.
+
+    `after`: the seconds the API asked to wait (its Retry-After), None when it said nothing.
+    """
+
+    def __init__(self, after: float | None = None) -> None:
+        super().__init__(after)
+        self.after = after
 
 
 @dataclasses.dataclass
@@ -115,6 +128,15 @@ class PendingWork:
             else:
                 entry.merge(more, trigger)
 
+    def retry_delay(self, after: float | None) -> float:
+        """Give how long refused work waits: the usual delay, or the API's ask when longer.
+
+        The ask counts up to MAX_RETRY_AFTER; a negative or absent one changes nothing.
+        """
+        if after is None:
+            return self._retry_delay
+        return max(self._retry_delay, min(after, MAX_RETRY_AFTER))
+
     def __len__(self) -> int:
         with self._cond:
             return len(self._pending)
@@ -154,8 +176,8 @@ class PendingWork:
             owner, entry = taken
             try:
                 self._work_off(owner, entry.todo, entry.trigger)
-            except Retry:
-                self._later(self._retry_delay, owner, entry)
+            except Retry as retry:
+                self._later(self.retry_delay(retry.after), owner, entry)
             except Exception:
                 # A bug, not the API: try again, slowly, so it is neither lost nor a storm;
                 # one failing owner must not stop the others.

@@ -110,7 +110,9 @@ class OperatorRuntime:
     """The informers, the work queue and the threads around one `Reconciler`.
 
     `watch_api` lists and watches the children (default: a client of its own, from the
-    environment, so long watches do not take the reconciles' connections).
+    environment, so long watches do not take the reconciles' connections). Work the API
+    refused is tried again after `retry_delay` seconds, or after the API's Retry-After when
+    that is longer (see `pending.PendingWork.retry_delay`).
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class OperatorRuntime:
         metrics: OperatorMetrics,
         *,
         watch_api: cluster.Cluster | None = None,
+        retry_delay: float = RETRY_DELAY,
     ) -> None:
         self.config = config
         self.reconciler = reconciler
@@ -138,7 +141,7 @@ class OperatorRuntime:
         self._context: contextvars.Context | None = None
         self._stop = threading.Event()
         self.work = pending.PendingWork(
-            self._work_off, threads=config.workers, retry_delay=RETRY_DELAY
+            self._work_off, threads=config.workers, retry_delay=retry_delay
         )
         reconciler.settle_status(config.status_settle_seconds, self._settle_later)
         self.collector = collect.Collector(
@@ -332,10 +335,11 @@ class OperatorRuntime:
             )
         except cluster.ApiError as exc:
             if exc.retriable:
+                delay = self.work.retry_delay(exc.retry_after)
                 logger.warning(
-                    f"{namespace}/{name}: the API refused a call, retrying in {RETRY_DELAY}s: {exc}"
+                    f"{namespace}/{name}: the API refused a call, retrying in {delay:g}s: {exc}"
                 )
-                raise pending.Retry from exc
+                raise pending.Retry(exc.retry_after) from exc
             logger.error(f"{namespace}/{name}: the API refused a call: {exc}")
             return
         self._track(owner, outcome)
