@@ -6,15 +6,32 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import kopf
 
 from kubeserve import cluster
 from kubeserve.controller import handlers, reconcile, runtime
-from kubeserve.controller.config import OperatorConfig
+from kubeserve.controller.config import ENV_PREFIX, OperatorConfig
 from kubeserve.controller.metrics import OperatorMetrics
+
+# The API client's timeout is read here, not in OperatorConfig: it shapes the clients this
+# module makes, not the reconciles.
+API_TIMEOUT_ENV = f"{ENV_PREFIX}API_TIMEOUT"
+
+
+def seconds(raw: str) -> float:
+    """Parse a number of seconds > 0 (argparse names the flag in its error)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {raw!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="for tests only: look at every running rollout this often, whatever its interval",
     )
+    parser.add_argument(
+        "--api-timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help=f"how long one call to the Kubernetes API may take (default "
+        f"{cluster.DEFAULT_TIMEOUT:g}, or {API_TIMEOUT_ENV}); watches add it to their own "
+        "timeout",
+    )
+    parser.add_argument(
+        "--testing-retry-delay",
+        type=seconds,
+        metavar="SECONDS",
+        help=f"for tests only: try refused work again after this long instead of "
+        f"{runtime.RETRY_DELAY:g} s (a longer Retry-After still wins)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
     return parser
 
@@ -102,11 +134,46 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def api_timeout_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> float:
+    """Give the API client's timeout: the flag, else the environment, else the default."""
+    if args.api_timeout is not None:
+        value: float = args.api_timeout
+        return value
+    raw = (os.environ if env is None else env).get(API_TIMEOUT_ENV) or ""
+    if not raw:
+        return cluster.DEFAULT_TIMEOUT
+    try:
+        return seconds(raw)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"{API_TIMEOUT_ENV}: {exc}") from None
+
+
+def build_runtime(
+    config: OperatorConfig,
+    metrics: OperatorMetrics,
+    *,
+    api_timeout: float,
+    retry_delay: float = runtime.RETRY_DELAY,
+) -> runtime.OperatorRuntime:
+    """Connect (reconciles and watches each have a client) and make the operator's runtime."""
+    reconciler = reconcile.Reconciler(
+        cluster.Cluster.from_environment(timeout=api_timeout), config.build_config()
+    )
+    return runtime.OperatorRuntime(
+        config,
+        reconciler,
+        metrics,
+        watch_api=cluster.Cluster.from_environment(timeout=api_timeout),
+        retry_delay=retry_delay,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run until SIGINT/SIGTERM; return the exit code."""
     args = build_parser().parse_args(argv)
     try:
         config = config_from(args)
+        api_timeout = api_timeout_from(args)
     except ValueError as exc:
         print(f"kubeserve operator: {exc}", file=sys.stderr)
         return 2
@@ -120,8 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     registry = kopf.OperatorRegistry()
     metrics = OperatorMetrics()
-    reconciler = reconcile.Reconciler(cluster.Cluster.from_environment(), config.build_config())
-    handlers.register(registry, runtime.OperatorRuntime(config, reconciler, metrics))
+    operator = build_runtime(
+        config,
+        metrics,
+        api_timeout=api_timeout,
+        retry_delay=args.testing_retry_delay or runtime.RETRY_DELAY,
+    )
+    handlers.register(registry, operator)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
