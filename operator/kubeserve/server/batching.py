@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from kubeserve.server import model
+from kubeserve.server import model, row_slices
 
 Arrays = dict[str, np.ndarray]
 _Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
@@ -100,7 +100,9 @@ class Batcher:
         total = sum(m[1] for m in members)
         self._running += 1
         try:
-            outputs = await loop.run_in_executor(self._executor, self.model.predict, merged)
+            outputs = await loop.run_in_executor(
+                self._executor, row_slices.predict, self.model, merged
+            )
         except Exception as exc:
             if len(members) == 1:
                 _fail(members[0][2], exc)
@@ -133,7 +135,9 @@ class Batcher:
             if future.done():
                 continue  # the caller went away
             try:
-                outputs = await loop.run_in_executor(self._executor, self.model.predict, inputs)
+                outputs = await loop.run_in_executor(
+                    self._executor, row_slices.predict, self.model, inputs
+                )
             except Exception as exc:
                 _fail(future, exc)
                 continue

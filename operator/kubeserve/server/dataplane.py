@@ -22,6 +22,7 @@ import binascii
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NamedTuple, TypeVar
@@ -40,6 +41,7 @@ from kubeserve.server import (
     numeric_json,
     raw_tensors,
     repository,
+    row_slices,
     tensors,
     v1_forms,
 )
@@ -147,14 +149,11 @@ def _object(payload: Any) -> dict[str, Any]:
     return payload
 
 
-def _check_shape(spec: model.TensorSpec, array: np.ndarray) -> None:
-    want = spec.shape
-    if array.ndim != len(want) or any(
-        w >= 0 and w != g for w, g in zip(want, array.shape, strict=True)
-    ):
+def _check_shape(spec: model.TensorSpec, shape: tuple[int, ...]) -> None:
+    if not spec.fits(shape):
         raise errors.BadRequest(
-            f"input '{spec.name}': shape {list(array.shape)} does not match the model's "
-            f"{list(want)} (-1 is any size)"
+            f"input '{spec.name}': shape {list(shape)} does not match the model's "
+            f"{list(spec.shape)} (-1 is any size)"
         )
 
 
@@ -184,6 +183,7 @@ class V1Request(Request):
     """A V1 request remembers its form (row or columnar): the answer takes the same."""
 
     form: v1_forms.Form = v1_forms.Form.ROW
+    instances: int = 0  # rows: what the answer's row form has one object per
 
 
 Parse = Callable[[model.Model, bytes, bool], Request]
@@ -379,6 +379,7 @@ class DataPlane:
             return await loop.run_in_executor(workers, self._answer_all, m, body, parse, answer)
         request = await loop.run_in_executor(workers, parse, m, body, True)
         outputs = await self._await(batcher.predict(request.inputs))
+        request.inputs.clear()  # as in _answer_all
         return await loop.run_in_executor(workers, answer, m, outputs, request)
 
     def _answer_all(
@@ -389,7 +390,11 @@ class DataPlane:
         answer: Callable[[model.Model, dict[str, np.ndarray], Request], T],
     ) -> T:
         request = parse(m, body, True)
-        return answer(m, self._predict(m, request), request)
+        outputs = self._predict(m, request)
+        # The reply is encoded next; a large request's input arrays (FP64 from one-digit
+        # numbers: 4x the body) need not be held beside it.
+        request.inputs.clear()
+        return answer(m, outputs, request)
 
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor:
         # Made on the first large request: most servers never see one.
@@ -412,7 +417,7 @@ class DataPlane:
 
     def _predict(self, m: model.Model, request: Request) -> dict[str, np.ndarray]:
         try:
-            return m.predict(request.inputs, request.outputs)
+            return row_slices.predict(m, request.inputs, request.outputs)
         except errors.ServerError:
             raise  # a runtime's BadRequest: the model refused these values
         except Exception as exc:
@@ -443,12 +448,12 @@ class DataPlane:
         self, m: model.Model, payload: dict[str, Any], literals: bool, binary: bool, chunk: int
     ) -> Request:
         inputs, form = v1_forms.parse(m, payload, literals=literals, binary=binary, chunk=chunk)
-        return V1Request(inputs, v1_forms.answer_outputs(m), form=form)
+        instances = next(iter(inputs.values())).shape[0]
+        return V1Request(inputs, v1_forms.answer_outputs(m), form=form, instances=instances)
 
     def _v1_reply(self, m: model.Model, outputs: dict[str, np.ndarray], request: Request) -> Reply:
         assert isinstance(request, V1Request)  # V1 replies answer V1 requests
-        instances = next(iter(request.inputs.values())).shape[0]
-        body = v1_forms.answer(outputs, request.outputs, request.form, instances)
+        body = v1_forms.answer(outputs, request.outputs, request.form, request.instances)
         return dumps(body), m.version
 
     # -- V2 --------------------------------------------------------------------------
@@ -607,7 +612,7 @@ def _v2_arrays(
         image = m.images.get(name)
         if image is not None and datatype == "BYTES":
             array = _image_array(name, image, tensor)
-            _check_shape(spec, array)
+            _check_shape(spec, array.shape)
             out[name] = array
             continue
         if datatype in tensors.DATATYPES and datatype not in spec.accepted():
@@ -616,8 +621,11 @@ def _v2_arrays(
                 f"input '{name}': datatype {datatype} does not match the model's "
                 f"{spec.datatype}{also}"
             )
-        array = _input_array(name, datatype, tensor, literals, chunk)
-        _check_shape(spec, array)
+        # Values still in the body are refused a shape the model cannot take before their
+        # array is made (FP64 from one-digit numbers is 4x the body).
+        fits = functools.partial(_check_shape, spec)
+        array = _input_array(name, datatype, tensor, literals, chunk, fits)
+        _check_shape(spec, array.shape)
         out[name] = array
     absent = [n for n in specs if n not in out]
     if absent:
@@ -629,7 +637,12 @@ def _v2_arrays(
 
 
 def _input_array(
-    name: str, datatype: str, tensor: TensorIn, literals: bool, chunk: int
+    name: str,
+    datatype: str,
+    tensor: TensorIn,
+    literals: bool,
+    chunk: int,
+    fits: Callable[[tuple[int, ...]], None],
 ) -> np.ndarray:
     values = tensor.values
     if isinstance(values, bytes | bytearray | memoryview):
@@ -644,6 +657,7 @@ def _input_array(
         literals=literals,
         chunk=chunk,
         consume=chunk > 0,  # a large request's document is freed after this anyway
+        fits=fits,
     )
 
 

@@ -58,6 +58,8 @@ _REASONS = {
 JSON = b"application/json"
 OCTET_STREAM = b"application/octet-stream"  # a V2 reply with binary tensor data
 MAX_HEAD = 64 * 1024  # bytes of request line and headers together
+# Replies larger than this are written apart from their head, not copied to join it.
+SEPARATE_CONTENT = 64 * 1024
 # After SIGTERM an idle keep-alive connection may already carry a request on the wire; it
 # gets this long (from the drain's start) to send one, which is answered with
 # ``connection: close``, before the server closes it.
@@ -736,14 +738,22 @@ class HttpProtocol(asyncio.Protocol):
         )
         if request.method == b"HEAD":
             content = b""  # the length above is the GET's; a HEAD reply never has a body
-        if not (keep_alive and request.keep_alive):
+        closing = not (keep_alive and request.keep_alive)
+        if closing:
             self._stop_writing()
-            transport.write(head + b"connection: close\r\n\r\n" + content)
-            transport.close()
+            head += b"connection: close\r\n\r\n"
         elif request.http10:
-            transport.write(head + b"connection: keep-alive\r\n\r\n" + content)
+            head += b"connection: keep-alive\r\n\r\n"
         else:
-            transport.write(head + b"\r\n" + content)
+            head += b"\r\n"
+        if len(content) > SEPARATE_CONTENT:
+            # Joined, a large reply would be held twice (16 MiB echoed: 5.1x the body).
+            transport.write(head)
+            transport.write(content)
+        else:
+            transport.write(head + content)  # one send for the usual small reply
+        if closing:
+            transport.close()
 
     # -- flow control and clocks -----------------------------------------------------
 

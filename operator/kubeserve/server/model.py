@@ -34,6 +34,13 @@ class TensorSpec:
         """Return the datatypes a request may use for this tensor."""
         return self.accepts or frozenset({self.datatype})
 
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        """Tell whether a tensor of ``shape`` can be this input (``-1`` takes any size)."""
+        want = self.shape
+        return len(shape) == len(want) and all(
+            w < 0 or w == g for w, g in zip(want, shape, strict=True)
+        )
+
     def metadata(self) -> dict[str, object]:
         """Return the V2 ``$metadata_tensor`` for this spec."""
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}

@@ -11,6 +11,7 @@ import functools
 import itertools
 import math
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 
 _BY_DTYPE: dict[np.dtype[Any], str] = {dt: name for name, dt in DATATYPES.items()}
 
+# A check of a span's shape or size that may refuse it before its values are converted.
+SpanCheck = Callable[[numeric_json.Span], None]
 NUMERIC = frozenset(n for n in DATATYPES if n not in ("BOOL", "BYTES"))
 
 
@@ -175,13 +178,15 @@ def decode(
     literals: bool = True,
     chunk: int = 0,
     consume: bool = False,
+    fits: Callable[[tuple[int, ...]], None] | None = None,
 ) -> np.ndarray:
     """Build the numpy array a V2 input tensor describes, or raise BadRequest naming why.
 
     ``literals`` False promises that the request text holds no ``true``/``false`` (see
     ``has_literals``), which lets numbers take the fast path. ``chunk`` > 0 converts at most
     about that many values per step, and ``consume`` empties ``data`` as it goes (see
-    ``to_array``).
+    ``to_array``). ``fits(shape)`` may refuse the shape for the model: for values still in
+    the body it runs before their array is made, else after.
     """
     where = f"input '{name}'"
     check_datatype(name, datatype)
@@ -189,11 +194,21 @@ def decode(
     if not isinstance(data, list | numeric_json.Span):
         raise errors.BadRequest(f"{where}: 'data' must be a JSON array")
     expected = math.prod(dims)
-    array = to_array(where, datatype, data, literals=literals, chunk=chunk, consume=consume)
-    if array.size != expected:
-        raise errors.BadRequest(
-            f"{where}: shape {list(dims)} needs {expected} elements, 'data' has {array.size}"
-        )
+
+    def sized(count: int) -> None:
+        if count != expected:
+            raise errors.BadRequest(
+                f"{where}: shape {list(dims)} needs {expected} elements, 'data' has {count}"
+            )
+        if fits is not None:
+            fits(dims)
+
+    early = (lambda span: sized(span.count)) if isinstance(data, numeric_json.Span) else None
+    array = to_array(
+        where, datatype, data, literals=literals, chunk=chunk, consume=consume, before_fill=early
+    )
+    if early is None:
+        sized(array.size)
     return array.reshape(dims)
 
 
@@ -205,6 +220,7 @@ def to_array(
     literals: bool = True,
     chunk: int = 0,
     consume: bool = False,
+    before_fill: SpanCheck | None = None,
 ) -> np.ndarray:
     """Convert nested JSON lists to an array of ``datatype`` in the shape they nest in.
 
@@ -220,10 +236,11 @@ def to_array(
     shrink as the array fills, instead of both being held whole.
 
     A ``numeric_json.Span`` (a large array the parser left as text) gives the array, or
-    the error, that its lists would give, converted a window at a time.
+    the error, that its lists would give, converted a window at a time; ``before_fill``
+    may refuse it once its values' types are checked, before the array is made.
     """
     if isinstance(data, numeric_json.Span):
-        return _from_span(where, datatype, data)
+        return _from_span(where, datatype, data, before_fill)
     if chunk > 0:
         return _in_slices(where, datatype, data, literals, chunk, consume)
     return _whole(where, datatype, data, literals, None)
@@ -363,24 +380,42 @@ def _typed(where: str, datatype: str, values: list[Any], shape: tuple[int, ...])
     return raw.astype(target, copy=False).reshape(shape)
 
 
-def _from_span(where: str, datatype: str, span: numeric_json.Span) -> np.ndarray:
+def _from_span(
+    where: str, datatype: str, span: numeric_json.Span, before_fill: SpanCheck | None
+) -> np.ndarray:
     """``_structure`` and ``_typed`` for values still in the body: the same checks, in the
     same order, and the same values, through the same intermediate dtype ``np.array``
-    would pick for the whole list (int64 ints cast to FP32 round once, floats twice)."""
+    would pick for the whole list (int64 ints cast to FP32 round once, floats twice).
+
+    ``before_fill`` runs once every check that needs no value has passed, before the
+    array (up to 4x the body's bytes) is made."""
     if span.ragged is not None:
         raise errors.BadRequest(f"{where}: {span.ragged}")
     target = DATATYPES[datatype]
-    kinds = span.kinds
+    raw, overflow = _span_plan(where, datatype, span, target)
+    if before_fill is not None:
+        before_fill(span)
     if not span.count:
         return np.empty(span.shape, dtype=target)
+    return _fill(span, raw, target, overflow)
+
+
+def _span_plan(
+    where: str, datatype: str, span: numeric_json.Span, target: np.dtype[Any]
+) -> tuple[np.dtype[Any], tuple[str, str, float] | None]:
+    """Check a span's values' JSON types and range for ``datatype``; return the dtype to
+    read them through and the overflow check the cast needs."""
+    kinds = span.kinds
+    if not span.count:
+        return target, None
     if datatype == "BYTES":
         if kinds != {str}:
             raise errors.BadRequest(f"{where}: BYTES data must be strings")
-        return _fill(span, target, target, None)  # objects: each string its own length
+        return target, None  # objects: each string its own length
     if datatype == "BOOL":
         if kinds != {bool}:
             raise errors.BadRequest(f"{where}: BOOL data must be true/false")
-        return _fill(span, target, target, None)
+        return target, None
     if bool in kinds:
         raise errors.BadRequest(f"{where}: {datatype} data must be numbers, not true/false")
     if not kinds <= _NUMBERS:
@@ -393,7 +428,7 @@ def _from_span(where: str, datatype: str, span: numeric_json.Span) -> np.ndarray
             raise errors.BadRequest(
                 f"{where}: value out of range for {datatype} [{info.min}, {info.max}]"
             )
-        return _fill(span, target, target, None)
+        return target, None
     raw: np.dtype[Any]
     if float in kinds:
         raw = np.dtype(np.float64)
@@ -404,7 +439,7 @@ def _from_span(where: str, datatype: str, span: numeric_json.Span) -> np.ndarray
     limit = _OVERFLOW.get(target)
     if limit is not None and raw.kind != "f" and limit >= 2**63:
         limit = None  # int64 reaches 9.2e18, beyond float16's range but not float32's
-    return _fill(span, raw, target, None if limit is None else (where, datatype, limit))
+    return raw, None if limit is None else (where, datatype, limit)
 
 
 _INT64_MAX = 2**63 - 1

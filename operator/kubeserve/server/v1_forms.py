@@ -138,31 +138,36 @@ def input_array(
             array = images.decode_batch(_image_files(where, data), image)
         except images.ImageError as exc:
             raise images.ImageError(f"{where}: input '{spec.name}': {exc}") from None
-        _check_shape(where, spec, array)
+        _check_shape(where, spec, array.shape)
         return array
     if binary:
         _unwrap_binary(where, spec, data)
     try:
         array = tensors.to_array(
-            where, spec.datatype, data, literals=literals, chunk=chunk, consume=chunk > 0
-        )  # a large request's document is freed after this anyway
+            where,
+            spec.datatype,
+            data,
+            literals=literals,
+            chunk=chunk,
+            consume=chunk > 0,  # a large request's document is freed after this anyway
+            # Values still in the body: a shape the model cannot take is refused before
+            # their array is made.
+            before_fill=lambda span: _check_shape(where, spec, span.shape),
+        )
     except errors.BadRequest:
         # No conversion takes a {"b64": ...} object: unwrap them and convert again, unless
         # they were looked for already or the values were consumed.
         if binary or chunk > 0 or not _unwrap_binary(where, spec, data):
             raise
         array = tensors.to_array(where, spec.datatype, data, literals=literals)
-    _check_shape(where, spec, array)
+    _check_shape(where, spec, array.shape)
     return array
 
 
-def _check_shape(where: str, spec: model.TensorSpec, array: np.ndarray) -> None:
-    want = spec.shape
-    if array.ndim != len(want) or any(
-        w >= 0 and w != g for w, g in zip(want, array.shape, strict=True)
-    ):
+def _check_shape(where: str, spec: model.TensorSpec, shape: tuple[int, ...]) -> None:
+    if not spec.fits(shape):
         raise errors.BadRequest(
-            f"{where}: shape {list(array.shape)} does not match the model's {list(want)} "
+            f"{where}: shape {list(shape)} does not match the model's {list(spec.shape)} "
             f"for input '{spec.name}' (-1 is any size)"
         )
 
