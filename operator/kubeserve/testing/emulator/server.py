@@ -84,6 +84,7 @@ RESOURCE_TYPES = [
     ),
 ]
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+WRITE_VERBS = frozenset({"create", "patch", "update", "delete"})
 # How long the rest of a paginated list is kept for its continue token (the API server's
 # tokens last until etcd compacts the revision, five minutes by default).
 CONTINUE_SECONDS = 300.0
@@ -99,7 +100,9 @@ class Fault:
     Shares add up: one draw per request picks at most one fault, so four faults of 5% each
     spoil 20% of the calls they match.
 
-    - `status`: answer with this error Status; a 429 says `Retry-After: retry_after` seconds.
+    - `status`: answer with this error Status, saying `Retry-After: retry_after` when set:
+      seconds (an int, also put in the Status's details as kube-apiserver does), or a string
+      sent as it is (an HTTP-date, or garbage, for the clients' parsers).
     - `delay`: answer this late (the error, or else the real answer).
     - `hang`: never answer: hold the request `delay` seconds, then close the connection, which
       is what a client sees when its timeout runs out first. With `applied`, a write is
@@ -111,7 +114,7 @@ class Fault:
     share: float
     status: int | None = None
     delay: float = 0.0
-    retry_after: int | None = None
+    retry_after: int | str | None = None
     hang: bool = False
     applied: bool = False
     methods: frozenset[str] = frozenset({"POST", "PATCH", "PUT", "DELETE"})
@@ -167,6 +170,7 @@ class Write:
     subresource: str | None
     manager: str
     body: bytes  # as sent
+    at: float = 0.0  # when it came (time.monotonic()): how long a client waited to try again
 
 
 @attrs.define(kw_only=True)
@@ -210,12 +214,13 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         # kmock's own routing matches each payload against every request served so far, which
         # grows without bound; requests are dispatched here by verb instead, in constant time.
+        verb = ""
         try:
             request = await _parse_request(raw_request)
             verb = _verb(request)
             plural = request.resource.plural or "-" if request.resource else "-"
             self.counts[(verb, plural)] += 1
-            if verb in {"create", "patch", "update", "delete"}:
+            if verb in WRITE_VERBS:
                 self.journal.append(
                     Write(
                         self.writes,
@@ -226,6 +231,7 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
                         request.subresource,
                         _manager(request),
                         request.body or b"",
+                        time.monotonic(),
                     )
                 )
                 self.writes += 1
@@ -251,6 +257,10 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             )
         except kmock.KubernetesError as exc:
             return _status_response(exc.status, exc.reason or "NotFound", exc.message or "")
+        finally:
+            if verb in WRITE_VERBS:
+                # The garbage collector works apart from the writes, a moment after them.
+                asyncio.get_running_loop().call_soon(self.store.collect_garbage)
 
     async def _dispatch(self, path: str, request: kmock.Request) -> Any:
         resource = request.resource
@@ -593,7 +603,7 @@ def _plural(request: kmock.Request) -> str | None:
 
 
 def _status_response(
-    status: int, reason: str, message: str, *, retry_after: int | None = None
+    status: int, reason: str, message: str, *, retry_after: int | str | None = None
 ) -> aiohttp.web.Response:
     body = {
         "apiVersion": "v1",
@@ -607,7 +617,8 @@ def _status_response(
     headers: dict[str, str] = {}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-        body["details"] = {"retryAfterSeconds": retry_after}
+        if isinstance(retry_after, int):
+            body["details"] = {"retryAfterSeconds": retry_after}
     return aiohttp.web.json_response(body, status=status, headers=headers)
 
 
