@@ -1,8 +1,18 @@
 """The emulated API server's object store: API-server semantics over indexed dicts.
 
 Objects live in buckets per (resource, namespace), so a namespaced list or a fetch costs
-the same with ten objects or ten thousand; owner references are indexed by owner uid, so
-garbage collection does not scan either.
+the same with ten objects or ten thousand; owner references are indexed by owner uid, and
+objects by their own uid, so garbage collection does not scan either.
+
+Garbage collection plays kube-controller-manager's garbage collector with background
+propagation (https://kubernetes.io/docs/concepts/architecture/garbage-collection/, and
+pkg/controller/garbagecollector/garbagecollector.go attemptToDeleteItem): an object whose
+owners are all absent is deleted; one that still has a live owner loses its references to
+the absent ones. That holds whether its owners went before it or it was created (or updated)
+naming owners that no longer exist, as a reconcile racing its owner's deletion does: that
+create succeeds as it does on kube-apiserver, and the collector deletes the object a moment
+later, at the store's next operation or when the server calls `collect_garbage`. Deleting
+an owner collects its dependents within the delete.
 
 Every write goes the way kube-apiserver's does: the object is defaulted and normalised
 (`defaults.py`), the status subresource and the main resource each keep to their part,
@@ -32,6 +42,8 @@ ObjectKey = tuple[ResourceKey, str | None, str]  # resource, namespace, name
 Event = dict[str, Any]
 # Who a write is recorded for when the caller names no one (direct calls on the Store).
 DEFAULT_MANAGER = "emulator"
+# Who the garbage collector's writes are recorded for (it removes orphans' owner references).
+COLLECTOR_MANAGER = "kube-controller-manager"
 # Metadata only the API server writes: kept from the stored object on every update.
 _SYSTEM_METADATA = (
     "uid",
@@ -144,6 +156,9 @@ class Store:
             collections.defaultdict(dict)
         )
         self._owned: dict[str, set[ObjectKey]] = collections.defaultdict(set)
+        self._uids: dict[str, ObjectKey] = {}
+        # Stored naming owners that do not exist: the garbage collector's next work.
+        self._dangling: set[ObjectKey] = set()
         self._revision = itertools.count(1)
         self.revision = 0
         self._log: dict[ResourceKey, collections.deque[tuple[int, Event]]] = (
@@ -165,6 +180,10 @@ class Store:
             ) from None
 
     def get(self, key: ResourceKey, namespace: str | None, name: str) -> dict[str, Any]:
+        self.collect_garbage()
+        return self._get(key, namespace, name)
+
+    def _get(self, key: ResourceKey, namespace: str | None, name: str) -> dict[str, Any]:
         rtype = self.rtype(key)
         obj = self._buckets.get((key, namespace), {}).get(name)
         if obj is None:
@@ -179,6 +198,7 @@ class Store:
         labels: str | None = None,
         fields: str | None = None,
     ) -> list[dict[str, Any]]:
+        self.collect_garbage()
         self.rtype(key)
         match_labels, match_fields = patches.label_selector(labels), patches.field_selector(fields)
         return [
@@ -197,6 +217,7 @@ class Store:
 
     def events_since(self, key: ResourceKey, revision: int) -> builtins.list[Event] | None:
         """Give the events after `revision`, or None when they are no longer kept (410 Gone)."""
+        self.collect_garbage()
         if revision < self._dropped_until[key]:
             return None
         return [event for rev, event in self._log[key] if rev > revision]
@@ -211,6 +232,7 @@ class Store:
         *,
         manager: str = DEFAULT_MANAGER,
     ) -> dict[str, Any]:
+        self.collect_garbage()
         rtype = self.rtype(key)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of a create must be an object")
@@ -278,7 +300,8 @@ class Store:
         subresource: str | None = None,
         manager: str = DEFAULT_MANAGER,
     ) -> dict[str, Any]:
-        current = self.get(key, namespace, name)
+        self.collect_garbage()
+        current = self._get(key, namespace, name)
         if content_type.startswith("application/json-patch+json"):
             patched = patches.json_patch(current, body)
         elif content_type.startswith(
@@ -312,8 +335,9 @@ class Store:
         subresource: str | None = None,
         manager: str = DEFAULT_MANAGER,
     ) -> dict[str, Any]:
+        self.collect_garbage()
         rtype = self.rtype(key)
-        current = self.get(key, namespace, name)
+        current = self._get(key, namespace, name)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of a replace must be an object")
         wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
@@ -336,8 +360,40 @@ class Store:
         *,
         options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        self.collect_garbage()
+        deleted = self._delete(key, namespace, name, options=options)
+        self.collect_garbage()  # the dependents it leaves without an owner
+        return deleted
+
+    def collect_garbage(self) -> None:
+        """Do the garbage collector's work: objects that name owners that do not exist.
+
+        One whose owners are all absent is deleted (background propagation: its own
+        dependents follow in this call); one with a live owner keeps only the live ones.
+        """
+        while self._dangling:
+            found, self._dangling = self._dangling, set()
+            for key, namespace, name in sorted(found, key=str):
+                obj = self._buckets.get((key, namespace), {}).get(name)
+                if obj is None:
+                    continue
+                refs = obj["metadata"].get("ownerReferences") or []
+                live = [r for r in refs if self._exists_uid(r)]
+                if not live:
+                    self._delete(key, namespace, name)
+                elif len(live) < len(refs):
+                    self._set_owners(key, obj, live)
+
+    def _delete(
+        self,
+        key: ResourceKey,
+        namespace: str | None,
+        name: str,
+        *,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         rtype = self.rtype(key)
-        current = self.get(key, namespace, name)
+        current = self._get(key, namespace, name)
         options = options or {}
         uid = (options.get("preconditions") or {}).get("uid")
         if uid and uid != current["metadata"]["uid"]:
@@ -439,6 +495,9 @@ class Store:
         for ref in meta.get("ownerReferences") or []:
             self._owned[ref.get("uid", "")].add(object_key)
         self._buckets[(rtype.key, namespace)][meta["name"]] = obj
+        self._uids[meta["uid"]] = object_key
+        if not all(self._exists_uid(r) for r in meta.get("ownerReferences") or []):
+            self._dangling.add(object_key)
         self._emit(rtype.key, {"type": kind, "object": clone(obj)})
         return clone(obj)
 
@@ -446,6 +505,7 @@ class Store:
         meta = obj["metadata"]
         namespace = meta.get("namespace") if rtype.namespaced else None
         self._buckets[(rtype.key, namespace)].pop(meta["name"], None)
+        self._uids.pop(meta["uid"], None)
         for ref in meta.get("ownerReferences") or []:
             self._owned[ref.get("uid", "")].discard((rtype.key, namespace, meta["name"]))
         self.revision = next(self._revision)
@@ -454,34 +514,30 @@ class Store:
         self._emit(rtype.key, {"type": "DELETED", "object": gone})
         dependents = self._owned.pop(meta["uid"], set())
         if not orphan:
-            self._collect(dependents, meta["uid"])
-
-    def _collect(self, dependents: set[ObjectKey], owner_uid: str) -> None:
-        """Garbage-collect dependents whose every owner is gone (background propagation)."""
+            self._dangling |= dependents
+            return
+        # Orphan propagation: the garbage collector's orphanDependents (garbagecollector.go)
+        # takes the owner out of its dependents' references before the owner goes, so they
+        # stay and name no owner that does not exist.
         for key, namespace, name in sorted(dependents, key=str):
-            bucket = self._buckets.get((key, namespace), {})
-            dependent = bucket.get(name)
-            if dependent is None:
-                continue
-            refs = [
-                r
-                for r in dependent["metadata"].get("ownerReferences") or []
-                if r.get("uid") != owner_uid
-            ]
-            if any(self._uid_exists(r.get("uid", "")) for r in refs):
-                continue
-            self.delete(key, namespace, name)
+            dependent = self._buckets.get((key, namespace), {}).get(name)
+            if dependent is not None:
+                refs = dependent["metadata"].get("ownerReferences") or []
+                self._set_owners(key, dependent, [r for r in refs if r.get("uid") != meta["uid"]])
 
-    def _uid_exists(self, uid: str) -> bool:
-        return (
-            any(
-                obj["metadata"].get("uid") == uid
-                for bucket in self._buckets.values()
-                for obj in bucket.values()
-            )
-            if uid
-            else False
-        )
+    def _set_owners(self, key: ResourceKey, obj: dict[str, Any], refs: builtins.list[Any]) -> None:
+        """Write `obj` with these owner references only, as the garbage collector patches it."""
+        new = clone(obj)
+        if refs:
+            new["metadata"]["ownerReferences"] = refs
+        else:
+            new["metadata"].pop("ownerReferences", None)
+        self._update(key, clone(obj), new, None, COLLECTOR_MANAGER)
+
+    def _exists_uid(self, ref: Any) -> bool:
+        """Tell whether the owner an owner reference names by uid exists."""
+        uid = ref.get("uid") if isinstance(ref, dict) else None
+        return isinstance(uid, str) and uid in self._uids
 
     def _emit(self, key: ResourceKey, event: Event) -> None:
         log = self._log[key]
