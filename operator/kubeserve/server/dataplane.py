@@ -623,7 +623,11 @@ def _v2_arrays(
             )
         # Values still in the body are refused a shape the model cannot take before their
         # array is made (FP64 from one-digit numbers is 4x the body).
-        fits = functools.partial(_check_shape, spec)
+        fits = (
+            functools.partial(_check_shape, spec)
+            if isinstance(tensor.values, numeric_json.Span)
+            else None
+        )
         array = _input_array(name, datatype, tensor, literals, chunk, fits)
         _check_shape(spec, array.shape)
         out[name] = array
@@ -642,7 +646,7 @@ def _input_array(
     tensor: TensorIn,
     literals: bool,
     chunk: int,
-    fits: Callable[[tuple[int, ...]], None],
+    fits: Callable[[tuple[int, ...]], None] | None,
 ) -> np.ndarray:
     values = tensor.values
     if isinstance(values, bytes | bytearray | memoryview):

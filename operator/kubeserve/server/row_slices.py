@@ -33,9 +33,13 @@ def predict(
     """Return ``m.predict(inputs, outputs)``, computed a slice of rows at a time when the
     inputs hold more than ``size`` (default ``SLICE_BYTES``) bytes."""
     limit = size or SLICE_BYTES
+    total = 0
+    for a in inputs.values():
+        total += a.nbytes
+    if total <= limit:  # nearly every request: no more work than the call itself
+        return m.predict(inputs, outputs)
     rows = _rows(inputs)
-    total = sum(a.nbytes for a in inputs.values())
-    if rows < 2 or total <= limit:
+    if rows < 2:
         return m.predict(inputs, outputs)
     step = max(1, limit * rows // total)
     first = m.predict(_rows_of(inputs, 0, step), outputs)
