@@ -60,13 +60,15 @@ def _post(port: int, path: str, body: Any) -> tuple[int, Any]:
 
 # Peak memory a request may add: this multiple of its body, plus a constant for the
 # interpreter's and the allocator's own slack (arenas, a worker thread's first stack pages).
-MEMORY_FACTOR = 4
+# The issue asked for 4x; every 16 MiB shape here measures 2.0-2.3x (the transport holds
+# the body's chunks and their join at once), so 3x catches a copy that comes back.
+MEMORY_FACTOR = 3
 MEMORY_SLACK = 16 << 20
 # FP64 from one-digit numbers, served: each 2-byte "7," becomes 8 bytes of array, so the
-# input tensor the model must be given is 4x the body on its own; with the body (held
-# until the reply) and the model's outputs (11 float64 per 64 inputs: 0.7x) it measured
-# 6.5x, down from 13.6x before the model ran in row slices (server/row_slices.py).
-FP64_FROM_DIGITS_FACTOR = 7
+# input tensor the model must be given is 4x the body on its own; with the model's outputs
+# (11 float64 per 64 inputs: 0.7x) and one row slice's work it measured 5.5x, down from
+# 13.6x before the body was freed once parsed and the model ran in row slices.
+FP64_FROM_DIGITS_FACTOR = 6
 
 LONG_AND_EMPTY = ["A" * 250_000] + [""] * 1000  # the issue's 254 KB request
 
@@ -409,9 +411,9 @@ MEMORY_CASES += [
 ]
 # Cases whose own tensors are larger than MEMORY_FACTOR bodies: the bound is what they need.
 MEMORY_FACTORS = {"v2-fp64-one-digit-ints-served": FP64_FROM_DIGITS_FACTOR}
-# One 16 MiB BYTES string echoed back by ONNX Runtime, measured 5.05x: the body, the input
-# str, ONNX Runtime's own std::string copy of it and the output str are all alive while the
-# model runs (4x), and the reply's JSON follows.
+# One 16 MiB BYTES string echoed back by ONNX Runtime, measured 5.05x: the body is freed
+# once parsed, but ONNX Runtime holds the input str, its own std::string copy, the Identity
+# output's copy and the str it returns at once (4x), and the reply's JSON follows.
 ECHOED_STRING_FACTOR = 6
 MEMORY_FACTORS |= {"v2-bytes-one-string-of-16-mib-served": ECHOED_STRING_FACTOR}
 

@@ -371,13 +371,20 @@ class DataPlane:
         parse: Callable[[model.Model, B, bool], Request],
         answer: Callable[[model.Model, dict[str, np.ndarray], Request], T],
     ) -> T:
-        """Answer a large request in the worker pool, leaving the event loop free."""
+        """Answer a large request in the worker pool, leaving the event loop free.
+
+        The body goes to the parse in a box that the parse empties: once its arrays are
+        built nothing holds it, so it is freed before the model runs (a 16 MiB body is
+        16 MiB less at the model's peak).
+        """
         loop = asyncio.get_running_loop()
         workers = self._workers()
         batcher = self.batchers.get(m.version)
+        box = [body]
+        del body
         if batcher is None:
-            return await loop.run_in_executor(workers, self._answer_all, m, body, parse, answer)
-        request = await loop.run_in_executor(workers, parse, m, body, True)
+            return await loop.run_in_executor(workers, self._answer_all, m, box, parse, answer)
+        request = await loop.run_in_executor(workers, _parse_boxed, m, box, parse)
         outputs = await self._await(batcher.predict(request.inputs))
         request.inputs.clear()  # as in _answer_all
         return await loop.run_in_executor(workers, answer, m, outputs, request)
@@ -385,11 +392,11 @@ class DataPlane:
     def _answer_all(
         self,
         m: model.Model,
-        body: B,
+        box: list[B],
         parse: Callable[[model.Model, B, bool], Request],
         answer: Callable[[model.Model, dict[str, np.ndarray], Request], T],
     ) -> T:
-        request = parse(m, body, True)
+        request = _parse_boxed(m, box, parse)
         outputs = self._predict(m, request)
         # The reply is encoded next; a large request's input arrays (FP64 from one-digit
         # numbers: 4x the body) need not be held beside it.
@@ -722,6 +729,13 @@ def _image_files(where: str, values: Any, count: int) -> list[bytes]:
 
 _NO_BYTES = memoryview(b"")
 HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def _parse_boxed(
+    m: model.Model, box: list[B], parse: Callable[[model.Model, B, bool], Request]
+) -> Request:
+    """Parse the large body in ``box``, taking it out: the caller keeps no reference."""
+    return parse(m, box.pop(), True)
 
 
 def _split_binary(body: bytes, header_length: bytes | None) -> tuple[bytes, memoryview]:

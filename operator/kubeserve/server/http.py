@@ -620,6 +620,9 @@ class HttpProtocol(asyncio.Protocol):
             protocol, operation, model, version, call = app.route(request.method, path)
             reply = call(request)
             if not isinstance(reply, tuple):
+                # The answer needs the request's method and keep-alive, not its body: a
+                # large body is freed once parsed, not when the reply is written.
+                request = request._replace(body=b"")
                 self._await(reply, request, (protocol, operation, model, version), started)
                 return
             status, content, served = 200, reply[0], reply[1]
