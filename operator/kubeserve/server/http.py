@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import email.utils
+import io
 import logging
 import time
 import urllib.parse
@@ -60,6 +61,8 @@ OCTET_STREAM = b"application/octet-stream"  # a V2 reply with binary tensor data
 MAX_HEAD = 64 * 1024  # bytes of request line and headers together
 # Replies larger than this are written apart from their head, not copied to join it.
 SEPARATE_CONTENT = 64 * 1024
+# Bodies larger than this are received into one growing buffer (see ``HttpProtocol.large``).
+LARGE_BODY = 256 * 1024
 # After SIGTERM an idle keep-alive connection may already carry a request on the wire; it
 # gets this long (from the drain's start) to send one, which is answered with
 # ``connection: close``, before the server closes it.
@@ -366,6 +369,9 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.body: list[bytes] = []
+        # A large body is written here instead: BytesIO grows one buffer in place and hands
+        # it over without a copy, where joining the chunks held them and the join at once.
+        self.large: io.BytesIO | None = None
         self.size = 0
         self.head_size = 0
         self.expect_continue = False
@@ -432,6 +438,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.body = []
+        self.large = None
         self.size = 0
         self.head_size = 0
         self.expect_continue = False
@@ -504,7 +511,15 @@ class HttpProtocol(asyncio.Protocol):
             except errors.ServerError as exc:
                 self._refuse(exc.status, str(exc))
                 return
-        self.body.append(body)
+        if self.large is not None:
+            self.large.write(body)
+        elif self.size > LARGE_BODY:
+            self.large = io.BytesIO()
+            self.large.writelines(self.body)
+            self.large.write(body)
+            self.body = []
+        else:
+            self.body.append(body)
 
     def on_message_complete(self) -> None:
         if self.rejected:
@@ -519,10 +534,14 @@ class HttpProtocol(asyncio.Protocol):
         self.in_request = False
         self.body_since = 0.0
         parser = self.parser
-        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        if self.large is not None:
+            body = self.large.getvalue()
+        else:
+            body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         # The request holds the body now; the chunks would keep a second copy until the
         # connection's next request, or for the whole idle timeout.
         self.body = []
+        self.large = None
         # After an Upgrade or CONNECT the stream is not HTTP: answer, then close.
         keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         http10 = keep_alive and parser.get_http_version() == "1.0"
@@ -545,6 +564,7 @@ class HttpProtocol(asyncio.Protocol):
         """Answer an unreadable request in its turn and close: the stream is lost after it."""
         self.rejected = True
         self.head_since = self.body_since = 0.0
+        self.body, self.large = [], None  # what came of the body is never read
         head = bool(self.url) and self.parser.get_method() == b"HEAD"
         refusal = Refusal(status, message, head)
         if self.busy or self.queue or self.stalled_since:
