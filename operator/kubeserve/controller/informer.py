@@ -16,7 +16,7 @@ from typing import Any
 
 from kubeserve import cluster
 from kubeserve.builders import meta
-from kubeserve.controller import packed
+from kubeserve.controller import packed, pending
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +231,7 @@ class Informer:
         while not self._stop.is_set():
             started = time.monotonic()
             status = 0
+            retry_after: float | None = None
             try:
                 if self._revision is None:
                     self._revision = self._relist()
@@ -245,7 +246,7 @@ class Informer:
                     # It worked before it broke (a connection cut): this failure is a first
                     # one, not the next of a series that must wait ever longer.
                     failures, relisted = 0, False
-                error, status = str(exc), exc.status
+                error, status, retry_after = str(exc), exc.status, exc.retry_after
                 if status == 410:  # too old to resume from: list again
                     self._revision = None
                 if status == 404:
@@ -262,6 +263,8 @@ class Informer:
                 relisted = True
                 continue  # routine: the version was compacted; list again at once
             delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+            if retry_after is not None:  # a throttled API says when: not sooner, within reason
+                delay = max(delay, min(retry_after, pending.MAX_RETRY_AFTER))
             failures += 1
             # Refused outright, the operator cannot work: say it louder than a hiccup.
             log = logger.error if status in (401, 403) else logger.warning
