@@ -15,42 +15,9 @@ from kubeserve import cli, traffic, traffic_cli
 from kubeserve.api import validation
 from kubeserve.builders import endpoint, nginx_config
 from support import specs
+from support.traffic_cases import apply_json_patch, three
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def three() -> dict[str, Any]:
-    obj = specs.isvc(
-        specs.variant("v1", 90),
-        specs.variant("v2", 10),
-        specs.variant("v3", 0),
-        routing={"mirror": {"variant": "v3", "percent": 20}},
-    )
-    obj["metadata"]["resourceVersion"] = "41"
-    return obj
-
-
-def apply_json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
-    """Apply RFC 6902 add/remove/test, as the API server would (enough for these patches)."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        *parents, last = [
-            p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]
-        ]
-        target = doc
-        for p in parents:
-            target = target[int(p)] if isinstance(target, list) else target[p]
-        key: Any = int(last) if isinstance(target, list) else last
-        if op["op"] == "test":
-            if target[key] != op["value"]:
-                raise ValueError(f"test failed at {op['path']}")
-        elif op["op"] == "add":
-            target[key] = op["value"]
-        elif op["op"] == "remove":
-            del target[key]
-        else:
-            raise AssertionError(op)
-    return doc
 
 
 def test_the_current_split_is_written_as_status_shows_it() -> None:

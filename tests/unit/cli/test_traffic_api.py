@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 import kubernetes
 import pytest
 import yaml
-from test_traffic import apply_json_patch, three
 
 from kubeserve import cli, cluster, traffic, traffic_cli
+from support.traffic_cases import apply_json_patch, three
 
 PATH = "/apis/serving.kubeserve.dev/v1alpha1/namespaces/default/inferenceservices/digits"
 

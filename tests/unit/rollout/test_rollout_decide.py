@@ -2,52 +2,11 @@
 
 from __future__ import annotations
 
-import datetime
-from typing import Any
-
 from kubeserve.api import spec, status
 from kubeserve.rollout import decide
+from support.rollouts import BEFORE, T0, at, service
 
-T0 = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC)
-BEFORE = {"v1": 100, "v2": 0}
 UNREADY = "Deployment digits-v2: 1/2 replicas updated, 0/2 ready"
-
-
-def at(seconds: float) -> datetime.datetime:
-    return T0 + datetime.timedelta(seconds=seconds)
-
-
-def service(
-    v1: int = 0,
-    v2: int = 100,
-    *,
-    generation: int = 2,
-    manual: str | None = None,
-    rollout: dict[str, Any] | None = None,
-    with_rollout: bool = True,
-) -> spec.InferenceService:
-    model = {"format": "onnx", "storageUri": "file:///models/digits"}
-    body: dict[str, Any] = {
-        "apiVersion": "serving.kubeserve.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": "digits", "namespace": "default", "generation": generation},
-        "spec": {
-            "variants": [
-                {"name": "v1", "weight": v1, "model": model},
-                {"name": "v2", "weight": v2, "model": model},
-            ],
-        },
-    }
-    if with_rollout:
-        body["spec"]["rollout"] = {
-            "candidate": "v2",
-            "minRequestsPerStep": 100,
-            "minStepDuration": "60s",
-            **(rollout or {}),
-        }
-    if manual is not None:
-        body["metadata"]["annotations"] = {decide.MANUAL_ANNOTATION: manual}
-    return spec.InferenceService.model_validate(body)
 
 
 def counts(

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from test_rollout_decide import BEFORE, T0, at, service
-
 from kubeserve.api import status
 from kubeserve.experiment import readings
 from kubeserve.rollout import decide, look
+from support.rollouts import BEFORE, T0, at, service
 
 EARLY = "2024-05-01T11:00:00Z"  # the pods started before the rollout
 

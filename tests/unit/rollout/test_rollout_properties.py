@@ -16,10 +16,10 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_rollout_decide import at, service
 
 from kubeserve.api import status
 from kubeserve.rollout import decide, steps
+from support.rollouts import at, service
 
 GATES = [{"metric": "errorRate", "maxIncrease": 0.01, "max": 0.2}]
 
