@@ -240,3 +240,213 @@ def test_the_parser_defers_only_where_it_is_told_and_only_arrays_without_objects
     assert isinstance(parsed["inputs"][1]["data"], numeric_json.Span)  # strings too
     objects = orjson.dumps({"inputs": [{"data": [{"b64": "AA=="}] * 40}]})
     assert chunked_json.loads(objects, chunk=64, defer=tensor) == orjson.loads(objects)
+
+
+# -- flat arrays of numbers: read between their commas (numeric_json._scan_flat) -------------
+
+# Number texts as clients write them, beyond what json.dumps writes.
+number_texts = st.one_of(
+    numbers.map(json.dumps),
+    st.sampled_from(["-0", "-0.0", "0e5", "1E+2", "1.5e-3", "-9223372036854775809"]),
+    st.sampled_from(["18446744073709551615", "18446744073709551616", "255", "256", "-1"]),
+)
+blanks = st.sampled_from(["", "", " ", "  ", "\n", "\t", "\r\n  "])
+
+
+@st.composite
+def flat_texts(draw: st.DrawFn) -> bytes:
+    """A flat array of numbers, blanks anywhere between them."""
+    kind = draw(st.sampled_from(["digits", "bytes", "ints", "floats", "mixed"]))
+    value = {
+        "digits": st.integers(min_value=0, max_value=9).map(str),
+        "bytes": st.integers(min_value=0, max_value=255).map(str),
+        "ints": st.integers(min_value=-(2**65), max_value=2**65).map(str),
+        "floats": st.floats(allow_nan=False, allow_infinity=False).map(json.dumps),
+        "mixed": number_texts,
+    }[kind]
+    items = draw(st.lists(st.tuples(blanks, value, blanks), max_size=30))
+    inside = ",".join(before + text + after for before, text, after in items)
+    if not items:
+        inside = draw(blanks)
+    return f"[{draw(blanks)}{inside}{draw(blanks)}]".encode()
+
+
+def _the_usual_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(numeric_json, "_scan_flat", lambda body, start, end: None)
+
+
+def _read(text: bytes) -> tuple[Any, ...] | str:
+    """What ``scan`` says of ``text`` and the values it gives as float64 and, when tensors
+    would read them so, as int64; or its error."""
+    try:
+        span = numeric_json.scan(text, 0, len(text))
+    except (numeric_json.Malformed, numeric_json.TooLong) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    ranged = (span.low, span.high) if span.kinds == {int} else None  # else never read
+    dtypes = [np.dtype(np.float64)] if span.kinds <= {int, float} else []
+    if ranged is not None and ranged[1] < 2**63:
+        dtypes.append(np.dtype(np.int64))
+    values = []
+    for dtype in dtypes:
+        again = numeric_json.scan(text, 0, len(text))  # values are given once
+        values.append(b"".join(v.tobytes() for v in again.values(dtype)))
+    return span.shape, span.ragged, span.count, span.kinds, ranged, values
+
+
+def _assert_read_as_the_usual_way(text: bytes, window: int) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(numeric_json, "WINDOW", window)
+        got = _read(text)
+        _the_usual_way(patch)
+        want = _read(text)
+    assert got == want, (text, window)
+
+
+def _pieces_under(text: bytes, window: int) -> bool:
+    """Tell whether every value of a flat array's text, with its blanks, is under ``window``."""
+    return all(len(piece) < window for piece in text.strip()[1:-1].split(b","))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flat_texts(), st.integers(min_value=16, max_value=64))
+def test_a_flat_array_reads_as_the_byte_by_byte_way_reads_it(text: bytes, window: int) -> None:
+    _assert_read_as_the_usual_way(text, window)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(numeric_json, "WINDOW", window)
+        try:
+            span = numeric_json.scan(text, 0, len(text))
+        except numeric_json.TooLong:
+            return  # a number longer than this window: the usual parser's
+        assert span.flat or not _pieces_under(text, window)  # else the quick way takes it
+        _assert_same(text)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flat_texts(), st.integers(min_value=16, max_value=64), st.data())
+def test_a_flat_array_refuses_what_orjson_refuses_saying_what_the_usual_way_says(
+    text: bytes, window: int, data: st.DataObject
+) -> None:
+    edited = bytearray(text)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        at = data.draw(st.integers(min_value=0, max_value=len(edited)))
+        edit = data.draw(st.sampled_from(["insert", "delete", "replace"]))
+        byte = data.draw(st.sampled_from(b'[],:0123456789.eE+-tfnulaxN \t\n\x0b\xff"\\'))
+        json_edits.edit(edited, at, edit, byte)
+    body = bytes(edited)
+    _assert_read_as_the_usual_way(body, window)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(numeric_json, "WINDOW", window)
+        document = b'{"data": ' + body + b"}"
+        tensor = lambda path: path == ("data",)  # noqa: E731
+        try:
+            want = orjson.loads(document)
+        except orjson.JSONDecodeError:
+            with pytest.raises(chunked_json.Malformed):
+                chunked_json.loads(document, chunk=16, defer=tensor)
+        else:
+            got = chunked_json.loads(document, chunk=16, defer=tensor)
+            if isinstance(got["data"], numeric_json.Span):
+                got["data"] = chunked_json.materialize(got["data"])
+            assert got == want
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[]",
+        b"[ ]",
+        b"[ 1 , 2 ]",
+        b"[\n  1,\n  2\n]",
+        b"[\t 1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]",  # orjson's 2 blanks
+        b"[-0, 0, -0]",
+        b"[-0.0, 0e5, 1E+2]",
+        b"[255, 0, 7]",
+        b"[256, -1]",
+        b"[9223372036854775807, -9223372036854775808]",
+        b"[9223372036854775808, 1]",
+        b"[18446744073709551615, 9223372036854775808]",
+        b"[18446744073709551616, 1]",
+        b"[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0.5]",  # a float in the last window
+        b"[0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]",
+        b"[0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625]",
+    ],
+)
+def test_flat_edge_cases_read_as_the_usual_way_and_as_orjson_and_numpy(text: bytes) -> None:
+    for window in (16, 17, 23, 48):
+        _assert_read_as_the_usual_way(text, window)
+    span = numeric_json.scan(text, 0, len(text))
+    assert span.flat
+    _assert_same(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (b"[1,,2]", "unexpected ',' at byte 3"),
+        (b"[,1]", "unexpected ',' at byte 1"),
+        (b"[1,]", "unexpected ']' at byte 3"),
+        (b"[1 2]", "unexpected value at byte 3"),
+        (b"[1, 01]", "leading zero"),
+        (b"[1, 1e400]", "infinity"),
+        (b"[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, -]", "no digit after sign"),
+        (b"[1, 2]]", "unexpected ']' at byte 6"),
+        (b"[1, 2, null]", ""),  # a literal: the usual way, which takes it
+        (b'[1, 2, "a"]', ""),
+    ],
+)
+def test_a_flat_array_the_quick_way_does_not_take_is_read_the_usual_way(
+    text: bytes, needle: str
+) -> None:
+    _assert_read_as_the_usual_way(text, 16)
+    if needle:
+        with pytest.raises(numeric_json.Malformed, match=needle.replace("]", r"\]")):
+            numeric_json.scan(text, 0, len(text))
+    else:
+        assert not numeric_json.scan(text, 0, len(text)).flat
+
+
+def test_a_value_of_a_windows_length_in_a_flat_array_is_too_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(numeric_json, "WINDOW", 16)
+    for n in (15, 16, 17, 20):
+        for text in (
+            b"[1, " + b"2" * n + b", 3]",
+            b"[" + b"2" * n + b", 3]",
+            b"[1, " + b"2" * n + b"]",
+            b"[" + b"7" * n + b"]",
+            b"[1," + b" " * n + b"2]",
+        ):
+            _assert_read_as_the_usual_way(text, 16)
+    with pytest.raises(numeric_json.TooLong):
+        numeric_json.scan(b"[1, " + b"2" * 16 + b", 3]", 0, 24)
+
+
+class _CountingLoads:
+    """orjson, but each text it is given is recorded."""
+
+    JSONDecodeError = orjson.JSONDecodeError
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def loads(self, text: bytes) -> Any:
+        self.sizes.append(len(text))
+        return orjson.loads(text)
+
+
+@pytest.mark.parametrize("value", [b"7", b"0.5", b"0.123456789", b"-123456789012"])
+def test_a_flat_array_is_parsed_a_window_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, value: bytes
+) -> None:
+    text = b"[" + b", ".join([value] * 2000) + b"]"
+    counting = _CountingLoads()
+    monkeypatch.setattr(numeric_json, "orjson", counting)
+    span = numeric_json.scan(text, 0, len(text))
+    assert span.flat and span.count == 2000
+    # Converted windows are kept only where they take no more memory than their text.
+    assert span.converted is None or sum(a.nbytes for a in span.converted) <= len(text)
+    values = np.concatenate(list(span.values(np.dtype(np.float64))))
+    assert values.tolist() == [float(value)] * 2000
+    assert len(counting.sizes) >= len(text) // 48  # scan parsed every window
+    assert max(counting.sizes) <= numeric_json.WINDOW + 2  # its brackets
