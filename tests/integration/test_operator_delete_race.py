@@ -12,13 +12,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from test_operator import CHILD_RESOURCES
 
 from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.emulator.server import Fault
 from kubeserve.testing.kube_client import ISVC, Kube, wait_for
 from kubeserve.testing.operator_process import OperatorProcess
 from support import specs
+from support.isvcs import CHILD_RESOURCES
 
 SLOW = 1.0
 # The reconciles' client: kopf's calls (and the test's) are answered at once.

@@ -10,14 +10,6 @@ import time
 
 import pytest
 import requests
-from test_operator import (
-    actual_children,
-    condition,
-    create,
-    desired_children,
-    mark_ready,
-    wait_children,
-)
 
 from kubeserve.local import router_config
 from kubeserve.testing import operator_process
@@ -26,6 +18,14 @@ from kubeserve.testing.emulator.server import Fault
 from kubeserve.testing.kube_client import Kube, wait_for
 from kubeserve.testing.operator_process import OperatorProcess
 from support import specs
+from support.isvcs import (
+    actual_children,
+    condition,
+    create,
+    desired_children,
+    mark_ready,
+    wait_children,
+)
 
 
 def test_restart_mid_reconcile_leaves_exactly_the_desired_children(

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import pytest
-from test_operator import actual_children, desired_children
 
 from kubeserve.builders import meta
 from kubeserve.controller import merge_patch
@@ -20,6 +19,7 @@ from kubeserve.testing.emulator.server import Write
 from kubeserve.testing.kube_client import ISVC, Kube
 from kubeserve.testing.operator_process import OperatorProcess
 from support import specs
+from support.isvcs import actual_children, desired_children
 from support.settling import (
     GATEWAY_RESYNC_SECONDS,
     HTTPROUTES,
