@@ -248,6 +248,28 @@ def test_http_paths_kopf_uses(tmp_path: Any) -> None:
         assert em.emulator.counts[("watch", "deployments")] == 1
 
 
+def test_a_create_is_answered_201_created_and_the_other_calls_200() -> None:
+    with EmulatorThread() as em:
+        url = f"{em.url}/api/v1/namespaces/default/configmaps"
+        created = requests.post(url, json={"metadata": {"name": "c"}}, timeout=5)
+        assert created.status_code == 201 and created.json()["metadata"]["name"] == "c"
+        assert requests.post(url, json={"metadata": {"name": "c"}}, timeout=5).status_code == 409
+        patched = requests.patch(
+            f"{url}/c",
+            json={"data": {"k": "v"}},
+            headers={"Content-Type": MERGE},
+            timeout=5,
+        )
+        calls = [
+            requests.get(url, timeout=5),
+            requests.get(f"{url}/c", timeout=5),
+            patched,
+            requests.put(f"{url}/c", json=patched.json(), timeout=5),
+            requests.delete(f"{url}/c", timeout=5),
+        ]
+        assert [c.status_code for c in calls] == [200] * 5
+
+
 def test_faults_are_injected_on_matching_requests() -> None:
     from kubeserve.testing.emulator.server import Fault
 
@@ -268,7 +290,7 @@ def test_faults_are_injected_on_matching_requests() -> None:
             ).status_code
             for i in range(40)
         ]
-        assert 8 < codes.count(409) < 32 and 8 < codes.count(200) < 32
+        assert 8 < codes.count(409) < 32 and 8 < codes.count(201) < 32
 
 
 def test_lists_come_in_pages_from_one_snapshot() -> None:

@@ -248,7 +248,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
                 if spoiled is not None:
                     return spoiled
             body = orjson.dumps(await self._dispatch(raw_request.path, request))
-            return aiohttp.web.Response(body=body, content_type="application/json")
+            return aiohttp.web.Response(
+                body=body, status=_success_status(request), content_type="application/json"
+            )
         except ApiError as exc:
             return _status_response(exc.status, exc.reason, exc.message)
         except patches.PatchError as exc:
@@ -596,6 +598,16 @@ def _verb(request: kmock.Request) -> str:
     if request.action in _VERBS:
         return _VERBS[request.action]
     return "update" if request.method == kmock.method.PUT else "get"
+
+
+def _success_status(request: kmock.Request) -> int:
+    """Give the status of a call served without error: 201 for a create, else 200.
+
+    As kube-apiserver: its create handler answers `http.StatusCreated`
+    (k8s.io/apiserver pkg/endpoints/handlers/create.go, createHandler), the others 200.
+    """
+    served = request.resource is not None and request.resource.plural is not None
+    return 201 if served and request.action == kmock.action.CREATE else 200
 
 
 def _plural(request: kmock.Request) -> str | None:
