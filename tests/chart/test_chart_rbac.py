@@ -15,15 +15,12 @@ from __future__ import annotations
 import inspect
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from kubeserve import API_GROUP, cluster
 from kubeserve.controller import handlers, reconcile, runtime
-from support.chart import by_kind, one, render
-
-Grant = tuple[str, str, str]  # apiGroup, resource, verb
+from support.chart import Grant, by_kind, grants, one, render
 
 # Python method of `Cluster` -> the RBAC verb it needs.
 CLUSTER_VERBS = {
@@ -97,19 +94,6 @@ def expected_calls(*, gateway_api: bool, clusterwide: bool) -> set[Grant]:
     if clusterwide:
         calls |= {(*CRDS, "list"), (*CRDS, "watch")}
     return calls
-
-
-def grants(role: dict[str, Any]) -> set[Grant]:
-    """The (group, resource, verb) triples a Role or ClusterRole grants; no wildcards allowed."""
-    out: set[Grant] = set()
-    for rule in role["rules"]:
-        assert "nonResourceURLs" not in rule and "resourceNames" not in rule, rule
-        for field in ("apiGroups", "resources", "verbs"):
-            assert "*" not in rule[field], f"wildcard in {field}: {rule}"
-        out |= {
-            (g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
-        }
-    return out
 
 
 def show(calls: set[Grant]) -> str:

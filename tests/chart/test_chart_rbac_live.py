@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 import requests
-from test_chart_rbac import grants
 
 from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.kube_client import DEPLOYMENTS, EVENTS, ISVC, SERVICES, Kube, wait_for
 from kubeserve.testing.operator_process import OperatorProcess
 from support import specs
-from support.chart import one, render
+from support.chart import grants, one, render
 
 HPA = ("autoscaling/v2", "horizontalpodautoscalers")
 PDB = ("policy/v1", "poddisruptionbudgets")

@@ -96,3 +96,19 @@ def one(objects: Sequence[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = by_kind(objects, kind)
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
+
+
+Grant = tuple[str, str, str]  # apiGroup, resource, verb
+
+
+def grants(role: dict[str, Any]) -> set[Grant]:
+    """The (group, resource, verb) triples a Role or ClusterRole grants; no wildcards allowed."""
+    out: set[Grant] = set()
+    for rule in role["rules"]:
+        assert "nonResourceURLs" not in rule and "resourceNames" not in rule, rule
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], f"wildcard in {field}: {rule}"
+        out |= {
+            (g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+        }
+    return out
