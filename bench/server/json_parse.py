@@ -12,8 +12,8 @@ In process, no HTTP; each figure is the best of ``--repeat`` runs, in millisecon
 
 Cases: ``image`` is a V2 request of a 1x224x224x3 FP32 image with flat ``data``
 (``pixels.ravel().tolist()``, as tritonclient sends it: 2.9 MB), ``image-nested`` the same
-values as ``x.tolist()`` of the 4-D array, ``digits`` 16 MiB of one-digit ints and
-``floats`` 16 MiB of float64 values, both flat.
+values as ``x.tolist()`` of the 4-D array, ``digits`` 16 MiB of one-digit ints (flat, and
+in rows of 64 as ``digit-rows``) and ``floats`` 16 MiB of float64 values, flat.
 """
 
 from __future__ import annotations
@@ -43,12 +43,13 @@ def bodies() -> dict[str, bytes]:
     """Return case name -> JSON body."""
     rng = np.random.default_rng(0)
     pixels = rng.random((1, 224, 224, 3)).astype(np.float32)
-    digits = rng.integers(0, 10, size=8 * MIB).tolist()  # "d," each: 16 MiB
+    digits = rng.integers(0, 10, size=8 * MIB)  # "d," each: 16 MiB
     floats = rng.random(16 * MIB // 20).tolist()  # about 19 bytes and a comma each
     return {
         "image": _v2(pixels.ravel().tolist(), [1, 224, 224, 3]),
         "image-nested": _v2(pixels.tolist(), [1, 224, 224, 3]),
-        "digits": _v2(digits, [len(digits)]),
+        "digits": _v2(digits.tolist(), [digits.size]),
+        "digit-rows": _v2(digits.reshape(-1, 64).tolist(), [digits.size // 64, 64]),
         "floats": _v2(floats, [len(floats)]),
     }
 

@@ -6,6 +6,7 @@ window's edge somewhere."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -242,7 +243,7 @@ def test_the_parser_defers_only_where_it_is_told_and_only_arrays_without_objects
     assert chunked_json.loads(objects, chunk=64, defer=tensor) == orjson.loads(objects)
 
 
-# -- flat arrays of numbers: read between their commas (numeric_json._scan_flat) -------------
+# -- regular arrays of numbers: read between their commas (numeric_json._scan_regular) -------
 
 # Number texts as clients write them, beyond what json.dumps writes.
 number_texts = st.one_of(
@@ -254,25 +255,57 @@ blanks = st.sampled_from(["", "", " ", "  ", "\n", "\t", "\r\n  "])
 
 
 @st.composite
-def flat_texts(draw: st.DrawFn) -> bytes:
-    """A flat array of numbers, blanks anywhere between them."""
+def number_arrays(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """An array of numbers, flat or nested, blanks anywhere between its values and brackets,
+    now and then ragged; and whether it is regular (no list empty, none ragged)."""
     kind = draw(st.sampled_from(["digits", "bytes", "ints", "floats", "mixed"]))
-    value = {
+    leaf = {
         "digits": st.integers(min_value=0, max_value=9).map(str),
         "bytes": st.integers(min_value=0, max_value=255).map(str),
         "ints": st.integers(min_value=-(2**65), max_value=2**65).map(str),
         "floats": st.floats(allow_nan=False, allow_infinity=False).map(json.dumps),
         "mixed": number_texts,
     }[kind]
-    items = draw(st.lists(st.tuples(blanks, value, blanks), max_size=30))
-    inside = ",".join(before + text + after for before, text, after in items)
-    if not items:
-        inside = draw(blanks)
-    return f"[{draw(blanks)}{inside}{draw(blanks)}]".encode()
+    shape = draw(st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=4))
+    if draw(st.booleans()):
+        shape = [draw(st.integers(min_value=0, max_value=30))]  # flat
+    regular = len(shape) == 1 or 0 not in shape
+
+    def build(dims: list[int]) -> Any:
+        return draw(leaf) if not dims else [build(dims[1:]) for _ in range(dims[0])]
+
+    value = build(shape)
+    if len(shape) > 1 and draw(st.integers(min_value=0, max_value=2)) == 0:
+        # A list shorter or longer, a list where a value was, or the reverse.
+        regular = False
+        node = value
+        for i in draw(st.lists(st.integers(min_value=0, max_value=3), max_size=3)):
+            if not node or type(node[i % len(node)]) is not list:
+                break
+            node = node[i % len(node)]
+        if node:
+            i = draw(st.integers(min_value=0, max_value=len(node) - 1))
+            edit = draw(st.sampled_from(["drop", "add", "wrap", "flatten"]))
+            if edit == "drop":
+                del node[i]
+            elif edit == "add":
+                node.append(draw(leaf))
+            elif edit == "wrap":
+                node[i] = [node[i]]
+            elif type(node[i]) is list:
+                node[i] = draw(leaf)
+
+    def render(node: Any) -> str:
+        if type(node) is not list:
+            return str(node)
+        inside = ",".join(draw(blanks) + render(item) + draw(blanks) for item in node)
+        return "[" + (inside or draw(blanks)) + "]"
+
+    return render(value).encode(), regular
 
 
 def _the_usual_way(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(numeric_json, "_scan_flat", lambda body, start, end: None)
+    monkeypatch.setattr(numeric_json, "_scan_regular", lambda body, start, end: None)
 
 
 def _read(text: bytes) -> tuple[Any, ...] | str:
@@ -303,13 +336,16 @@ def _assert_read_as_the_usual_way(text: bytes, window: int) -> None:
 
 
 def _pieces_under(text: bytes, window: int) -> bool:
-    """Tell whether every value of a flat array's text, with its blanks, is under ``window``."""
+    """Tell whether the text between each two commas of an array is under ``window``."""
     return all(len(piece) < window for piece in text.strip()[1:-1].split(b","))
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(flat_texts(), st.integers(min_value=16, max_value=64))
-def test_a_flat_array_reads_as_the_byte_by_byte_way_reads_it(text: bytes, window: int) -> None:
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(number_arrays(), st.integers(min_value=16, max_value=64))
+def test_an_array_of_numbers_reads_as_the_byte_by_byte_way_reads_it(
+    array: tuple[bytes, bool], window: int
+) -> None:
+    text, regular = array
     _assert_read_as_the_usual_way(text, window)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(numeric_json, "WINDOW", window)
@@ -317,19 +353,32 @@ def test_a_flat_array_reads_as_the_byte_by_byte_way_reads_it(text: bytes, window
             span = numeric_json.scan(text, 0, len(text))
         except numeric_json.TooLong:
             return  # a number longer than this window: the usual parser's
-        assert span.flat or not _pieces_under(text, window)  # else the quick way takes it
-        _assert_same(text)
+        if regular and _pieces_under(text, window):
+            assert span.regular  # the quick way took it
+    _assert_same(text)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(flat_texts(), st.integers(min_value=16, max_value=64), st.data())
-def test_a_flat_array_refuses_what_orjson_refuses_saying_what_the_usual_way_says(
-    text: bytes, window: int, data: st.DataObject
+def _move_a_bracket(text: bytearray, at: int, by: int) -> None:
+    """Move the first bracket from ``at`` on ``by`` bytes: ``[[1,]2]`` from ``[[1,2]]``, whose
+    brackets and commas still balance."""
+    brackets = [i for i in range(at, len(text)) if text[i] in b"[]"]
+    if brackets:
+        bracket = text.pop(brackets[0])
+        text.insert(min(max(brackets[0] + by, 0), len(text)), bracket)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(number_arrays(), st.integers(min_value=16, max_value=64), st.data())
+def test_an_array_of_numbers_refuses_what_orjson_refuses_saying_what_the_usual_way_says(
+    array: tuple[bytes, bool], window: int, data: st.DataObject
 ) -> None:
-    edited = bytearray(text)
+    edited = bytearray(array[0])
     for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
         at = data.draw(st.integers(min_value=0, max_value=len(edited)))
-        edit = data.draw(st.sampled_from(["insert", "delete", "replace"]))
+        edit = data.draw(st.sampled_from(["insert", "delete", "replace", "move"]))
+        if edit == "move":
+            _move_a_bracket(edited, at, data.draw(st.integers(min_value=-3, max_value=3)))
+            continue
         byte = data.draw(st.sampled_from(b'[],:0123456789.eE+-tfnulaxN \t\n\x0b\xff"\\'))
         json_edits.edit(edited, at, edit, byte)
     body = bytes(edited)
@@ -369,13 +418,23 @@ def test_a_flat_array_refuses_what_orjson_refuses_saying_what_the_usual_way_says
         b"[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0.5]",  # a float in the last window
         b"[0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]",
         b"[0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625]",
+        b"[[1]]",
+        b"[[1], [2], [3], [4], [5], [6], [7], [8], [9], [10]]",  # lists of one
+        b"[[1, 2], [3, 4]]",
+        b"[ [ 1 , 2 ] , [ 3 , 4 ] ]",
+        b"[[\n  1,\n  2\n], [\t3, 4]\n]",
+        b"[[[1, 2, 3], [4, 5, 6]], [[7, 8, 9], [10, 11, 12]]]",
+        b"[[[[0.5, 0.25, 0.125]], [[1.5, 1.25, 1.125]]]]",
+        b"[[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]]",
     ],
 )
-def test_flat_edge_cases_read_as_the_usual_way_and_as_orjson_and_numpy(text: bytes) -> None:
+def test_edge_cases_of_regular_arrays_read_as_the_usual_way_and_as_orjson_and_numpy(
+    text: bytes,
+) -> None:
     for window in (16, 17, 23, 48):
         _assert_read_as_the_usual_way(text, window)
     span = numeric_json.scan(text, 0, len(text))
-    assert span.flat
+    assert span.regular
     _assert_same(text)
 
 
@@ -392,17 +451,62 @@ def test_flat_edge_cases_read_as_the_usual_way_and_as_orjson_and_numpy(text: byt
         (b"[1, 2]]", "unexpected ']' at byte 6"),
         (b"[1, 2, null]", ""),  # a literal: the usual way, which takes it
         (b'[1, 2, "a"]', ""),
+        (b"[[1, 2], [3]]", ""),  # ragged
+        (b"[[1], [2, 3]]", ""),
+        (b"[[[1], [2]], [[3]]]", ""),
+        (b"[[[1], [2]], [[3], [4], [5]]]", ""),
+        (b"[[1, 2], 3]", ""),
+        (b"[1, [2]]", ""),
+        (b"[[], []]", ""),  # empty lists: the usual way
+        (b"[[]]", ""),
+        (b"[[1], []]", ""),
+        (b"[[1]2]", "unexpected value at byte 4"),
+        (b"[1[2]]", "unexpected '[' at byte 2"),
+        (b"[[1][2]]", "unexpected '[' at byte 4"),
+        (b"[[1],]", "unexpected ']' at byte 5"),
+        (b"[[[1,]2],[[3,4]]]", "unexpected ']' at byte 5"),  # balanced, yet not JSON
+        (b"[[[1,2],[3],4]]]", "unexpected ']' at byte 15"),
+        (b"[[1]], [[2]]", "unexpected ','"),
+        (b"[[1, 2]]]", "unexpected ']' at byte 8"),
+        (b"[[[1, 2]]", "not closed"),
     ],
 )
-def test_a_flat_array_the_quick_way_does_not_take_is_read_the_usual_way(
+def test_an_array_the_quick_way_does_not_take_is_read_the_usual_way(
     text: bytes, needle: str
 ) -> None:
     _assert_read_as_the_usual_way(text, 16)
     if needle:
-        with pytest.raises(numeric_json.Malformed, match=needle.replace("]", r"\]")):
+        with pytest.raises(numeric_json.Malformed, match=re.escape(needle)):
             numeric_json.scan(text, 0, len(text))
     else:
-        assert not numeric_json.scan(text, 0, len(text)).flat
+        assert not numeric_json.scan(text, 0, len(text)).regular
+
+
+@pytest.mark.parametrize("byte", [b"\x0b", b"\x0c", b"\xa0", b"\x00"])
+@pytest.mark.parametrize("window", [16, 17, 18, 19, 20])
+def test_a_byte_json_takes_for_no_blank_is_refused_wherever_it_falls(
+    byte: bytes, window: int
+) -> None:
+    text = b"[[[1, 22], [333, 4]], [[5, 66], [777, 8]], [[9, 10], [11, 12]]]"
+    for at in range(1, len(text)):
+        edited = text[:at] + byte + text[at:]
+        _assert_read_as_the_usual_way(edited, window)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(numeric_json, "WINDOW", window)
+            with pytest.raises(numeric_json.Malformed):
+                numeric_json.scan(edited, 0, len(edited))
+
+
+def test_regular_arrays_as_deep_as_numpy_allows_and_no_deeper_are_read_the_quick_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(numeric_json, "WINDOW", 256)
+    ok = b"[" * 64 + b"1, 2" + b"]" * 64
+    span = numeric_json.scan(ok, 0, len(ok))
+    assert span.regular and span.shape == (1,) * 63 + (2,)
+    deep = b"[" * 65 + b"1, 2" + b"]" * 65
+    with pytest.raises(numeric_json.Malformed, match="nested deeper than 64"):
+        numeric_json.scan(deep, 0, len(deep))
 
 
 def test_a_value_of_a_windows_length_in_a_flat_array_is_too_long(
@@ -443,7 +547,7 @@ def test_a_flat_array_is_parsed_a_window_at_a_time(
     counting = _CountingLoads()
     monkeypatch.setattr(numeric_json, "orjson", counting)
     span = numeric_json.scan(text, 0, len(text))
-    assert span.flat and span.count == 2000
+    assert span.regular and span.count == 2000
     # Converted windows are kept only where they take no more memory than their text.
     assert span.converted is None or sum(a.nbytes for a in span.converted) <= len(text)
     values = np.concatenate(list(span.values(np.dtype(np.float64))))

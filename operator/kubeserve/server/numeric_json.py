@@ -20,6 +20,12 @@ so no value is split; a value longer than a window is ``TooLong``):
   numpy converts: orjson judges each number and literal as it would in the whole
   document (``01``, ``1.``, ``NaN``, ``1e400`` are refused alike) and gives the same
   values. The window's list lives only for the window.
+
+A regular array of numbers alone (flat, or nested with no list empty or ragged: what
+clients send most) is read a quicker way first, 3-5x faster (``_scan_regular``): windows
+cut at its commas, the values of each parsed by orjson, its brackets counted between
+them. Anything else, or a doubt, is read again as above, which gives the same ``Span``
+or says what is wrong the same way.
 """
 
 from __future__ import annotations
@@ -62,11 +68,14 @@ _MINUS, _ZERO = ord("-"), ord("0")
 _INT_BYTES = [*_DIGITS, _MINUS]
 _OTHER_BYTES = [b for b in range(256) if _CLASS[b] == _VALUE and b not in _INT_BYTES]
 _NAMES = {_OPEN: "'['", _CLOSE: "']'", _COMMA: "','", _VALUE: "value"}
-# Bytes that no flat array of numbers has inside its brackets: those of nested arrays,
-# strings, and the first letters of true, false and null.
-_NOT_NUMBERS = (b"[", b"]", b'"', b"t", b"f", b"n")
+# Bytes that no array of numbers alone has: those of strings, and the first letters of
+# true, false and null.
+_NOT_NUMBERS = (b'"', b"t", b"f", b"n")
 _FLOAT_BYTES = (b".", b"e", b"E")
+_BLANK_BYTES = (b" ", b"\t", b"\n", b"\r")
 _BLANKS = re.compile(rb"[ \t\n\r]*")
+_UNBRACKETED = bytes.maketrans(b"[]", b"  ")  # a window's values alone
+_OPEN_BYTE, _CLOSE_BYTE, _COMMA_BYTE = ord("["), ord("]"), ord(",")
 
 
 class Malformed(ValueError):
@@ -99,8 +108,8 @@ class Span:
     # The values ``scan`` converted already, a window each, when they take no more memory
     # than their text (bools, long floats): ``values`` gives them, and lets them go.
     converted: list[np.ndarray] | None = None
-    # A flat array of numbers, read between its commas (``_scan_flat``).
-    flat: bool = False
+    # A regular array of numbers, read between its commas (``_scan_regular``).
+    regular: bool = False
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -119,8 +128,8 @@ class Span:
             while converted:
                 yield converted.pop().astype(dtype)  # exact: bools or float64
             return
-        if self.flat:
-            yield from _flat_values(self.body, self.start, self.end, dtype)
+        if self.regular:
+            yield from _regular_values(self.body, self.start, self.end, dtype)
             return
         for _, chars, cls in _windows(self.body, self.start, self.end):
             ints = _short_ints(chars, cls, np.bincount(chars, minlength=256))
@@ -138,92 +147,204 @@ def scan(body: bytes, start: int, end: int) -> Span:
     Raises Malformed where orjson would refuse the document, or where the arrays nest
     deeper than ``MAX_DEPTH``; TooLong for a value longer than a window.
     """
-    flat = _scan_flat(body, start, end)
-    if flat is not None:
-        return flat
+    regular = _scan_regular(body, start, end)
+    if regular is not None:
+        return regular
     state = _Scan()
     for lo, chars, cls in _windows(body, start, end):
         state.feed(lo, chars, cls)
     return state.finish(body, start, end)
 
 
-def _scan_flat(body: bytes, start: int, end: int) -> Span | None:
-    """Describe a flat array of numbers (``[1, 2.5, -3]``) the quick way; None for any other.
+def _scan_regular(body: bytes, start: int, end: int) -> Span | None:
+    """Describe a regular array of numbers the quick way; None for any other array.
 
     The tensors clients send most, and the slowest to classify a byte at a time: 40 ms for
-    a 224x224x3 image of floats (2.9 MB), where orjson alone reads it in 6. Such an array
-    is cut at its commas into windows of under ``WINDOW`` bytes, and orjson parses each as
-    an array of its own: it judges each number and comma as it would in the whole document,
-    so a window it takes, none of them empty, is valid JSON, and all of them together are
-    the array. Anything else gives None, and ``scan`` starts again the usual way, which
-    says what is wrong and where, as it always did: a byte of a nested array, a string or
-    a literal, a window orjson refuses or that holds no value, a run of a window's length
-    without a comma. The usual way would give the same ``Span`` (ints' range, floats'
-    windows converted when they take no more memory than their text): whatever the
-    windows, ``kinds`` has float if any value has '.', 'e' or 'E' or is an int beyond 64
-    bits, and int unless every value is such an int.
+    a flat 224x224x3 image of floats (2.9 MB), where orjson alone reads it in 6. Such an
+    array is cut at its commas into windows of under ``WINDOW`` bytes. Each window's
+    values, its brackets made blanks, are an array that orjson parses: it judges each
+    number and comma as it would in the whole document. Its brackets must stand between
+    a comma and a value (``_separators``), and as many ']' close after each value as '['
+    open before the next and as a regular array's shape has lists end there (``_Regular``).
+
+    Anything else gives None, and ``scan`` starts again the usual way, which says what is
+    wrong and where, as it always did: strings, literals, a window orjson refuses or that
+    holds no value, empty lists, ragged nesting, a run of a window's length without a
+    comma. The usual way would give the same ``Span`` (ints' range, floats' windows
+    converted when they take no more memory than their text): whatever the windows,
+    ``kinds`` has float if any value has '.', 'e' or 'E' or is an int beyond 64 bits, and
+    int unless every value is such an int.
     """
     if end - start < 2 or body[start] != ord("[") or body[end - 1] != ord("]"):
         return None
+    state = _Regular()
     stop = end - 1
     lo = start + 1
-    count = 0
-    kinds: set[type] = set()
-    low = high = 0
-    ranged = False
-    converted: list[np.ndarray] | None = []
     while True:
-        cut = _flat_cut(body, lo, stop)
-        if cut < 0 or any(body.find(b, lo, cut) >= 0 for b in _NOT_NUMBERS):
+        cut = _regular_cut(body, lo, stop)
+        if cut < 0 or not state.feed(body, lo, cut, first=lo == start + 1, last=cut == stop):
             return None
-        text = _flat_text_between(body, lo, cut)
-        try:
-            values = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return None
-        if not values:
-            if lo == start + 1 and cut == stop:
-                break  # ``[]``
-            return None  # a comma too many
-        count += len(values)
-        keep: np.ndarray | None = None
-        if any(body.find(b, lo, cut) >= 0 for b in _FLOAT_BYTES):
-            kinds |= {int, float}  # maybe no int: it makes no difference with floats
-            if len(text) >= 8 * len(values):  # longer numbers than float64's 8 bytes
-                keep = np.array(values, dtype=np.float64)
-        else:
-            found, least, most = _int_range(values)
-            kinds |= found
-            if found == {int}:
-                if ranged:
-                    least, most = min(low, least), max(high, most)
-                low, high, ranged = least, most, True
-        if keep is None or converted is None:
-            converted = None  # ints cost more than their text: read again, all of them
-        else:
-            converted.append(keep)
         if cut == stop:
-            break
+            return state.span(body, start, end)
         lo = cut + 1
-    return Span(
-        body, start, end, (count,), None, count, frozenset(kinds), low, high, converted, True
-    )
 
 
-def _flat_cut(body: bytes, lo: int, stop: int) -> int:
-    """Return where the window of a flat array's values from ``lo`` ends (at a comma, or
-    at ``stop``, the closing bracket), or -1 when there is no comma in a window's length."""
+def _regular_cut(body: bytes, lo: int, stop: int) -> int:
+    """Return where the window of values from ``lo`` ends (at a comma, or at ``stop``, the
+    closing bracket), or -1 when there is no comma in a window's length."""
     if stop - lo < WINDOW:
         return stop
     return body.rfind(b",", lo, lo + WINDOW)
 
 
-def _flat_text_between(body: bytes, lo: int, cut: int) -> bytes:
-    """Return ``[`` + ``body[lo:cut]`` + ``]`` without the blanks it would open with: orjson
-    3.13 refuses some dense arrays of ints that open with two ("failed to allocate memory")."""
-    blanks = _BLANKS.match(body, lo, cut)
-    lo = blanks.end() if blanks else lo
-    return b"".join((b"[", memoryview(body)[lo:cut], b"]"))
+def _values_text(body: bytes, lo: int, cut: int, bracketed: bool) -> bytes:
+    """Return ``[`` + ``body[lo:cut]`` + ``]``, its inner brackets made blanks, without the
+    blanks it would open with: orjson 3.13 refuses some dense arrays of ints that open with
+    two ("failed to allocate memory")."""
+    inside: bytes | memoryview
+    if bracketed:
+        inside = body[lo:cut].translate(_UNBRACKETED).lstrip(b" \t\n\r")  # not \x0b
+    else:
+        blanks = _BLANKS.match(body, lo, cut)
+        inside = memoryview(body)[blanks.end() if blanks else lo : cut]
+    return b"".join((b"[", inside, b"]"))
+
+
+def _separators(body: bytes, lo: int, cut: int, count: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return how many '[' open before each of the ``count`` values of ``body[lo:cut]``
+    and how many ']' close after it; None where a bracket is elsewhere than between a
+    comma and a value (``[1]2``, ``1[2]``, ``][``, ``[]``).
+
+    orjson has taken the values, a comma between each two: so each value stands between
+    two commas (or a window's edge) with only '['s before it and ']'s after it, and none
+    of those makes an empty list (``[]`` would leave two commas or an edge with no value
+    between them). The blanks go first: ``[ 1`` is ``[1``.
+    """
+    window = body[lo:cut]
+    if any(window.find(b) >= 0 for b in _BLANK_BYTES):
+        window = window.translate(None, b" \t\n\r")
+    chars = np.frombuffer(window, dtype=np.uint8)
+    commas = np.flatnonzero(chars == _COMMA_BYTE)
+    opening = np.flatnonzero(chars == _OPEN_BYTE)
+    closing = np.flatnonzero(chars == _CLOSE_BYTE)
+    # The bytes around the window are ',' or the span's own brackets.
+    before = chars[opening[opening > 0] - 1]
+    after = chars[closing[closing < chars.size - 1] + 1]
+    if (
+        commas.size != count - 1
+        or ((before != _OPEN_BYTE) & (before != _COMMA_BYTE)).any()
+        or ((after != _CLOSE_BYTE) & (after != _COMMA_BYTE)).any()
+    ):
+        return None
+    opens = np.bincount(np.searchsorted(commas, opening), minlength=count)
+    closes = np.bincount(np.searchsorted(commas, closing), minlength=count)
+    return opens, closes
+
+
+class _Regular:
+    """What ``_scan_regular`` learns window by window; ``feed`` says False to give up."""
+
+    def __init__(self) -> None:
+        self.ndim = 1
+        # The values of the lists at each level, innermost first, once one has closed.
+        self.periods: list[int] = []
+        self.carried = 0  # the ']' before the last cut: as many '[' must follow it
+        self.count = 0
+        self.kinds: set[type] = set()
+        self.low = self.high = 0
+        self.ranged = False
+        self.converted: list[np.ndarray] | None = []
+
+    def feed(self, body: bytes, lo: int, cut: int, *, first: bool, last: bool) -> bool:
+        """Take the values of ``body[lo:cut]``; False if the quick way cannot."""
+        if any(body.find(b, lo, cut) >= 0 for b in _NOT_NUMBERS):
+            return False
+        bracketed = body.find(b"[", lo, cut) >= 0 or body.find(b"]", lo, cut) >= 0
+        text = _values_text(body, lo, cut, bracketed)
+        try:
+            values = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return False
+        if not values:
+            return first and last and not bracketed  # ``[]``; any other: a comma too many
+        if bracketed:
+            found = _separators(body, lo, cut, len(values))
+            if found is None or not self._nesting(*found, first=first, last=last):
+                return False
+        elif self.carried or (last and self.ndim > 1) or not self._unclosed(len(values)):
+            return False
+        self.count += len(values)
+        self._values(values, text, body, lo, cut)
+        return True
+
+    def _nesting(self, opens: np.ndarray, closes: np.ndarray, *, first: bool, last: bool) -> bool:
+        # Every value at the depth of the first; lists end where a regular array's do.
+        if first:
+            self.ndim = int(opens[0]) + 1
+            if self.ndim > MAX_DEPTH:
+                return False
+        if int(opens[0]) != (self.ndim - 1 if first else self.carried):
+            return False
+        self.carried = int(closes[-1])
+        if (
+            (opens[1:] != closes[:-1]).any()
+            or int(closes.max()) > self.ndim - 1  # the span's own ']' closes the outermost
+            or (last and self.carried != self.ndim - 1)
+        ):
+            return False
+        for level in range(1, self.ndim):
+            at = np.flatnonzero(closes >= level)  # the values a list of this level ends with
+            if level > len(self.periods):
+                if not at.size:
+                    break  # its first list (and the outer ones) are still open
+                self.periods.append(self.count + int(at[0]) + 1)
+            period = self.periods[level - 1]
+            if not np.array_equal(at, np.arange(-(self.count + 1) % period, closes.size, period)):
+                return False
+        return True
+
+    def _unclosed(self, count: int) -> bool:
+        # A window without brackets: no list that has a length yet may end in it.
+        return not self.periods or -(self.count + 1) % self.periods[0] >= count
+
+    def _values(self, values: list[Any], text: bytes, body: bytes, lo: int, cut: int) -> None:
+        keep: np.ndarray | None = None
+        if any(body.find(b, lo, cut) >= 0 for b in _FLOAT_BYTES):
+            self.kinds |= {int, float}  # maybe no int: it makes no difference with floats
+            if len(text) >= 8 * len(values):  # longer numbers than float64's 8 bytes
+                keep = np.array(values, dtype=np.float64)
+        else:
+            kinds, low, high = _int_range(values)
+            self.kinds |= kinds
+            if kinds == {int}:
+                if self.ranged:
+                    low, high = min(self.low, low), max(self.high, high)
+                self.low, self.high, self.ranged = low, high, True
+        if keep is None or self.converted is None:
+            self.converted = None  # ints cost more than their text: read again, all of them
+        else:
+            self.converted.append(keep)
+
+    def span(self, body: bytes, start: int, end: int) -> Span:
+        # Values per list at each level, a value's 1 to the whole array's count.
+        sizes = [1, *self.periods, self.count]
+        shape = tuple(sizes[i + 1] // sizes[i] for i in reversed(range(self.ndim)))
+        if not self.count:
+            shape = (0,)
+        kinds = frozenset(self.kinds)
+        return Span(
+            body,
+            start,
+            end,
+            shape,
+            None,
+            self.count,
+            kinds,
+            self.low,
+            self.high,
+            self.converted,
+            True,
+        )
 
 
 def _int_range(values: list[Any]) -> tuple[set[type], int, int]:
@@ -247,16 +368,19 @@ def _int_range(values: list[Any]) -> tuple[set[type], int, int]:
     return kinds, 0, 0
 
 
-def _flat_values(body: bytes, start: int, end: int, dtype: np.dtype[Any]) -> Iterator[np.ndarray]:
-    """Yield the values of a flat span ``_scan_flat`` took, a window at a time."""
+def _regular_values(
+    body: bytes, start: int, end: int, dtype: np.dtype[Any]
+) -> Iterator[np.ndarray]:
+    """Yield the values of a span ``_scan_regular`` took, a window at a time."""
     stop = end - 1
     lo = start + 1
     while lo < stop:
-        cut = _flat_cut(body, lo, stop)
+        cut = _regular_cut(body, lo, stop)
         if cut < 0:  # a smaller window than ``scan`` had: the next comma will do
             cut = body.find(b",", lo, stop)
             cut = stop if cut < 0 else cut
-        values = orjson.loads(_flat_text_between(body, lo, cut))
+        bracketed = body.find(b"[", lo, cut) >= 0 or body.find(b"]", lo, cut) >= 0
+        values = orjson.loads(_values_text(body, lo, cut, bracketed))
         small: bytes | None = None
         if values and not any(body.find(b, lo, cut) >= 0 for b in _FLOAT_BYTES):
             try:
