@@ -17,20 +17,13 @@ import pytest
 import requests
 
 from kubeserve.testing.emulator import EmulatorThread
-from kubeserve.testing.emulator.server import RESOURCE_TYPES
 from kubeserve.testing.emulator.store import ApiError, Store
-
-DEP = ("apps", "v1", "deployments")
-CM = ("", "v1", "configmaps")
-ISVC = ("serving.kubeserve.dev", "v1alpha1", "inferenceservices")
-MERGE = "application/merge-patch+json"
+from support.emulator_kinds import CM, DEP, ISVC, MERGE, store_with_namespace
 
 
 @pytest.fixture()
 def store() -> Store:
-    s = Store(RESOURCE_TYPES)
-    s.create(("", "v1", "namespaces"), None, {"metadata": {"name": "ns"}})
-    return s
+    return store_with_namespace()
 
 
 def ref(owner: dict[str, Any]) -> dict[str, Any]:

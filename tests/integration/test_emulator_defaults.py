@@ -14,27 +14,26 @@ import requests
 
 from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.emulator.quantity import MILLI, QuantityError, canonical
-from kubeserve.testing.emulator.server import RESOURCE_TYPES
 from kubeserve.testing.emulator.store import ApiError, Store
-
-NS = ("", "v1", "namespaces")
-DEP = ("apps", "v1", "deployments")
-POD = ("", "v1", "pods")
-SVC = ("", "v1", "services")
-CM = ("", "v1", "configmaps")
-HPA = ("autoscaling", "v2", "horizontalpodautoscalers")
-PDB = ("policy", "v1", "poddisruptionbudgets")
-ROUTE = ("gateway.networking.k8s.io", "v1", "httproutes")
-ISVC = ("serving.kubeserve.dev", "v1alpha1", "inferenceservices")
-MERGE = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
+from support.emulator_kinds import (
+    CM,
+    DEP,
+    HPA,
+    ISVC,
+    JSON_PATCH,
+    MERGE,
+    NS,
+    PDB,
+    POD,
+    ROUTE,
+    SVC,
+    store_with_namespace,
+)
 
 
 @pytest.fixture()
 def store() -> Store:
-    s = Store(RESOURCE_TYPES)
-    s.create(NS, None, {"metadata": {"name": "ns"}})
-    return s
+    return store_with_namespace()
 
 
 def deployment(name: str = "d", **pod_spec: Any) -> dict[str, Any]:

@@ -48,12 +48,7 @@ def slow_creates(emulator: EmulatorThread) -> Iterator[None]:
 
 def operator_creates(emulator: EmulatorThread, namespace: str) -> list[float]:
     """When the operator's creates in `namespace` came."""
-    while True:
-        try:
-            journal = list(emulator.emulator.journal)
-            break
-        except RuntimeError:  # appended to by the emulator's thread as we copied it
-            continue
+    journal = emulator.emulator.written()
     return [
         w.at
         for w in journal

@@ -42,12 +42,7 @@ def refuse_configmaps(emulator: EmulatorThread) -> Iterator[list[Fault]]:
 
 def configmap_creates(emulator: EmulatorThread, namespace: str) -> list[float]:
     """When the operator's creates of ConfigMaps in `namespace` came, in order."""
-    while True:
-        try:
-            journal = list(emulator.emulator.journal)
-            break
-        except RuntimeError:  # appended to by the emulator's thread as we copied it
-            continue
+    journal = emulator.emulator.written()
     return [
         w.at
         for w in journal

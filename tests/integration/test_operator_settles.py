@@ -40,9 +40,7 @@ def operator(gateway_operator: OperatorProcess) -> OperatorProcess:
 
 def writes_since(emulator: EmulatorThread, mark: int) -> list[Write]:
     """Every write after the first `mark` the emulator served, but the test's own."""
-    return [
-        w for w in list(emulator.emulator.journal) if w.seq >= mark and w.manager != TEST_CLIENT
-    ]
+    return [w for w in emulator.emulator.written() if w.seq >= mark and w.manager != TEST_CLIENT]
 
 
 def children_of(kube: Kube, namespace: str, name: str) -> set[tuple[str, str]]:

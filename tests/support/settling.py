@@ -25,14 +25,14 @@ TEST_CLIENT = "python-requests"
 
 def operator_writes(emulator: EmulatorThread, since: int) -> list[Write]:
     """Give the operator's writes after the first `since` writes the emulator served."""
-    return [w for w in list(emulator.emulator.journal) if w.seq >= since and w.manager == OPERATOR]
+    return [w for w in emulator.emulator.written() if w.seq >= since and w.manager == OPERATOR]
 
 
 def inference_service_writes(emulator: EmulatorThread, namespace: str, since: int) -> list[Write]:
     """Give the writes to InferenceServices in `namespace` after the first `since`, but the tests'."""
     return [
         w
-        for w in list(emulator.emulator.journal)
+        for w in emulator.emulator.written()
         if w.seq >= since
         and w.plural == "inferenceservices"
         and w.namespace == namespace

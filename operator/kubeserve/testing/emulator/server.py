@@ -195,6 +195,17 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
     # continue token -> (list revision, items not served yet, when the token expires)
     _continues: dict[str, tuple[int, list[dict[str, Any]], float]] = attrs.field(factory=dict)
 
+    def written(self) -> list[Write]:
+        """The journal as it is now, safe to read from another thread than the emulator's.
+
+        The emulator's loop appends while a copy is made; a copy it raced is made again.
+        """
+        while True:
+            try:
+                return list(self.journal)
+            except RuntimeError:  # "deque mutated during iteration"
+                continue
+
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._random = random.Random(self.seed)
