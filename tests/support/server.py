@@ -15,14 +15,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from kubeserve.local import router_config
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    """Return a port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# A port nothing listens on right now, outside the range outgoing connections take theirs from.
+free_port = router_config.free_port
 
 
 class Server:

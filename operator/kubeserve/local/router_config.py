@@ -9,6 +9,7 @@ name and writes under the /tmp emptyDir; on a developer machine each of those mu
 from __future__ import annotations
 
 import dataclasses
+import random
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,8 +21,33 @@ from kubeserve.builders.config import BuildConfig
 LOOPBACK = "127.0.0.1"
 
 
+# Where the kernel takes the local ports of outgoing connections (Linux's default range, or
+# what /proc says). A listener's port picked in it can be taken by any connection made before
+# the listener binds it (a CI run lost four tests so: "Address already in use").
+EPHEMERAL = (32768, 60999)
+LOWEST = 10000  # below: ports that well-known and registered services are likelier to use
+_pick = random.Random()
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """Give the kernel's range for outgoing connections' local ports (Linux; else a guess)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return EPHEMERAL
+
+
 def free_port() -> int:
-    """Give a loopback port that was free a moment ago."""
+    """Give a loopback port that was free a moment ago, below the ephemeral range when it can."""
+    low, _ = ephemeral_range()
+    for _ in range(64 if low - LOWEST > 1000 else 0):
+        with socket.socket() as s:
+            try:
+                s.bind((LOOPBACK, _pick.randrange(LOWEST, low)))
+            except OSError:
+                continue  # taken: another
+            return int(s.getsockname()[1])
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
