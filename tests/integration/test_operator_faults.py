@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
@@ -40,11 +39,11 @@ from kubeserve.testing import operator_process
 from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.emulator.server import Fault, WatchFault
 from kubeserve.testing.emulator.store import Event, ResourceKey, Store
-from kubeserve.testing.kube_client import DEPLOYMENTS, ISVC, Kube, wait_for
+from kubeserve.testing.kube_client import ISVC, Kube, wait_for
 from kubeserve.testing.operator_process import OperatorProcess
 from support import specs, strategies
 from support.isvcs import CHILD_RESOURCES, desired_children
-from support.settling import HTTPROUTES, accepted
+from support.settling import play_controllers
 
 SEED = int(os.environ.get("KUBESERVE_FAULT_SEED", "1511"))
 RESYNC_SECONDS = 2.0
@@ -293,32 +292,6 @@ def problems(kube: Kube, namespace: str, expected: set[str]) -> list[str]:
         ):
             found.append(f"{name}: {ready} for generation {status.get('observedGeneration')}")
     return found
-
-
-def play_controllers(kube: Kube, namespace: str) -> None:
-    """Do what the Deployment controller and a Gateway would: report ready, accept routes."""
-    for dep in kube.list(DEPLOYMENTS, namespace):
-        if (dep.get("status") or {}).get("observedGeneration") != dep["metadata"]["generation"]:
-            unless_gone(lambda d=dep: kube.mark_deployment_ready(namespace, d["metadata"]["name"]))
-    for route in kube.list(HTTPROUTES, namespace):
-        if not (route.get("status") or {}).get("parents"):
-            name = route["metadata"]["name"]
-            unless_gone(
-                lambda n=name, r=route: kube.patch(
-                    HTTPROUTES, namespace, n, accepted(r), sub="status"
-                )
-            )
-
-
-def unless_gone(call: Callable[[], object]) -> None:
-    """Call; an object the operator deleted since it was listed is no error."""
-    try:
-        call()
-    except requests.HTTPError as exc:
-        if exc.response is None or exc.response.status_code != 404:
-            raise
-    except AssertionError:  # mark_deployment_ready found it gone
-        pass
 
 
 def converge(kube: Kube, namespace: str, expected: set[str]) -> float:

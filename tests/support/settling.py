@@ -8,7 +8,10 @@ fails with what it kept writing (`describe`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+
+import requests
 
 from kubeserve.testing.emulator import EmulatorThread
 from kubeserve.testing.emulator.server import Write
@@ -53,14 +56,7 @@ def converge(kube: Kube, namespace: str, names: list[str]) -> None:
     """Play the controllers the emulator lacks until every InferenceService is Ready."""
 
     def ready() -> bool:
-        for dep in kube.list(DEPLOYMENTS, namespace):
-            if (dep.get("status") or {}).get("observedGeneration") != dep["metadata"]["generation"]:
-                kube.mark_deployment_ready(namespace, dep["metadata"]["name"])
-        for route in kube.list(HTTPROUTES, namespace):
-            if not (route.get("status") or {}).get("parents"):
-                kube.patch(
-                    HTTPROUTES, namespace, route["metadata"]["name"], accepted(route), sub="status"
-                )
+        play_controllers(kube, namespace)
         states = [kube.get(ISVC, namespace, name) or {} for name in names]
         return all(
             any(
@@ -103,3 +99,29 @@ def wait_quiet(emulator: EmulatorThread, seconds: float, timeout: float) -> None
             return
     recent = operator_writes(emulator, emulator.emulator.writes - 40)
     raise AssertionError(f"the operator never stopped writing; last writes:\n{describe(recent)}")
+
+
+def play_controllers(kube: Kube, namespace: str) -> None:
+    """Do what the Deployment controller and a Gateway would: report ready, accept routes."""
+    for dep in kube.list(DEPLOYMENTS, namespace):
+        if (dep.get("status") or {}).get("observedGeneration") != dep["metadata"]["generation"]:
+            unless_gone(lambda d=dep: kube.mark_deployment_ready(namespace, d["metadata"]["name"]))
+    for route in kube.list(HTTPROUTES, namespace):
+        if not (route.get("status") or {}).get("parents"):
+            name = route["metadata"]["name"]
+            unless_gone(
+                lambda n=name, r=route: kube.patch(
+                    HTTPROUTES, namespace, n, accepted(r), sub="status"
+                )
+            )
+
+
+def unless_gone(call: Callable[[], object]) -> None:
+    """Call; an object the operator deleted since it was listed is no error."""
+    try:
+        call()
+    except requests.HTTPError as exc:
+        if exc.response is None or exc.response.status_code != 404:
+            raise
+    except AssertionError:  # mark_deployment_ready found it gone
+        pass
