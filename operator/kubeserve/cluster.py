@@ -202,15 +202,7 @@ class Cluster:
         except Exception as exc:  # urllib3 connection errors: the API is unreachable or slow
             raise ApiError(503, "Unavailable", f"{method} {path}: {exc}") from None
         if response.status >= 400:
-            # A Status, or what a proxy in front of the API answered (HTML, text, nothing).
-            payload = _status_of(data)
-            error = AlreadyExists if payload.get("reason") == "AlreadyExists" else ApiError
-            raise error(
-                response.status,
-                str(payload.get("reason") or "Error"),
-                _status_message(payload) or _text(data),
-                retry_after=_retry_after(response.headers, payload),
-            )
+            raise _answered(response.status, response.headers, data)
         return json.loads(data) if data else {}
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -287,13 +279,7 @@ class Cluster:
         complete = False
         try:
             if response.status >= 400:
-                payload = json.loads(raw.read() or b"{}")
-                raise ApiError(
-                    response.status,
-                    payload.get("reason", "Error"),
-                    payload.get("message", ""),
-                    retry_after=_retry_after(response.headers, payload),
-                )
+                raise _answered(response.status, response.headers, raw.read())
             for line in raw:
                 if not line.strip():
                     continue
@@ -428,6 +414,19 @@ def _refused(exc: kubernetes.client.ApiException) -> ApiError:
         exc.reason or "Error",
         str(exc.body or exc),
         retry_after=_retry_after(exc.headers, None),
+    )
+
+
+def _answered(status: int, headers: Mapping[str, str] | None, data: bytes | None) -> ApiError:
+    """Give the ApiError of an error answer: a Status, or what a proxy in front of the API
+    answered (HTML, text, nothing), for calls and watches alike."""
+    payload = _status_of(data)
+    error = AlreadyExists if payload.get("reason") == "AlreadyExists" else ApiError
+    return error(
+        status,
+        str(payload.get("reason") or "Error"),
+        _status_message(payload) or _text(data),
+        retry_after=_retry_after(headers, payload),
     )
 
 

@@ -262,9 +262,8 @@ class Informer:
             if status == 410 and not relisted:
                 relisted = True
                 continue  # routine: the version was compacted; list again at once
-            delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
-            if retry_after is not None:  # a throttled API says when: not sooner, within reason
-                delay = max(delay, min(retry_after, pending.MAX_RETRY_AFTER))
+            # A throttled API says when: not sooner, within reason.
+            delay = pending.honoured(BACKOFF[min(failures, len(BACKOFF) - 1)], retry_after)
             failures += 1
             # Refused outright, the operator cannot work: say it louder than a hiccup.
             log = logger.error if status in (401, 403) else logger.warning

@@ -31,6 +31,16 @@ UNEXPECTED_DELAY = 30.0
 # (a day, say) would leave an InferenceService unreconciled that long with nothing in its
 # status to say why. A minute is twelve of the usual retry delays, and a fifth of a resync.
 MAX_RETRY_AFTER = 60.0
+
+
+def honoured(delay: float, after: float | None) -> float:
+    """Give how long to wait before trying again: ``delay``, or the API's Retry-After
+    (``after``) when that is longer, counted up to MAX_RETRY_AFTER."""
+    if after is None:
+        return delay
+    return max(delay, min(after, MAX_RETRY_AFTER))
+
+
 # Do `work` for one owner; the trigger (a metrics label: "create", "pod-event" ...) says what
 # asked for it.
 WorkOff = Callable[[Hashable, work.Work, str], None]
@@ -133,9 +143,7 @@ class PendingWork:
 
         The ask counts up to MAX_RETRY_AFTER; a negative or absent one changes nothing.
         """
-        if after is None:
-            return self._retry_delay
-        return max(self._retry_delay, min(after, MAX_RETRY_AFTER))
+        return honoured(self._retry_delay, after)
 
     def __len__(self) -> int:
         with self._cond:
