@@ -107,22 +107,35 @@ def serve_until(
     what: str,
     timeout: float = 30,
 ) -> dict[str, Any]:
-    """Serve traffic at both pods every interval until `done(status.rollout)` holds.
+    """Serve traffic at both pods, a batch at a time, until `done(status.rollout)` holds.
 
-    v1 answers 1% of its requests with a 503; v2 `v2_error_rate` of its `v2`.
+    v1 answers 1% of its requests with a 503; v2 `v2_error_rate` of its `v2`. The next batch
+    waits until the operator has counted the last one (or a few intervals have passed): a
+    batch served before the operator's decision on the previous one is written could carry it
+    through two steps before the test sees the first (CI once saw step 1 go to Succeeded).
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = rollout(kube, namespace)
         if done(found):
             return found
+        counted = candidate_requests(found)
         pods.serve(f"{NAME}-v1-a", 4 * v2 * 99 // 100, code=200)
         pods.serve(f"{NAME}-v1-a", 4 * v2 // 100, code=503)
         errors = round(v2 * v2_error_rate)
         pods.serve(f"{NAME}-v2-a", v2 - errors, code=200)
         pods.serve(f"{NAME}-v2-a", errors, code=503)
-        time.sleep(INTERVAL)
+        patience = time.monotonic() + 4 * INTERVAL
+        while time.monotonic() < patience:
+            time.sleep(INTERVAL / 5)
+            found = rollout(kube, namespace)
+            if done(found) or candidate_requests(found) != counted:
+                break
     raise AssertionError(f"timed out waiting for {what}; last: {rollout(kube, namespace)!r}")
+
+
+def candidate_requests(found: dict[str, Any]) -> Any:
+    return ((found.get("variants") or {}).get("v2") or {}).get("requests")
 
 
 def at_step(step: int) -> Any:
@@ -201,6 +214,9 @@ def test_an_operator_killed_mid_rollout_continues_without_skipping_or_repeating_
         operator.start()
     assert rollout(kube, namespace)["step"] in (2, 3)
     serve_until(kube, namespace, pods, lambda r: r.get("phase") == "Succeeded", what="done")
+    # Events follow the status write: wait for the last, then a while for any repeat.
+    wait_for(lambda: events(kube, namespace, decide.SUCCEEDED), what="RolloutSucceeded")
+    time.sleep(2 * INTERVAL)
     messages = sorted(
         e["message"].split(":")[0] for e in events(kube, namespace, "RolloutAdvanced")
     )
