@@ -18,8 +18,10 @@ REST load comes from wrk (one thread, keep-alive, a 30 s timeout since a JSON ba
 takes seconds on the peers); gRPC load from ``grpc_load.py`` in a process of its own (ghz
 is not in this project's registries); ``--ceiling`` measures that generator against a
 server that does nothing. The floor is ONNX Runtime in process, same session options, per
-batch. A protocol a server lacks is skipped with the reason printed, and so is one that
-kubeserve does not answer yet (binary REST, gRPC and b64 land separately).
+batch. Each measurement also records the CPU the server (all its processes) and the load
+generator spent per answered request: on two shared cores their sum bounds req/s. A
+protocol a server lacks is skipped with the reason printed, and so is one that kubeserve
+does not answer yet (binary REST, gRPC and b64 land separately).
 
     flock /tmp/kubeserve-bench.lock python bench/image/run_image_bench.py \\
         --kserve-python /work/venv-kserve/bin/python \\
@@ -34,9 +36,11 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import os
 import pathlib
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -89,6 +93,7 @@ class Server:
     target: server_bench.Target
     grpc_port: int | None
     protocols: dict[str, str]  # protocol -> "" when offered, else why not
+    pid: int = 0  # once started: its process group, workers included
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,6 +367,26 @@ def check(server: Server, all_bodies: Sequence[Bodies]) -> None:
                 break
 
 
+def group_cpu(pgid: int) -> float:
+    """CPU seconds used so far by the live processes of group ``pgid``: a server, its workers."""
+    total = 0
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After the command's ")": state, ppid, pgrp, ..., utime (12th), stime (13th).
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone between the listing and the read
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children: the load generators run so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_wrk(
     url: str, body: pathlib.Path, headers: dict[str, str], lua: pathlib.Path, *, c: int, s: int
 ) -> dict[str, float]:
@@ -429,15 +454,38 @@ def run_grpc(port: int, body: pathlib.Path, *, c: int, s: int, warmup: int) -> d
 def measure(
     server: Server, protocol: str, bodies: Bodies, lua: pathlib.Path, *, c: int, args: Any
 ) -> dict[str, float]:
-    """Warm up and measure one server, protocol, batch and connection count."""
+    """Warm up and measure one server, protocol, batch and connection count.
+
+    Besides req/s and latency: the CPU the server (all its processes) and the load generator
+    spent per answered request in the measured window, in ms. On this 2-core machine they
+    share the cores, so their sum bounds req/s: 2,000 / (server + client) at best.
+    """
     if protocol == "grpc":
         assert server.grpc_port is not None
-        return run_grpc(server.grpc_port, bodies.grpc, c=c, s=args.duration, warmup=args.warmup)
-    path, headers = request_of(protocol, bodies)
-    url = f"http://127.0.0.1:{server.target.port}{V1_PATH if protocol == 'v1-b64' else V2_PATH}"
+        port = server.grpc_port
+
+        def load(seconds: int) -> dict[str, float]:
+            return run_grpc(port, bodies.grpc, c=c, s=seconds, warmup=0)
+
+    else:
+        path, headers = request_of(protocol, bodies)
+        url = f"http://127.0.0.1:{server.target.port}"
+        url += V1_PATH if protocol == "v1-b64" else V2_PATH
+
+        def load(seconds: int) -> dict[str, float]:
+            return run_wrk(url, path, headers, lua, c=c, s=seconds)
+
     if args.warmup:
-        run_wrk(url, path, headers, lua, c=c, s=args.warmup)
-    return run_wrk(url, path, headers, lua, c=c, s=args.duration)
+        load(args.warmup)
+    server_before, client_before = group_cpu(server.pid), children_cpu()
+    result = load(args.duration)
+    answered = result["rps"] * args.duration
+    for key, spent in (
+        ("server_cpu_ms", group_cpu(server.pid) - server_before),
+        ("client_cpu_ms", children_cpu() - client_before),
+    ):
+        result[key] = spent * 1e3 / answered if answered else float("nan")
+    return result
 
 
 def ceiling(all_bodies: Sequence[Bodies], conns: Sequence[int], args: Any) -> list[dict[str, Any]]:
@@ -451,10 +499,17 @@ def ceiling(all_bodies: Sequence[Bodies], conns: Sequence[int], args: Any) -> li
         time.sleep(2)
         for bodies in all_bodies:
             for c in conns:
+                before = group_cpu(null.pid), children_cpu()
                 r = run_grpc(9231, bodies.grpc, c=c, s=args.duration, warmup=args.warmup)
+                # grpcio's own cost of taking in one message: no server does it for less.
+                answered = r["rps"] * (args.duration + args.warmup)
+                r["server_cpu_ms"] = (group_cpu(null.pid) - before[0]) * 1e3 / answered
+                r["client_cpu_ms"] = (children_cpu() - before[1]) * 1e3 / answered
                 rows.append({"batch": bodies.batch, "connections": c, **r})
                 print(
-                    f"grpc_load ceiling b{bodies.batch} c{c}: {r['rps']:,.0f} req/s",
+                    f"grpc_load ceiling b{bodies.batch} c{c}: {r['rps']:,.0f} req/s, CPU per "
+                    f"request: null server {r['server_cpu_ms']:.2f} ms, "
+                    f"grpc_load {r['client_cpu_ms']:.2f} ms",
                     file=sys.stderr,
                 )
     finally:
@@ -466,10 +521,12 @@ def ceiling(all_bodies: Sequence[Bodies], conns: Sequence[int], args: Any) -> li
 def table(report: dict[str, Any]) -> str:
     """Render the results as Markdown: per scenario, each row against the floor and the peers."""
     floors = {f["batch"]: f["median_ms"] for f in report["floor"]}
+    quiet = report.get("quiet", 0.0)
+    disturbed = False
     lines = [
         "| batch | conns | server | protocol | req/s | p50 ms | p99 ms | errors | ms/req "
-        "| x ORT floor | vs faster peer's best |",
-        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| x ORT floor | vs faster peer's best | server CPU ms/req | client CPU ms/req |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     results = report["results"]
     for key in sorted({(r["batch"], r["connections"]) for r in results}):
@@ -479,16 +536,27 @@ def table(report: dict[str, Any]) -> str:
         for r in rows:
             per_request = 1e3 / r["rps"] if r["rps"] else float("nan")
             vs = f"{r['rps'] / best:.1f}x" if best and r["server"] == "kubeserve" else ""
+            # A peer left busy by a point it could not keep up with (wrk gives up after 30 s,
+            # the server goes on computing its backlog) takes CPU from the next point.
+            busy = "*" if r.get("idle_before", 1.0) < quiet else ""
+            disturbed = disturbed or bool(busy)
             lines.append(
-                f"| {key[0]} | {key[1]} | {r['server']} | {r['protocol']} | {r['rps']:,.1f} "
+                f"| {key[0]} | {key[1]} | {r['server']} | {r['protocol']} | {r['rps']:,.1f}{busy} "
                 f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {per_request:.1f} "
-                f"| {per_request / floors[key[0]]:.2f} | {vs} |"
+                f"| {per_request / floors[key[0]]:.2f} | {vs} "
+                f"| {r.get('server_cpu_ms', math.nan):.2f} | {r.get('client_cpu_ms', math.nan):.2f} |"
             )
     lines.append("")
     lines.append(
         "ONNX Runtime in process (1 thread), median per batch: "
         + ", ".join(f"batch {b}: {ms:.2f} ms" for b, ms in sorted(floors.items()))
     )
+    if disturbed:
+        lines.append("")
+        lines.append(
+            f"\\* measured on a busy machine (idle under {quiet:.0%} before it, after "
+            "`--patience`): another server was still working; measure that point again."
+        )
     if report.get("skipped"):
         lines.append("")
         lines.extend(f"- skipped {s}" for s in report["skipped"])
@@ -530,6 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {
         "machine": server_bench.machine(),
         "duration_s": args.duration,
+        "quiet": args.quiet,
         "model": "MobileNetV2-shaped, width 0.35, [N, 224, 224, 3] FP32 (build_image_model.py)",
         "floor": [floor(version / "model.onnx", b, args.floor_rounds, args) for b in batches],
         "results": [],
@@ -545,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         for server in under_test:
             log = args.work / f"{server.target.name.split()[0].lower()}.log"
-            stack.enter_context(server_bench.started(server.target, log))
+            server.pid = stack.enter_context(server_bench.started(server.target, log)).pid
             check(server, all_bodies)
             skipped = [
                 f"{server.target.name} {p}: {why}"
