@@ -6,7 +6,10 @@ subchannel pool each, or gRPC would share one), each with one call in flight tha
 again as soon as it returns, all with the same pre-serialised ``ModelInferRequest``
 (``v2_wire.infer_request``), so no request is built or serialised in the loop. It warms up,
 then counts the calls that finish in the measured window and their latencies, and prints
-one JSON object: ``rps``, ``p50_ms``, ``p99_ms``, ``errors``, ``requests``.
+one JSON object: ``rps``, ``p50_ms``, ``p99_ms``, ``errors``, ``requests``. With
+``--cpu-of PGID`` it also gives the CPU per call, in ms, that the processes of group PGID
+(the server) and this process spent between the window's edges (``server_cpu_ms``,
+``client_cpu_ms``): its own start-up and the calls still running at the end stay out.
 
 It runs in a process of its own (the benchmark starts it), so its CPU is not the driver's.
 Its own ceiling, against a server that answers at once without reading the tensor, is
@@ -31,6 +34,7 @@ import grpc
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+import cpu_time
 import v2_wire
 
 Call = grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
@@ -53,9 +57,19 @@ def percentile(values: Sequence[float], pct: float) -> float:
 
 
 async def drive(
-    target: str, body: bytes, *, connections: int, duration: float, warmup: float, timeout: float
+    target: str,
+    body: bytes,
+    *,
+    connections: int,
+    duration: float,
+    warmup: float,
+    timeout: float,
+    cpu_of: int = 0,
 ) -> dict[str, float]:
-    """Keep one call in flight per connection; measure the calls of the last ``duration`` s."""
+    """Keep one call in flight per connection; measure the calls of the last ``duration`` s.
+
+    ``cpu_of``: a process group whose CPU per call in the window to report (0: none).
+    """
     channels = [grpc.aio.insecure_channel(target, options=OPTIONS) for _ in range(connections)]
     try:
         await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), timeout=10)
@@ -66,29 +80,42 @@ async def drive(
         stop = measure_from + duration
         latencies: list[float] = []
         errors = 0
+        finished = 0
+        edges: list[tuple[int, float, float]] = []  # (calls finished, server CPU, own CPU)
+
+        async def sample(at: float) -> None:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            edges.append((finished, cpu_time.group_cpu(cpu_of), time.process_time()))
 
         async def worker(call: Call) -> None:
-            nonlocal errors
+            nonlocal errors, finished
             while (now := time.perf_counter()) < stop:
                 try:
                     await call(body, timeout=timeout)
                 except grpc.aio.AioRpcError:
                     errors += 1
                     continue
+                finished += 1
                 done = time.perf_counter()
                 if now >= measure_from and done <= stop:
                     latencies.append(done - now)
 
-        await asyncio.gather(*(worker(c) for c in calls))
+        samplers = [sample(measure_from), sample(stop)] if cpu_of else []
+        await asyncio.gather(*(worker(c) for c in calls), *samplers)
     finally:
         await asyncio.gather(*(c.close() for c in channels))
-    return {
+    result = {
         "rps": len(latencies) / duration,
         "p50_ms": percentile(latencies, 50) * 1e3,
         "p99_ms": percentile(latencies, 99) * 1e3,
         "errors": errors,
         "requests": len(latencies),
     }
+    if len(edges) == 2 and edges[1][0] > edges[0][0]:
+        calls_between = edges[1][0] - edges[0][0]
+        result["server_cpu_ms"] = (edges[1][1] - edges[0][1]) * 1e3 / calls_between
+        result["client_cpu_ms"] = (edges[1][2] - edges[0][2]) * 1e3 / calls_between
+    return result
 
 
 async def serve_null(port: int) -> None:
@@ -118,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
     parser.add_argument("--serve-null", type=int, metavar="PORT")
+    parser.add_argument(
+        "--cpu-of", type=int, default=0, metavar="PGID", help="report this group's CPU per call"
+    )
     args = parser.parse_args(argv)
     if args.serve_null:
         asyncio.run(serve_null(args.serve_null))
@@ -132,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             duration=args.duration,
             warmup=args.warmup,
             timeout=args.timeout,
+            cpu_of=args.cpu_of,
         )
     )
     print(json.dumps(result))

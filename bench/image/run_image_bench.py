@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import contextlib
 import dataclasses
 import io
@@ -45,6 +46,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +61,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "server"))
 sys.path.insert(0, str(HERE))
 
+import cpu_time  # noqa: E402
 import loadgen  # noqa: E402
 import run_benchmark as server_bench  # noqa: E402  (its server start-up and machine record)
 import v2_wire  # noqa: E402
@@ -179,21 +182,33 @@ def floor(model: pathlib.Path, batch: int, rounds: int, args: Any) -> dict[str, 
 
     Measured on a quiet machine (as every scenario is): a busy one inflates it, and every
     row's "x ORT floor" with it.
+
+    Also timed: two sessions running at once on two threads (ONNX Runtime lets go of the
+    GIL), each batch's median there (``two_at_once_ms``): the model's own rate with both
+    cores on it, 2,000 / that in batches per second, which no server on this machine passes.
     """
     idle = loadgen.wait_for_quiet(args.quiet, args.patience)
     run = session(model)
     pixels = np.random.default_rng(0).random((batch, 224, 224, 3), dtype=np.float32)
-    for _ in range(3):
-        run.run(["probabilities"], {"input": pixels})
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        run.run(["probabilities"], {"input": pixels})
-        times.append((time.perf_counter() - started) * 1e3)
+
+    def timed(one: Any) -> list[float]:
+        for _ in range(3):
+            one.run(["probabilities"], {"input": pixels})
+        times = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            one.run(["probabilities"], {"input": pixels})
+            times.append((time.perf_counter() - started) * 1e3)
+        return times
+
+    times = timed(run)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(timed, (run, session(model))))
     return {
         "batch": batch,
         "median_ms": statistics.median(times),
         "min_ms": min(times),
+        "two_at_once_ms": statistics.median(both[0] + both[1]),
         "rounds": rounds,
         "idle_before": round(idle, 3),
     }
@@ -367,20 +382,6 @@ def check(server: Server, all_bodies: Sequence[Bodies]) -> None:
                 break
 
 
-def group_cpu(pgid: int) -> float:
-    """CPU seconds used so far by the live processes of group ``pgid``: a server, its workers."""
-    total = 0
-    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # After the command's ")": state, ppid, pgrp, ..., utime (12th), stime (13th).
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone between the listing and the read
-            continue
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def children_cpu() -> float:
     """CPU seconds of this process's finished children: the load generators run so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -424,8 +425,13 @@ def run_wrk(
     }
 
 
-def run_grpc(port: int, body: pathlib.Path, *, c: int, s: int, warmup: int) -> dict[str, float]:
-    """Run the gRPC load generator in a process of its own; return its JSON."""
+def run_grpc(
+    port: int, body: pathlib.Path, *, c: int, s: int, warmup: int, cpu_of: int = 0
+) -> dict[str, float]:
+    """Run the gRPC load generator in a process of its own; return its JSON.
+
+    ``cpu_of``: the server's process group, whose CPU per call it then reports.
+    """
     done = subprocess.run(
         [
             sys.executable,
@@ -440,6 +446,8 @@ def run_grpc(port: int, body: pathlib.Path, *, c: int, s: int, warmup: int) -> d
             str(s),
             "--warmup",
             str(warmup),
+            "--cpu-of",
+            str(cpu_of),
         ],
         capture_output=True,
         text=True,
@@ -458,33 +466,43 @@ def measure(
 
     Besides req/s and latency: the CPU the server (all its processes) and the load generator
     spent per answered request in the measured window, in ms. On this 2-core machine they
-    share the cores, so their sum bounds req/s: 2,000 / (server + client) at best.
+    share the cores, so their sum bounds req/s: 2,000 / (server + client) at best. The
+    server's is read inside the window (the calls still running when the load stops are
+    finished after it, and are not counted as answered), the generator's over its run
+    (grpc_load reads its own over the window: its start-up costs 0.3 s of CPU).
     """
     if protocol == "grpc":
         assert server.grpc_port is not None
-        port = server.grpc_port
-
-        def load(seconds: int) -> dict[str, float]:
-            return run_grpc(port, bodies.grpc, c=c, s=seconds, warmup=0)
-
-    else:
-        path, headers = request_of(protocol, bodies)
-        url = f"http://127.0.0.1:{server.target.port}"
-        url += V1_PATH if protocol == "v1-b64" else V2_PATH
-
-        def load(seconds: int) -> dict[str, float]:
-            return run_wrk(url, path, headers, lua, c=c, s=seconds)
-
+        return run_grpc(
+            server.grpc_port,
+            bodies.grpc,
+            c=c,
+            s=args.duration,
+            warmup=args.warmup,
+            cpu_of=server.pid,
+        )
+    path, headers = request_of(protocol, bodies)
+    url = f"http://127.0.0.1:{server.target.port}{V1_PATH if protocol == 'v1-b64' else V2_PATH}"
     if args.warmup:
-        load(args.warmup)
-    server_before, client_before = group_cpu(server.pid), children_cpu()
-    result = load(args.duration)
-    answered = result["rps"] * args.duration
-    for key, spent in (
-        ("server_cpu_ms", group_cpu(server.pid) - server_before),
-        ("client_cpu_ms", children_cpu() - client_before),
-    ):
-        result[key] = spent * 1e3 / answered if answered else float("nan")
+        run_wrk(url, path, headers, lua, c=c, s=args.warmup)
+    edge = min(1.0, args.duration / 4)
+    server_cpu: list[float] = []
+    timers = [
+        threading.Timer(at, lambda: server_cpu.append(cpu_time.group_cpu(server.pid)))
+        for at in (edge, args.duration - edge)
+    ]
+    client_before = children_cpu()
+    for timer in timers:
+        timer.start()
+    result = run_wrk(url, path, headers, lua, c=c, s=args.duration)
+    for timer in timers:
+        timer.join()
+    rps = result["rps"]
+    if rps and len(server_cpu) == 2:
+        result["server_cpu_ms"] = (
+            (server_cpu[1] - server_cpu[0]) * 1e3 / (rps * (args.duration - 2 * edge))
+        )
+        result["client_cpu_ms"] = (children_cpu() - client_before) * 1e3 / (rps * args.duration)
     return result
 
 
@@ -499,17 +517,16 @@ def ceiling(all_bodies: Sequence[Bodies], conns: Sequence[int], args: Any) -> li
         time.sleep(2)
         for bodies in all_bodies:
             for c in conns:
-                before = group_cpu(null.pid), children_cpu()
-                r = run_grpc(9231, bodies.grpc, c=c, s=args.duration, warmup=args.warmup)
-                # grpcio's own cost of taking in one message: no server does it for less.
-                answered = r["rps"] * (args.duration + args.warmup)
-                r["server_cpu_ms"] = (group_cpu(null.pid) - before[0]) * 1e3 / answered
-                r["client_cpu_ms"] = (children_cpu() - before[1]) * 1e3 / answered
+                # The null server's CPU per call is grpcio's own cost of taking in one
+                # message and answering: no server built on grpcio does it for less.
+                r = run_grpc(
+                    9231, bodies.grpc, c=c, s=args.duration, warmup=args.warmup, cpu_of=null.pid
+                )
                 rows.append({"batch": bodies.batch, "connections": c, **r})
                 print(
                     f"grpc_load ceiling b{bodies.batch} c{c}: {r['rps']:,.0f} req/s, CPU per "
-                    f"request: null server {r['server_cpu_ms']:.2f} ms, "
-                    f"grpc_load {r['client_cpu_ms']:.2f} ms",
+                    f"request: null server {r.get('server_cpu_ms', math.nan):.2f} ms, "
+                    f"grpc_load {r.get('client_cpu_ms', math.nan):.2f} ms",
                     file=sys.stderr,
                 )
     finally:
@@ -551,6 +568,15 @@ def table(report: dict[str, Any]) -> str:
         "ONNX Runtime in process (1 thread), median per batch: "
         + ", ".join(f"batch {b}: {ms:.2f} ms" for b, ms in sorted(floors.items()))
     )
+    both = {f["batch"]: f["two_at_once_ms"] for f in report["floor"] if "two_at_once_ms" in f}
+    if both:
+        lines.append(
+            "Two sessions at once (both cores), median per batch: "
+            + ", ".join(
+                f"batch {b}: {ms:.2f} ms (at most {2e3 / ms:,.0f} batches/s)"
+                for b, ms in sorted(both.items())
+            )
+        )
     if disturbed:
         lines.append("")
         lines.append(
