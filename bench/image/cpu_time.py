@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import resource
 
 
 def group_cpu(pgid: int) -> float:
@@ -23,3 +24,9 @@ def group_cpu(pgid: int) -> float:
         if int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children: the load generators run so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

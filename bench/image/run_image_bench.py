@@ -41,7 +41,6 @@ import math
 import os
 import pathlib
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -382,12 +381,6 @@ def check(server: Server, all_bodies: Sequence[Bodies]) -> None:
                 break
 
 
-def children_cpu() -> float:
-    """CPU seconds of this process's finished children: the load generators run so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_wrk(
     url: str, body: pathlib.Path, headers: dict[str, str], lua: pathlib.Path, *, c: int, s: int
 ) -> dict[str, float]:
@@ -491,7 +484,7 @@ def measure(
         threading.Timer(at, lambda: server_cpu.append(cpu_time.group_cpu(server.pid)))
         for at in (edge, args.duration - edge)
     ]
-    client_before = children_cpu()
+    client_before = cpu_time.children_cpu()
     for timer in timers:
         timer.start()
     result = run_wrk(url, path, headers, lua, c=c, s=args.duration)
@@ -502,7 +495,9 @@ def measure(
         result["server_cpu_ms"] = (
             (server_cpu[1] - server_cpu[0]) * 1e3 / (rps * (args.duration - 2 * edge))
         )
-        result["client_cpu_ms"] = (children_cpu() - client_before) * 1e3 / (rps * args.duration)
+        result["client_cpu_ms"] = (
+            (cpu_time.children_cpu() - client_before) * 1e3 / (rps * args.duration)
+        )
     return result
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import resource
 import signal
 import subprocess
 import sys
@@ -80,12 +79,12 @@ def test_grpc_load_reports_cpu_per_call_of_server_and_itself(
     command += ["--duration", "0.5", "--warmup", "1", "--cpu-of", str(pgid)]
     deadline = time.monotonic() + 20
     while True:  # the null server takes a moment to listen
-        before = _children_cpu()
+        before = cpu_time.children_cpu()
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
         if done.returncode == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    whole_run = _children_cpu() - before
+    whole_run = cpu_time.children_cpu() - before
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["errors"] == 0 and result["requests"] > 10
@@ -95,8 +94,3 @@ def test_grpc_load_reports_cpu_per_call_of_server_and_itself(
     # twice the window, stay out of what it reports.
     in_window = result["client_cpu_ms"] * result["requests"] / 1e3
     assert in_window < whole_run / 2
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
