@@ -26,7 +26,7 @@ import kopf
 from kubeserve import cluster
 from kubeserve.api import spec, validation
 from kubeserve.api.errors import SpecError
-from kubeserve.builders import children, meta
+from kubeserve.builders import children, endpoint, meta
 from kubeserve.builders.config import BuildConfig
 from kubeserve.controller import diff, merge_patch, overlay, packed, rollouts, settle, status, work
 from kubeserve.controller.work import ChildKey
@@ -303,7 +303,10 @@ class Reconciler:
             outcome.events += looked.events
             if looked.rollout != previous.get("rollout"):
                 # status.rollout first: the router follows it (see the module docstring).
+                # status.traffic says the same split in the same write, never the last one.
                 moved = looked.apply(previous)
+                if live:
+                    moved["traffic"] = endpoint.traffic_summary(steps.live_spec(isvc, live))
                 outcome.status_written = self._write_status(body, previous, moved)
                 previous = moved
                 outcome.rollout_every = rollouts.interval(isvc, previous)

@@ -189,6 +189,7 @@ def test_an_operator_killed_between_the_status_and_the_router_carries_on_to_the_
         collect(h, 2, (100, 1), (20, 0))
     h.api.patch = patch  # type: ignore[method-assign]
     assert rollout_of(h)["step"] == 2 and split(h) == [("90%", "v1"), ("*", "v2")]
+    assert h.status()["traffic"] == "v1=50,v2=50", "status.traffic moves with status.rollout"
     h.run(work.FullReconcile())  # a restarted operator's resume
     assert split(h) == [("50%", "v1"), ("*", "v2")]
     assert rollout_of(h)["step"] == 2, "no step taken again, none skipped"
