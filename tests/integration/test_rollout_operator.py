@@ -206,6 +206,11 @@ def test_an_operator_killed_mid_rollout_continues_without_skipping_or_repeating_
     live(kube, namespace, rollout_isvc(steps=[10, 30, 50]), pods)
     send_to_candidate(kube, namespace)
     serve_until(kube, namespace, pods, at_step(2), what="step 2")
+    # Killed once step 2 is acted on: its router split and its Event follow the status
+    # write, and a kill between them loses the Event (Events are best effort, as in any
+    # controller; CI saw it), while the split is put right on resume either way.
+    router_carries(kube, namespace, [("70%", "v1"), ("*", "v2")])
+    wait_for(lambda: events(kube, namespace, decide.ADVANCED), what="RolloutAdvanced 10→30")
     operator.stop(kill=True)
     try:
         pods.serve(f"{NAME}-v1-a", 400)
