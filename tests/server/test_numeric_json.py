@@ -89,25 +89,29 @@ def nested(draw: st.DrawFn) -> Any:
 
     value = build(shape)
     for _ in range(draw(st.integers(min_value=0, max_value=2))):
-        # Damage: a row shorter or longer, a list where a value was, or the reverse.
-        path = draw(st.lists(st.integers(min_value=0, max_value=3), max_size=3))
-        node = value
-        for i in path:
-            if type(node) is not list or not node or type(node[i % len(node)]) is not list:
-                break
-            node = node[i % len(node)]
-        if type(node) is list and node:
-            i = draw(st.integers(min_value=0, max_value=len(node) - 1))
-            edit = draw(st.sampled_from(["drop", "add", "wrap", "flatten"]))
-            if edit == "drop":
-                del node[i]
-            elif edit == "add":
-                node.append(draw(leaf))
-            elif edit == "wrap":
-                node[i] = [node[i]]
-            elif type(node[i]) is list:
-                node[i] = draw(leaf)
+        damage(draw, value, leaf)
     return value if value else [1]
+
+
+def damage(draw: st.DrawFn, value: list[Any], leaf: st.SearchStrategy[Any]) -> None:
+    """Damage one list inside ``value``: shorter or longer, a list where a value was, or the
+    reverse."""
+    node = value
+    for i in draw(st.lists(st.integers(min_value=0, max_value=3), max_size=3)):
+        if not node or type(node[i % len(node)]) is not list:
+            break
+        node = node[i % len(node)]
+    if node:
+        i = draw(st.integers(min_value=0, max_value=len(node) - 1))
+        edit = draw(st.sampled_from(["drop", "add", "wrap", "flatten"]))
+        if edit == "drop":
+            del node[i]
+        elif edit == "add":
+            node.append(draw(leaf))
+        elif edit == "wrap":
+            node[i] = [node[i]]
+        elif type(node[i]) is list:
+            node[i] = draw(leaf)
 
 
 def _text(value: Any, spacing: int) -> bytes:
@@ -276,24 +280,8 @@ def number_arrays(draw: st.DrawFn) -> tuple[bytes, bool]:
 
     value = build(shape)
     if len(shape) > 1 and draw(st.integers(min_value=0, max_value=2)) == 0:
-        # A list shorter or longer, a list where a value was, or the reverse.
         regular = False
-        node = value
-        for i in draw(st.lists(st.integers(min_value=0, max_value=3), max_size=3)):
-            if not node or type(node[i % len(node)]) is not list:
-                break
-            node = node[i % len(node)]
-        if node:
-            i = draw(st.integers(min_value=0, max_value=len(node) - 1))
-            edit = draw(st.sampled_from(["drop", "add", "wrap", "flatten"]))
-            if edit == "drop":
-                del node[i]
-            elif edit == "add":
-                node.append(draw(leaf))
-            elif edit == "wrap":
-                node[i] = [node[i]]
-            elif type(node[i]) is list:
-                node[i] = draw(leaf)
+        damage(draw, value, leaf)
 
     def render(node: Any) -> str:
         if type(node) is not list:

@@ -77,8 +77,8 @@ _WHITESPACE = b" \t\n\r"
 _QUOTE, _BACKSLASH, _COMMA, _BRACKET = ord('"'), ord("\\"), ord(","), ord("[")
 _BRACE = ord("{")
 _OPEN, _CLOSE = {ord("["): ord("]"), ord("{"): ord("}")}, (ord("]"), ord("}"))
-# Byte -> change of nesting depth, as a ``bytes.translate`` table (0xff is int8 -1).
 _BRACKETS = (b"[", b"]", b"{", b"}")
+# Byte -> change of nesting depth, as a ``bytes.translate`` table (0xff is int8 -1).
 _STEPS = bytes(1 if b in b"[{" else 0xFF if b in b"]}" else 0 for b in range(256))
 
 

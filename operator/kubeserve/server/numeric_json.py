@@ -197,6 +197,11 @@ def _regular_cut(body: bytes, lo: int, stop: int) -> int:
     return body.rfind(b",", lo, lo + WINDOW)
 
 
+def _has_brackets(body: bytes, lo: int, cut: int) -> bool:
+    """Whether ``body[lo:cut]`` opens or closes a list: the values of a nested array."""
+    return body.find(b"[", lo, cut) >= 0 or body.find(b"]", lo, cut) >= 0
+
+
 def _values_text(body: bytes, lo: int, cut: int, bracketed: bool) -> bytes:
     """Return ``[`` + ``body[lo:cut]`` + ``]``, its inner brackets made blanks, without the
     blanks it would open with: orjson 3.13 refuses some dense arrays of ints that open with
@@ -259,7 +264,7 @@ class _Regular:
         """Take the values of ``body[lo:cut]``; False if the quick way cannot."""
         if any(body.find(b, lo, cut) >= 0 for b in _NOT_NUMBERS):
             return False
-        bracketed = body.find(b"[", lo, cut) >= 0 or body.find(b"]", lo, cut) >= 0
+        bracketed = _has_brackets(body, lo, cut)
         text = _values_text(body, lo, cut, bracketed)
         try:
             values = orjson.loads(text)
@@ -379,8 +384,7 @@ def _regular_values(
         if cut < 0:  # a smaller window than ``scan`` had: the next comma will do
             cut = body.find(b",", lo, stop)
             cut = stop if cut < 0 else cut
-        bracketed = body.find(b"[", lo, cut) >= 0 or body.find(b"]", lo, cut) >= 0
-        values = orjson.loads(_values_text(body, lo, cut, bracketed))
+        values = orjson.loads(_values_text(body, lo, cut, _has_brackets(body, lo, cut)))
         small: bytes | None = None
         if values and not any(body.find(b, lo, cut) >= 0 for b in _FLOAT_BYTES):
             try:
